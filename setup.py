@@ -1,0 +1,29 @@
+"""pip-installable Python part of vila_ros (no ROS interfaces: those are built by CMake / colcon).
+
+`pip install .` gives the model, engines, simulator, training and the `vila-ros` command on any Python 3.10-3.12;
+the ROS nodes additionally need a ROS 2 install (or the ROS wheels of requirements.txt) and the CMake build.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="vila_ros",
+    version="0.1.0",
+    description="VILA vision-language perception for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["vila_ros", "vila_ros.*"]),
+    include_package_data=True,
+    package_data={"vila_ros": ["default_model/**/*"]},
+    # torch is deliberately not listed: install the build for your platform first (CPU, CUDA or JetPack).
+    install_requires=[
+        "numpy>=1.23",
+        "transformers>=5.0,<5.30",
+        "safetensors>=0.4",
+        "tokenizers>=0.20",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "rosbags>=0.10",
+    ],
+    entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main"]},
+)

@@ -1,0 +1,14 @@
+"""Test-wide environment: DDS on loopback, one ROS domain per test process, no model hub."""
+import os
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Before anything can call rclpy.init(): discovery never leaves this machine, and concurrent test runs
+# (several checkouts, CI jobs) do not see each other's nodes.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("VILA_ROS_TEST_DOMAIN_ID", str(1 + os.getpid() % 100))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Subprocesses started by tests import the source tree, like the test process itself.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
