@@ -19,7 +19,7 @@ PACKAGE_FILES := $(shell find vila_ros launch config scripts -type f ! -name '*.
 all: build
 
 venv: $(VENV)/.stamp-venv
-$(VENV)/.stamp-venv: requirements.txt
+$(VENV)/.stamp-venv: requirements.txt requirements-ml.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned to the CPU build on local disk, so nothing later can pull another one.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
