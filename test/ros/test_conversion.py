@@ -1,0 +1,88 @@
+"""Camera messages -> RGB frames, with real JPEG/PNG bytes and the layouts drivers actually send."""
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,
+                                     rgb_to_compressed, rgb_to_image, stamp_to_ns)
+
+
+def gradient(height=48, width=64):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 4 % 256, y * 5 % 256, (x + y) * 3 % 256], axis=-1).astype(np.uint8)
+
+
+def raw_message(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
+    rows = pixels.reshape(pixels.shape[0], -1)
+    if pixels.dtype == np.uint16:
+        rows = pixels.astype(">u2" if bigendian else "<u2").view(np.uint8).reshape(pixels.shape[0], -1)
+    padded = np.concatenate([rows, np.full((rows.shape[0], pad), 77, np.uint8)], axis=1)
+    return Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=bigendian,
+                 step=padded.shape[1], data=padded.tobytes())
+
+
+@pytest.mark.parametrize("pad", [0, 13])
+def test_rgb8_and_bgr8_with_row_padding(pad):
+    rgb = gradient()
+    assert np.array_equal(image_to_rgb(raw_message(rgb, "rgb8", pad)), rgb)
+    assert np.array_equal(image_to_rgb(raw_message(rgb[..., ::-1].copy(), "bgr8", pad)), rgb)
+
+
+def test_mono16_big_and_little_endian_are_stretched_identically():
+    depth = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 7 + 1000)
+    little = image_to_rgb(raw_message(depth, "16UC1"))
+    big = image_to_rgb(raw_message(depth, "16UC1", pad=4, bigendian=True))
+    assert np.array_equal(little, big)
+    assert little[0, 0].tolist() == [0, 0, 0] and little[-1, -1].tolist() == [255, 255, 255]
+
+
+def test_rgba_mono_and_yuv():
+    rgb = gradient()
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    assert np.array_equal(image_to_rgb(raw_message(rgba, "rgba8")), rgb)
+    gray = rgb[..., 0].copy()
+    assert np.array_equal(image_to_rgb(raw_message(gray, "mono8"))[..., 1], gray)
+    uyvy = np.full((48, 64, 2), 128, np.uint8)
+    assert image_to_rgb(raw_message(uyvy, "yuv422")).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("message, reason", [
+    (Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(20)), "needed"),
+    (Image(height=4, width=4, encoding="rgb8", step=8, data=bytes(64)), "shorter than a row"),
+    (Image(height=4, width=4, encoding="32FC1", step=16, data=bytes(64)), "unsupported encoding"),
+    (Image(height=0, width=4, encoding="rgb8", step=12, data=b""), "empty"),
+])
+def test_bad_raw_images_raise_clear_errors(message, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        image_to_rgb(message)
+
+
+def test_jpeg_from_real_bytes_and_reduced_decode():
+    rgb = cv2.resize(gradient(), (640, 480), interpolation=cv2.INTER_NEAREST)
+    msg = rgb_to_compressed(rgb, 5, "cam", quality=95)
+    assert bytes(msg.data[:2]) == b"\xff\xd8"
+    full = compressed_to_rgb(msg)
+    assert full.shape == (480, 640, 3)
+    assert np.abs(full.astype(int) - rgb).mean() < 6
+    reduced = compressed_to_rgb(msg, min_size=112)
+    assert 112 <= min(reduced.shape[:2]) < 480
+
+
+def test_png_and_corrupt_compressed_images():
+    rgb = gradient()
+    ok, png = cv2.imencode(".png", rgb[..., ::-1])
+    assert ok
+    assert np.array_equal(compressed_to_rgb(CompressedImage(format="png", data=png.tobytes())), rgb)
+    with pytest.raises(ImageDecodeError):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8not a jpeg at all"))
+    with pytest.raises(ImageDecodeError, match="empty"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
+
+
+def test_round_trips_of_images_and_stamps():
+    rgb = gradient()
+    msg = rgb_to_image(rgb, 1_700_000_000_123_456_789, "front", encoding="bgr8")
+    assert msg.header.stamp.sec == 1_700_000_000 and msg.header.stamp.nanosec == 123_456_789
+    assert np.array_equal(image_to_rgb(msg), rgb)
+    assert stamp_to_ns(ns_to_stamp(42_000_000_001)) == 42_000_000_001

@@ -1,0 +1,146 @@
+"""sensor_msgs images <-> numpy RGB, and ROS time <-> integer nanoseconds, without cv_bridge.
+
+Decoding honours `step` (row padding), `is_bigendian` and the encoding; anything we cannot read raises
+`ImageDecodeError` with the reason, so the node can count and report the frame instead of dying on it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+try:  # DCT-domain downscaling makes large JPEGs cheap to decode; OpenCV is the fallback.
+    import simplejpeg
+except ImportError:  # pragma: no cover - depends on the install
+    simplejpeg = None
+import cv2
+
+NANOSECONDS = 1_000_000_000
+
+# encoding -> (channels, dtype, channel order to reach RGB)
+_RAW_ENCODINGS = {
+    "rgb8": (3, np.uint8, None),
+    "bgr8": (3, np.uint8, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, np.uint8, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, np.uint8, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, np.uint8, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, np.uint8, cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, np.uint8, cv2.COLOR_BGR2RGB),  # OpenCV convention for untyped 3-channel images
+    "mono16": (1, np.uint16, cv2.COLOR_GRAY2RGB),
+    "16UC1": (1, np.uint16, cv2.COLOR_GRAY2RGB),
+    "rgb16": (3, np.uint16, None),
+    "bgr16": (3, np.uint16, cv2.COLOR_BGR2RGB),
+}
+_YUV_ENCODINGS = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+                  "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2, "yuyv": cv2.COLOR_YUV2RGB_YUY2}
+
+
+class ImageDecodeError(ValueError):
+    """A camera message that cannot be turned into an RGB frame."""
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
+
+
+def ns_to_stamp(nanoseconds: int) -> Time:
+    sec, nanosec = divmod(int(nanoseconds), NANOSECONDS)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """Decode a raw `sensor_msgs/Image` into a new HxWx3 uint8 RGB array."""
+    encoding = msg.encoding.strip()
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"empty image {width}x{height}")
+    data = msg.data
+    if encoding.lower() in _YUV_ENCODINGS:
+        rows = _rows(data, height, width * 2, step, np.uint8)
+        return cv2.cvtColor(rows.reshape(height, width, 2), _YUV_ENCODINGS[encoding.lower()])
+    if encoding not in _RAW_ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {encoding!r} (supported: {', '.join(sorted(_RAW_ENCODINGS))}, "
+                               f"{', '.join(sorted(_YUV_ENCODINGS))})")
+    channels, dtype, conversion = _RAW_ENCODINGS[encoding]
+    itemsize = np.dtype(dtype).itemsize
+    rows = _rows(data, height, width * channels * itemsize, step, np.uint8)
+    pixels = rows.view(np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<"))
+    pixels = pixels.reshape(height, width, channels)
+    if dtype == np.uint16:
+        pixels = _to_uint8(pixels.astype(np.float32))
+    if conversion is not None:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+    return np.array(pixels, dtype=np.uint8, copy=True)
+
+
+def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None) -> np.ndarray:
+    """Decode a JPEG or PNG `sensor_msgs/CompressedImage` into HxWx3 uint8 RGB.
+
+    With `min_size`, a JPEG may be decoded at a reduced scale (never below `min_size` on its shorter side): the model
+    resizes to a few hundred pixels anyway, and full-resolution decoding is the costliest step on small CPUs.
+    """
+    data = bytes(msg.data)
+    if not data:
+        raise ImageDecodeError("empty compressed image")
+    fmt = msg.format.lower()
+    if simplejpeg is not None and data[:2] == b"\xff\xd8" and "png" not in fmt:
+        try:
+            if min_size:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size,
+                                              min_factor=1)
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError as error:
+            raise ImageDecodeError(f"corrupt JPEG ({len(data)} bytes): {error}") from error
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImageDecodeError(f"cannot decode compressed image of format {msg.format!r} ({len(data)} bytes)")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = "rgb8") -> Image:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    if encoding == "bgr8":
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    elif encoding != "rgb8":
+        raise ValueError(f"rgb_to_image writes rgb8 or bgr8, not {encoding!r}")
+    msg = Image()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = rgb.shape[:2]
+    msg.encoding = encoding
+    msg.step = rgb.shape[1] * 3
+    msg.data = np.ascontiguousarray(rgb).tobytes()  # bytes: assigning an array is ~1000x slower
+    return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int = 90) -> CompressedImage:
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    msg = CompressedImage()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.format = "rgb8; jpeg compressed bgr8"
+    msg.data = encoded.tobytes()
+    return msg
+
+
+def _rows(data, height: int, row_bytes: int, step: int, dtype) -> np.ndarray:
+    if step < row_bytes:
+        raise ImageDecodeError(f"step {step} is shorter than a row of {row_bytes} bytes")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size < step * (height - 1) + row_bytes:
+        raise ImageDecodeError(f"data holds {buffer.size} bytes, {step * (height - 1) + row_bytes} needed "
+                               f"for {height} rows of step {step}")
+    if buffer.size < step * height:  # the last row's padding may be omitted
+        buffer = np.concatenate([buffer, np.zeros(step * height - buffer.size, np.uint8)])
+    return buffer[: step * height].reshape(height, step)[:, :row_bytes]
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Stretch 16-bit data (depth, thermal, HDR) to 8 bits over its own range, so it stays visible."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return ((values - low) * (255.0 / (high - low))).round().astype(np.uint8)
