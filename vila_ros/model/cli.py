@@ -1,0 +1,148 @@
+"""``vila-ros init-model`` and ``vila-ros describe``. torch is imported inside the handlers only."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    init = subparsers.add_parser("init-model", help="write a randomly initialised VILA1.5 checkpoint")
+    init.add_argument("--preset", required=True, help="tiny | default-small | mid | vila1.5-3b")
+    init.add_argument("--out", required=True, help="output directory")
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--corpus", help="text file (one sample per line) to train the tokenizer on")
+    init.set_defaults(func=_init_model)
+
+    desc = subparsers.add_parser("describe", help="answer a prompt about images or a video")
+    desc.add_argument("--model", required=True, help="VILA1.5 checkpoint directory")
+    desc.add_argument("--image", action="append", default=[], help="image file (repeat for several, in order)")
+    desc.add_argument("--video", help="video file; --frames frames sampled uniformly")
+    desc.add_argument("--frames", type=int, help="frames taken from --video (default: the model's num_video_frames)")
+    desc.add_argument("--prompt", required=True)
+    desc.add_argument("--max-new-tokens", type=int, default=128)
+    desc.add_argument("--temperature", type=float, default=0.0)
+    desc.add_argument("--top-p", type=float, default=1.0)
+    desc.add_argument("--seed", type=int)
+    desc.add_argument("--conv-template", help="override the checkpoint's conversation template")
+    desc.add_argument("--system", help="override the template's system prompt")
+    desc.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"))
+    desc.add_argument("--engine", default="torch")
+    desc.add_argument("--device", default="cpu")
+    desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    desc.set_defaults(func=_describe)
+
+
+def _init_model(args: argparse.Namespace) -> int:
+    from vila_ros.model.checkpoint import checkpoint_bytes
+    from vila_ros.model.presets import init_model
+
+    corpus = None
+    if args.corpus:
+        with open(args.corpus, encoding="utf-8") as f:
+            corpus = [line.rstrip("\n") for line in f if line.strip()]
+    t0 = time.perf_counter()
+    out = init_model(args.preset, args.out, seed=args.seed, tokenizer_corpus=corpus)
+    print(json.dumps({"out": str(out), "preset": args.preset, "bytes": checkpoint_bytes(out),
+                      "seconds": round(time.perf_counter() - t0, 2)}))
+    return 0
+
+
+def read_image_rgb(path: str) -> Any:
+    import cv2
+
+    frame = cv2.imread(path, cv2.IMREAD_COLOR)
+    if frame is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def sample_video_frames(path: str, num_frames: int) -> list[Any]:
+    """``num_frames`` RGB frames spread uniformly over the video (first and last included).
+
+    Frames are read sequentially with grab() and decoded only when wanted: seeking with CAP_PROP_POS_FRAMES is
+    inexact for many codecs, and a short clip costs little to scan.
+    """
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {path}")
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if total <= 0:  # unknown length (some streams): decode everything, then sample
+            frames = []
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                frames.append(frame)
+            total = len(frames)
+            wanted = np.linspace(0, total - 1, num_frames).round().astype(int).tolist() if total else []
+            return [cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB) for i in wanted]
+        wanted = np.linspace(0, total - 1, num_frames).round().astype(int).tolist()
+        out, index = [], 0
+        for target in wanted:
+            while index <= target:
+                if not cap.grab():
+                    break
+                index += 1
+            if index <= target:
+                break  # the container announced more frames than it has
+            ok, frame = cap.retrieve()
+            if ok:
+                out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        return out
+    finally:
+        cap.release()
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from vila_ros.engine import GenerationConfig, create_engine
+
+    from vila_ros.model.checkpoint import CheckpointError
+
+    t0 = time.perf_counter()
+    try:
+        engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device)
+        load_ms = (time.perf_counter() - t0) * 1000
+        frames = [read_image_rgb(p) for p in args.image]
+        if args.video:
+            frames += sample_video_frames(args.video, args.frames or engine.num_video_frames)
+    except (CheckpointError, FileNotFoundError, NotImplementedError, RuntimeError, ValueError) as error:
+        print(f"vila-ros describe: {error}", file=sys.stderr)
+        return 2
+    t1 = time.perf_counter()
+    features = engine.encode_frames(frames)
+    vision_ms = (time.perf_counter() - t1) * 1000
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        conv_template=args.conv_template, system_prompt=args.system,
+    )
+    streaming = not args.json
+    on_token = (lambda _tid, text: print(text, end="", flush=True)) if streaming else None
+    result = engine.generate(args.prompt, features, config, on_token=on_token)
+    if streaming:
+        print()
+        return 0
+    decode_s = result.decode_ms / 1000
+    print(json.dumps({
+        "text": result.text,
+        "token_ids": result.token_ids,
+        "stop_reason": result.stop_reason,
+        "num_images": len(frames),
+        "prompt_tokens": result.prompt_tokens,
+        "model": engine.model_id,
+        "timings": {
+            "load_ms": round(load_ms, 2),
+            "vision_ms": round(vision_ms, 2),
+            "prefill_ms": round(result.prefill_ms, 2),
+            "decode_ms": round(result.decode_ms, 2),
+            "decode_tokens_per_s": round(max(len(result.token_ids) - 1, 0) / decode_s, 2) if decode_s > 0 else None,
+        },
+    }))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,159 @@
+"""VilaConfig: the VILA1.5 root ``config.json`` (``model_type: llava_llama``) plus three keys of ours.
+
+The file is read and written in VILA's own shape so a checkpoint we save loads in VILA's code and vice versa:
+``llm_cfg`` / ``vision_tower_cfg`` / ``mm_projector_cfg`` are the part configs, each ``_name_or_path`` ending in
+``./llm`` etc. (the part directory is resolved from its basename). Our additions, ignored by VILA:
+``conv_template`` (the prompt template the model was trained with: wrong templates are the most reported cause
+of garbage output), ``mm_projector_token_order`` ("vila1.5" | "nvila") and ``num_video_frames``.
+No torch import here: the CLI and other layers read configs without loading the ML stack.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TOKEN_ORDERS = ("vila1.5", "nvila")
+PART_NAMES = ("llm", "vision_tower", "mm_projector")
+
+# Keys that VilaConfig owns; everything else in a root config.json is kept in `extra` and written back unchanged.
+_OWN_KEYS = (
+    "llm_cfg", "vision_tower_cfg", "mm_projector_cfg", "hidden_size", "mm_hidden_size", "mm_vision_select_layer",
+    "mm_vision_select_feature", "image_aspect_ratio", "mm_use_im_start_end", "mm_use_im_patch_token", "model_dtype",
+    "num_video_frames", "conv_template", "mm_projector_token_order",
+)
+
+
+@dataclasses.dataclass
+class VilaConfig:
+    llm_cfg: dict[str, Any]
+    vision_tower_cfg: dict[str, Any]
+    mm_projector_cfg: dict[str, Any]
+    mm_vision_select_layer: int = -2
+    mm_vision_select_feature: str = "cls_patch"
+    image_aspect_ratio: str = "resize"
+    mm_use_im_start_end: bool = False
+    mm_use_im_patch_token: bool = False
+    model_dtype: str = "torch.bfloat16"
+    num_video_frames: int = 8
+    conv_template: str = "vicuna_v1"
+    mm_projector_token_order: str = "vila1.5"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mm_projector_token_order not in TOKEN_ORDERS:
+            raise ValueError(f"mm_projector_token_order must be one of {TOKEN_ORDERS}, got {self.mm_projector_token_order!r}")
+        if self.mm_vision_select_feature not in ("cls_patch", "patch"):
+            raise ValueError(f"unsupported mm_vision_select_feature {self.mm_vision_select_feature!r}")
+        if self.image_aspect_ratio not in ("resize", "pad"):
+            raise ValueError(f"unsupported image_aspect_ratio {self.image_aspect_ratio!r} (resize | pad)")
+
+    # -- derived sizes -------------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(self.llm_cfg["hidden_size"])
+
+    @property
+    def mm_hidden_size(self) -> int:
+        return int(self.vision_tower_cfg["hidden_size"])
+
+    @property
+    def mm_projector_type(self) -> str:
+        return str(self.mm_projector_cfg.get("mm_projector_type", "mlp_downsample"))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision_tower_cfg["image_size"])
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Visual tokens one image becomes in the LLM sequence (196 for SigLIP-384 + mlp_downsample)."""
+        side = self.image_size // int(self.vision_tower_cfg["patch_size"])
+        tokens = side * side
+        if self.mm_vision_select_feature == "patch":
+            tokens -= 1  # VILA drops token 0 (a CLS token for towers that have one)
+        if self.mm_projector_type == "mlp_downsample":
+            grid = int(math.isqrt(tokens))
+            tokens = ((grid + 1) // 2) ** 2
+        return tokens
+
+    def part_dir_name(self, part: str) -> str:
+        """Directory of a part under the checkpoint root: basename of its cfg's ``_name_or_path``."""
+        cfg = getattr(self, f"{part}_cfg")
+        name = str(cfg.get("_name_or_path") or part).rstrip("/")
+        return Path(name).name or part
+
+    # -- (de)serialisation ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "architectures": ["LlavaLlamaModel"],
+            "model_type": "llava_llama",
+        }
+        out.update(copy.deepcopy(self.extra))
+        for part in PART_NAMES:
+            cfg = copy.deepcopy(getattr(self, f"{part}_cfg"))
+            cfg.setdefault("_name_or_path", f"./{part}")
+            out[f"{part}_cfg"] = cfg
+        out.update(
+            hidden_size=self.hidden_size,
+            mm_hidden_size=self.mm_hidden_size,
+            mm_vision_select_layer=self.mm_vision_select_layer,
+            mm_vision_select_feature=self.mm_vision_select_feature,
+            image_aspect_ratio=self.image_aspect_ratio,
+            mm_use_im_start_end=self.mm_use_im_start_end,
+            mm_use_im_patch_token=self.mm_use_im_patch_token,
+            model_dtype=self.model_dtype,
+            num_video_frames=self.num_video_frames,
+            conv_template=self.conv_template,
+            mm_projector_token_order=self.mm_projector_token_order,
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VilaConfig":
+        missing = [f"{p}_cfg" for p in PART_NAMES if not isinstance(data.get(f"{p}_cfg"), dict)]
+        if missing:
+            raise KeyError(f"not a VILA1.5 config: missing {', '.join(missing)}")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        kwargs: dict[str, Any] = {}
+        for key in _OWN_KEYS:
+            if key in ("hidden_size", "mm_hidden_size"):
+                continue  # derived from the part configs
+            if key in data:
+                kwargs[key] = copy.deepcopy(data[key])
+        if "conv_template" not in data:
+            kwargs["conv_template"] = infer_conv_template(data)
+        if kwargs.get("mm_projector_token_order") is None:
+            kwargs["mm_projector_token_order"] = defaults["mm_projector_token_order"]
+        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in _OWN_KEYS and k not in ("architectures", "model_type")}
+        return cls(**kwargs, extra=extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VilaConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def save(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def infer_conv_template(data: dict[str, Any]) -> str:
+    """Template for a VILA checkpoint that does not store ours, from the notes' table (3B/13B vicuna_v1,
+    8B llama_3 with its 128k vocab, 40B hermes-2 with a Yi LLM)."""
+    llm = data.get("llm_cfg", {})
+    name = str(llm.get("_name_or_path", "")) + str(data.get("_name_or_path", ""))
+    if int(llm.get("vocab_size", 0)) >= 128000 or "llama-3" in name.lower() or "llama3" in name.lower():
+        return "llama_3"
+    if "hermes" in name.lower() or "yi" in str(llm.get("model_type", "")).lower() or "40b" in name.lower():
+        return "hermes-2"
+    return "vicuna_v1"
+
+
+def dtype_name(dtype: Any) -> str:
+    """torch dtype -> VILA's ``model_dtype`` string ("torch.bfloat16")."""
+    return str(dtype) if str(dtype).startswith("torch.") else f"torch.{dtype}"

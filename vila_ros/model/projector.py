@@ -1,0 +1,83 @@
+"""Vision-to-language projectors of VILA1.5 (``mm_projector_type``), state-dict compatible with VILA's files.
+
+``mlp_downsample`` (every VILA1.5 size) merges each 2x2 block of patch features into one token (4x fewer tokens)
+before a LayerNorm + 2-layer GELU MLP. Its parameters live at ``layers.1`` (LayerNorm), ``layers.2`` and
+``layers.4`` (Linear): index 0 is the parameter-free merge and 3 the GELU, so the Sequential keeps those slots.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+from vila_ros.model.config import TOKEN_ORDERS
+
+
+class DownSample2x2(nn.Module):
+    """[B, N, C] patch grid (N = h*h) -> [B, ceil(h/2)^2, 4C], one token per 2x2 block.
+
+    A merged token's channels are [p(r,c), p(r,c+1), p(r+1,c), p(r+1,c+1)]. Odd grids get a zero row at the bottom
+    and a zero column on the right first (SigLIP-384: 27x27 -> 28x28 -> 196 tokens).
+    Token order: VILA1.5 weights were trained with the blocks emitted column-major (block origins (0,0),(2,0),
+    (0,2),(2,2) on a 4x4 grid); NVILA and TensorRT-LLM's PyTorch port emit them row-major. Using the wrong order
+    on VILA1.5 weights scrambles the image for the LLM without any error, hence the explicit switch.
+    """
+
+    def __init__(self, token_order: str = "vila1.5") -> None:
+        super().__init__()
+        if token_order not in TOKEN_ORDERS:
+            raise ValueError(f"token_order must be one of {TOKEN_ORDERS}, got {token_order!r}")
+        self.token_order = token_order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = math.isqrt(n)
+        if h * h != n:
+            raise ValueError(f"DownSample2x2 needs a square patch grid, got {n} tokens")
+        grid = x.reshape(b, h, h, c)
+        if h % 2:
+            grid = nn.functional.pad(grid, (0, 0, 0, 1, 0, 1))  # zero column right, zero row bottom
+            h += 1
+        half = h // 2
+        blocks = grid.reshape(b, half, 2, half, 2, c)  # [b, block_row, dr, block_col, dc, c]
+        if self.token_order == "vila1.5":
+            blocks = blocks.permute(0, 3, 1, 2, 4, 5)  # column-major over blocks
+        else:
+            blocks = blocks.permute(0, 1, 3, 2, 4, 5)  # row-major over blocks
+        return blocks.reshape(b, half * half, 4 * c)
+
+    def extra_repr(self) -> str:
+        return f"token_order={self.token_order!r}"
+
+
+class MultimodalProjector(nn.Module):
+    """``layers`` holds the projector exactly as VILA names it, so ``state_dict()`` keys match mm_projector files."""
+
+    def __init__(self, projector_type: str, mm_hidden_size: int, hidden_size: int, token_order: str = "vila1.5"):
+        super().__init__()
+        self.projector_type = projector_type
+        if projector_type == "linear":
+            self.layers: nn.Module = nn.Linear(mm_hidden_size, hidden_size)
+        elif projector_type == "mlp_downsample":
+            self.layers = nn.Sequential(
+                DownSample2x2(token_order),
+                nn.LayerNorm(4 * mm_hidden_size),
+                nn.Linear(4 * mm_hidden_size, hidden_size),
+                nn.GELU(),
+                nn.Linear(hidden_size, hidden_size),
+            )
+        elif (match := re.fullmatch(r"mlp(\d+)x_gelu", projector_type)) is not None:
+            depth = int(match.group(1))
+            if depth < 1:
+                raise ValueError(f"bad projector type {projector_type!r}")
+            modules: list[nn.Module] = [nn.Linear(mm_hidden_size, hidden_size)]
+            for _ in range(depth - 1):
+                modules += [nn.GELU(), nn.Linear(hidden_size, hidden_size)]
+            self.layers = nn.Sequential(*modules)
+        else:
+            raise ValueError(f"unknown mm_projector_type {projector_type!r} (linear, mlp{{N}}x_gelu, mlp_downsample)")
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
