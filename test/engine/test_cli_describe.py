@@ -1,0 +1,68 @@
+"""`vila-ros describe` and `vila-ros bench decode` end to end, in subprocesses, on real JPEG/video files."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from vila_ros.engine import GenerationConfig
+
+
+def vila_ros(*args, timeout=120):
+    proc = subprocess.run([sys.executable, "-m", "vila_ros.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_describe_images_and_video(tiny_dir, tiny_engine, tmp_path):
+    rng = np.random.default_rng(11)
+    paths, frames = [], []
+    for i in range(2):
+        bgr = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+        path = tmp_path / f"img{i}.jpg"
+        assert cv2.imwrite(str(path), bgr)
+        paths.append(path)
+        frames.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), i * 25, np.uint8))
+    writer.release()
+
+    out = json.loads(vila_ros("describe", "--model", tiny_dir, "--image", paths[0], "--image", paths[1],
+                              "--prompt", "What changed?", "--max-new-tokens", 6, "--json"))
+    assert set(out) >= {"text", "token_ids", "timings", "stop_reason"}
+    assert {"vision_ms", "prefill_ms", "decode_ms"} <= set(out["timings"])
+    expected = tiny_engine.generate("What changed?", tiny_engine.encode_frames(frames), GenerationConfig(max_new_tokens=6))
+    assert out["token_ids"] == expected.token_ids and out["text"] == expected.text
+    assert out["num_images"] == 2
+
+    vid = json.loads(vila_ros("describe", "--model", tiny_dir, "--video", video, "--frames", 3,
+                              "--prompt", "Describe.", "--max-new-tokens", 4, "--conv-template", "plain", "--json"))
+    assert vid["num_images"] == 3 and len(vid["token_ids"]) <= 4
+    assert vid["prompt_tokens"] == 3 * tiny_engine.tokens_per_image + len(
+        tiny_engine.model.tokenizer("\n\n\nDescribe.\n").input_ids)
+
+
+def test_video_sampling_is_uniform(tmp_path):
+    from vila_ros.model.cli import sample_video_frames
+
+    video = tmp_path / "ramp.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for i in range(9):
+        writer.write(np.full((32, 32, 3), i * 30, np.uint8))
+    writer.release()
+    picked = sample_video_frames(str(video), 3)
+    assert [int(round(f.mean() / 30)) for f in picked] == [0, 4, 8]
+
+
+def test_bench_decode_and_init_model(tiny_dir, tmp_path):
+    report = tmp_path / "bench.json"
+    vila_ros("bench", "decode", "--model", tiny_dir, "--json", report, "--new-tokens", 8, "--repeats", 1)
+    data = json.loads(report.read_text())
+    assert data["new_tokens"] == 8 and data["ours"]["decode_tok_s"] > 0 and data["hf_generate"]["decode_tok_s"] > 0
+    assert data["tokens_match"] is True
+    info = json.loads(vila_ros("init-model", "--preset", "tiny", "--out", tmp_path / "t", "--seed", 1))
+    assert (tmp_path / "t" / "llm" / "model.safetensors.index.json").is_file() and info["bytes"] > 0

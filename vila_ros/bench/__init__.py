@@ -1,0 +1,1 @@
+"""Benchmarks (``vila-ros bench ...``): each module measures one thing against a baseline in the same run."""

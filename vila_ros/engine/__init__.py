@@ -1,0 +1,32 @@
+"""Inference engines behind one interface (docs/DESIGN.md): ``create_engine(model_dir, engine, precision, device)``.
+
+The module stays import-light (types only); the torch engine is imported when one is created.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vila_ros.engine.types import Engine, GenerationConfig, GenerationResult, TokenCallback
+
+ENGINES = ("torch", "tensorrt_llm")
+PRECISIONS = ("fp32", "bf16", "int4")
+
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "GenerationConfig", "GenerationResult", "TokenCallback", "create_engine"]
+
+
+def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu") -> Engine:
+    """Load the VILA1.5 checkpoint at ``model_dir`` into an engine."""
+    if engine == "tensorrt_llm":
+        raise RuntimeError(
+            "engine 'tensorrt_llm' needs a TensorRT-LLM build on a GPU/Jetson machine (LLM engine built with "
+            "trtllm-build plus a visual engine); it cannot run here. Use engine='torch'."
+        )
+    if engine != "torch":
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "int4":
+        raise NotImplementedError("int4 arrives with issue 6")
+    from vila_ros.engine.torch_engine import TorchEngine
+
+    return TorchEngine.from_dir(model_dir, precision=precision, device=device)

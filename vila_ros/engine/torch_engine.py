@@ -1,0 +1,305 @@
+"""The torch engine: VilaModel + our KV-cache decode loop.
+
+One generate() = tokenize the templated prompt (image slots -200), splice frame features into the embeddings,
+prefill, then decode token by token with stop ids / stop strings / max tokens, streaming text to ``on_token``.
+Prefix cache: the ids before the first image (system prompt, few-shot examples) are the same call after call;
+their KV is computed once, kept as a private copy and copied into each new cache, so only the images and the
+question are prefilled. The copy is what makes it safe: a later call can never see another call's tokens.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vila_ros.engine.decoder import KVCache, LlamaDecoder
+from vila_ros.engine.sampling import TextStream, sample_next
+from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
+from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, build_prompt_ids, text_prefix
+from vila_ros.model.templates import get_template
+from vila_ros.model.vila import VilaModel
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class TorchEngine:
+    def __init__(self, model: VilaModel, model_id: str = "vila", prefix_cache_size: int = 4):
+        self.model = model.eval()
+        self.model_id = model_id
+        self.num_video_frames = int(model.config.num_video_frames)
+        self.tokens_per_image = int(model.config.tokens_per_image)
+        self.tokenizer = model.tokenizer
+        self.decoder = LlamaDecoder(model.llm)
+        self.prefix_cache_size = prefix_cache_size
+        self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, precision: str = "fp32", device: str = "cpu") -> "TorchEngine":
+        from vila_ros.model.checkpoint import load_vila
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} not supported by the torch engine (fp32, bf16, int4)")
+        model = load_vila(model_dir, dtype=PRECISIONS[precision], device=device)
+        return cls(model, model_id=Path(model_dir).resolve().name)
+
+    # -- vision ------------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        if len(frames) == 0:
+            return []
+        features = self.model.encode_images(self.model.preprocess(frames))
+        # Own storage per frame: a cached frame must not pin the whole batch's memory.
+        return [f.clone() for f in features]
+
+    def _features(self, items: Sequence[Any]) -> tuple[list[torch.Tensor], float]:
+        """Accept precomputed [T, hidden] features or raw frames (encoded here, timed as vision_ms)."""
+        raw = [i for i, x in enumerate(items) if isinstance(x, np.ndarray)]
+        out = list(items)
+        vision_ms = 0.0
+        if raw:
+            t0 = time.perf_counter()
+            encoded = self.encode_frames([items[i] for i in raw])
+            vision_ms = _ms(t0)
+            for i, feat in zip(raw, encoded):
+                out[i] = feat
+        for f in out:
+            if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[0] != self.tokens_per_image:
+                raise ValueError(f"image features must be [{self.tokens_per_image}, hidden] tensors or uint8 frames")
+        return out, vision_ms
+
+    # -- prompt -----------------------------------------------------------------------------------------------------
+    def prompt_ids(self, question: str, num_images: int, config: GenerationConfig) -> list[int]:
+        template = config.conv_template or self.model.conv_template
+        return build_prompt_ids(question, num_images, self.tokenizer, template, config.system_prompt)
+
+    def _embed(self, ids: Sequence[int], features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[L', H] embeddings: text runs embedded, each image slot replaced by its features."""
+        pieces: list[torch.Tensor] = []
+        run: list[int] = []
+        images = iter(features)
+        dev, dtype = self.decoder.device, self.decoder.dtype
+        for tok in list(ids) + [None]:  # sentinel flushes the last run
+            if tok is None or tok == IMAGE_TOKEN_INDEX:
+                if run:
+                    pieces.append(self.decoder.embed(torch.tensor(run, device=dev)))
+                    run = []
+                if tok is not None:
+                    pieces.append(next(images).to(device=dev, dtype=dtype))
+            else:
+                run.append(tok)
+        return torch.cat(pieces)
+
+    def _stops(self, config: GenerationConfig) -> tuple[set[int], list[str]]:
+        template = get_template(config.conv_template or self.model.conv_template)
+        strings = list(template.stop_strings) + list(config.stop_strings)
+        ids = set(int(i) for i in config.stop_token_ids)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        special = set(self.tokenizer.all_special_ids) | set(getattr(self.tokenizer, "added_tokens_decoder", {}) or {})
+        for s in strings:
+            enc = self.tokenizer(s, add_special_tokens=False).input_ids
+            if len(enc) == 1 and enc[0] in special:
+                ids.add(int(enc[0]))  # "<|eot_id|>" and friends are one token: stop without decoding text
+        return ids, strings
+
+    def _capacity(self, prompt_len: int, max_new_tokens: int) -> int:
+        if prompt_len >= self.decoder.max_positions:
+            raise ValueError(f"prompt of {prompt_len} positions exceeds the model's {self.decoder.max_positions}")
+        return min(prompt_len + max_new_tokens, self.decoder.max_positions)
+
+    # -- generation -------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        question: str,
+        image_features: Sequence[Any],
+        config: GenerationConfig | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> GenerationResult:
+        config = config or GenerationConfig()
+        features, vision_ms = self._features(image_features)
+        t0 = time.perf_counter()
+        ids = self.prompt_ids(question, len(features), config)
+        embeds = self._embed(ids, features)[None]
+        prompt_len = embeds.shape[1]
+        cache = self.decoder.new_cache(1, self._capacity(prompt_len, config.max_new_tokens))
+
+        # The prefix never covers the whole prompt: the last position must be prefilled to get logits.
+        prefix = text_prefix(ids)[: len(ids) - 1] if config.use_prefix_cache else ()
+        cached = 0
+        if prefix:
+            snapshot = self._prefix_cache.get(prefix)
+            if snapshot is not None:
+                self._prefix_cache.move_to_end(prefix)
+                cache.restore(snapshot)
+                cached = len(prefix)
+            else:
+                self.decoder.forward(embeds[:, : len(prefix)], cache)
+                self._prefix_cache[prefix] = cache.snapshot(len(prefix))
+                while len(self._prefix_cache) > self.prefix_cache_size:
+                    self._prefix_cache.popitem(last=False)
+        hidden = self.decoder.forward(embeds[:, cache.length:], cache)
+        logits = self.decoder.logits(hidden[:, -1])
+        prefill_ms = _ms(t0)
+
+        stop_ids, stop_strings = self._stops(config)
+        generator = None
+        if config.seed is not None and config.temperature > 0:
+            generator = torch.Generator(device=self.decoder.device).manual_seed(int(config.seed))
+        t1 = time.perf_counter()
+        out_ids, reason, text = self._decode_loop(
+            cache, logits, config, stop_ids, stop_strings, generator, on_token
+        )
+        return GenerationResult(
+            text=text, token_ids=out_ids, vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=_ms(t1),
+            stop_reason=reason, prompt_tokens=prompt_len, cached_prefix_tokens=cached,
+        )
+
+    def _decode_loop(
+        self,
+        cache: KVCache,
+        logits: torch.Tensor,
+        config: GenerationConfig,
+        stop_ids: set[int],
+        stop_strings: Sequence[str],
+        generator: torch.Generator | None,
+        on_token: TokenCallback | None,
+    ) -> tuple[list[int], str, str]:
+        stream = TextStream(self.tokenizer, stop_strings)
+        out_ids: list[int] = []
+        reason = "max_new_tokens"
+        pieces: list[str] = []
+        for step in range(config.max_new_tokens):
+            token = int(sample_next(logits, config.temperature, config.top_p, generator)[0])
+            out_ids.append(token)
+            if token in stop_ids:
+                reason = "stop_token"
+                delta = stream.finish()
+                pieces.append(delta)
+                if on_token is not None:
+                    on_token(token, delta)
+                break
+            delta = stream.push(token)
+            pieces.append(delta)
+            if on_token is not None and on_token(token, delta):
+                reason = "cancelled"
+                break
+            if stream.stopped:
+                reason = "stop_string"
+                break
+            if step == config.max_new_tokens - 1:
+                break
+            if cache.length >= cache.capacity:
+                reason = "context_full"
+                break
+            x = self.decoder.embed(torch.tensor([[token]], device=self.decoder.device))
+            logits = self.decoder.logits(self.decoder.forward(x, cache)[:, -1])
+        if reason in ("max_new_tokens", "context_full"):  # a cancelled caller has what it was streamed
+            tail = stream.finish()
+            pieces.append(tail)
+            if tail and on_token is not None:
+                on_token(-1, tail)  # flush of held-back text: no new token, id -1
+        return out_ids, reason, "".join(pieces)
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        questions: Sequence[str],
+        image_features: Sequence[Sequence[Any]],
+        config: GenerationConfig | None = None,
+    ) -> list[GenerationResult]:
+        """Left-padded batch: every row's prompt ends at the same position, so one step serves all rows; pads
+        are masked out of attention and rows keep their own RoPE positions, so each row computes what a
+        single generate() would."""
+        config = config or GenerationConfig()
+        if len(questions) != len(image_features):
+            raise ValueError("one list of images per question")
+        bsz = len(questions)
+        if bsz == 0:
+            return []
+        dev = self.decoder.device
+        vision_ms = 0.0
+        row_features = []
+        for items in image_features:
+            feats, v_ms = self._features(items)
+            vision_ms += v_ms
+            row_features.append(feats)
+        t0 = time.perf_counter()
+        embeds_rows = [
+            self._embed(self.prompt_ids(q, len(feats), config), feats) for q, feats in zip(questions, row_features)
+        ]
+        lengths = torch.tensor([e.shape[0] for e in embeds_rows], device=dev)
+        longest = int(lengths.max())
+        capacity = self._capacity(longest, config.max_new_tokens)
+        cache = self.decoder.new_cache(bsz, capacity)
+        hidden_size = embeds_rows[0].shape[1]
+        embeds = embeds_rows[0].new_zeros(bsz, longest, hidden_size)
+        valid = torch.zeros(bsz, capacity, dtype=torch.bool, device=dev)
+        for b, e in enumerate(embeds_rows):
+            embeds[b, longest - e.shape[0]:] = e
+            valid[b, longest - e.shape[0]:longest] = True
+        pad = longest - lengths  # [B]
+        positions = (torch.arange(longest, device=dev)[None] - pad[:, None]).clamp_min(0)
+        causal = torch.tril(torch.ones(longest, longest, dtype=torch.bool, device=dev))
+        # pad queries attend to themselves only, so no row of the mask is empty (empty rows give NaN)
+        mask = (causal[None] & valid[:, None, :longest]) | torch.eye(longest, dtype=torch.bool, device=dev)[None]
+        hidden = self.decoder.forward(embeds, cache, positions=positions, mask=mask[:, None])
+        logits = self.decoder.logits(hidden[:, -1])
+        prefill_ms = _ms(t0)
+
+        stop_ids, stop_strings = self._stops(config)
+        generator = None
+        if config.seed is not None and config.temperature > 0:
+            generator = torch.Generator(device=dev).manual_seed(int(config.seed))
+        streams = [TextStream(self.tokenizer, stop_strings) for _ in range(bsz)]
+        out_ids: list[list[int]] = [[] for _ in range(bsz)]
+        reasons: list[str | None] = [None] * bsz
+        texts = [""] * bsz
+        t1 = time.perf_counter()
+        next_pos = lengths.clone()
+        for step in range(config.max_new_tokens):
+            tokens = sample_next(logits, config.temperature, config.top_p, generator)
+            for b, token in enumerate(tokens.tolist()):
+                if reasons[b] is not None:
+                    continue
+                out_ids[b].append(token)
+                if token in stop_ids:
+                    reasons[b] = "stop_token"
+                    texts[b] += streams[b].finish()
+                    continue
+                texts[b] += streams[b].push(token)
+                if streams[b].stopped:
+                    reasons[b] = "stop_string"
+            if all(r is not None for r in reasons) or step == config.max_new_tokens - 1:
+                break
+            if cache.length >= cache.capacity:
+                for b in range(bsz):
+                    reasons[b] = reasons[b] or "context_full"
+                break
+            valid[:, cache.length] = True
+            x = self.decoder.embed(tokens[:, None])
+            hidden = self.decoder.forward(
+                x, cache, positions=next_pos[:, None], mask=valid[:, None, None, : cache.length + 1]
+            )
+            next_pos += 1
+            logits = self.decoder.logits(hidden[:, -1])
+        decode_ms = _ms(t1)
+        results = []
+        for b in range(bsz):
+            if reasons[b] is None:
+                reasons[b] = "max_new_tokens"
+            if reasons[b] in ("max_new_tokens", "context_full"):
+                texts[b] += streams[b].finish()
+            results.append(GenerationResult(
+                text=texts[b], token_ids=out_ids[b], vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms,
+                stop_reason=str(reasons[b]), prompt_tokens=int(lengths[b]),
+            ))
+        return results
