@@ -1,0 +1,166 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vila_ros.model.checkpoint import load_vila
+from vila_ros.train import data as D
+from vila_ros.train.lora import apply_lora, lora_modules
+from vila_ros.train.recipe import load_recipe
+from vila_ros.train.trainer import save_checkpoint_dir, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _recipe(**stage):
+    base = {"name": "t", "train": {"vision_tower": True, "mm_projector": True, "llm": True}, "lr": 3e-3,
+            "batch_size": 4, "max_steps": 4, "log_every": 1, "data": {"type": "llava"}}
+    base.update(stage)
+    return {"name": "test", "seed": 0, "stages": [base]}
+
+
+def _fixed_batch(model, llava_json, n=4):
+    ds = D.LlavaDataset(llava_json, model.tokenizer, model.image_processor, model.conv_template,
+                        tokens_per_image=model.tokens_per_image)
+    return D.collate([ds[i] for i in range(n)], model.tokenizer.pad_token_id)
+
+
+@torch.no_grad()
+def _loss(model, batch):
+    return float(model(**{k: batch[k] for k in ("input_ids", "attention_mask", "images", "labels")}).loss)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_steps_reduce_loss_on_fixed_batch(tiny_ckpt, llava_json, tmp_path):
+    small = tmp_path / "four.json"
+    records = json.loads(llava_json.read_text())[:4]
+    small.write_text(json.dumps([dict(r, image=[str(llava_json.parent / p) for p in ([r["image"]] if isinstance(r["image"], str) else r["image"])]) if "image" in r else r for r in records]))
+    before = _loss(load_vila(tiny_ckpt), _fixed_batch(load_vila(tiny_ckpt), small))
+    final = train(_recipe(max_steps=12, warmup_ratio=0.0), tmp_path / "run", init=tiny_ckpt, data_path=str(small))
+    after_model = load_vila(final)
+    after = _loss(after_model, _fixed_batch(after_model, small))
+    assert after < before - 0.5, (before, after)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "lr", "tokens_per_s", "elapsed"} <= set(lines[0])
+
+
+@pytest.mark.parametrize("flags", [{"vision_tower": False, "mm_projector": True, "llm": False},
+                                   {"vision_tower": False, "mm_projector": True, "llm": True}])
+def test_frozen_parts_bit_identical(tiny_ckpt, llava_json, tmp_path, flags):
+    init = load_vila(tiny_ckpt)
+    final = load_vila(train(_recipe(train=flags, max_steps=3), tmp_path / "run", init=tiny_ckpt,
+                            data_path=str(llava_json)))
+    for part, trained in flags.items():
+        a, b = getattr(init, part).state_dict(), getattr(final, part).state_dict()
+        same = all(torch.equal(a[k], b[k]) for k in a)
+        assert same != trained, part
+
+
+def test_resume_matches_uninterrupted(tiny_ckpt, llava_json, tmp_path):
+    recipe = _recipe(max_steps=4)
+    full = load_vila(train(recipe, tmp_path / "full", init=tiny_ckpt, data_path=str(llava_json)))
+    stopped = _recipe(max_steps=4, stop_at=2)
+    train(stopped, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json))
+    assert (tmp_path / "split" / "1_t" / "checkpoint-2" / "trainer_state" / "optimizer.safetensors").is_file()
+    assert not (tmp_path / "split" / "final").exists()
+    resumed = load_vila(train(recipe, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json), resume=True))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_merge_same_logits_and_loads(tiny_ckpt, llava_json, tmp_path):
+    model = load_vila(tiny_ckpt)
+    batch = _fixed_batch(model, llava_json)
+    apply_lora(model.llm, rank=4, alpha=8)
+    with torch.no_grad():
+        for m in lora_modules(model.llm).values():
+            m.lora_B.normal_(0, 0.05)
+        ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], images=batch["images"]).logits
+    saved = save_checkpoint_dir(model, tmp_path / "merged")
+    loaded = load_vila(saved)
+    assert not lora_modules(loaded)
+    with torch.no_grad():
+        out = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], images=batch["images"]).logits
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    # through the trainer: only LoRA factors train, the output is a plain checkpoint
+    final = train(_recipe(max_steps=2, lora={"rank": 4, "alpha": 8}), tmp_path / "run", init=tiny_ckpt,
+                  data_path=str(llava_json))
+    trained = load_vila(final)
+    init = load_vila(tiny_ckpt)
+    assert not torch.equal(trained.llm.model.layers[0].self_attn.q_proj.weight, init.llm.model.layers[0].self_attn.q_proj.weight)
+    assert torch.equal(trained.llm.model.embed_tokens.weight, init.llm.model.embed_tokens.weight)
+
+
+def _env():
+    env = dict(os.environ, CI="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_sft_cli_end_to_end(tiny_ckpt, llava_json, tmp_path):
+    out = tmp_path / "sft"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vila_ros.cli", "train", "--recipe", str(REPO / "config/train/sft.yaml"),
+         "--data", str(llava_json), "--init", str(tiny_ckpt), "--out", str(out), "--max-steps", "3",
+         "--set", "defaults.grad_accum=2", "--set", "defaults.save_every=2"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("final")
+    model = load_vila(out / "final")
+    assert model.conv_template == "vicuna_v1"
+    assert (out / "1_sft" / "checkpoint-2" / "config.json").is_file()
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert steps[-1] == 3
+
+
+def test_torchrun_two_processes(tiny_ckpt, llava_json, tmp_path):
+    import signal
+    import socket
+
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port,
+         "-m", "vila_ros.cli", "train", "--recipe", str(REPO / "config/train/stage3_sft.yaml"),
+         "--data", str(llava_json), "--init", str(tiny_ckpt), "--out", str(out), "--max-steps", "2",
+         "--set", "defaults.batch_size=2", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    final = load_vila(out / "final")
+    assert not all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), load_vila(tiny_ckpt).state_dict().values()))
+    state = json.loads((out / "final" / "trainer_state" / "state.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == 2
+
+
+def test_recipes_parse():
+    from vila_ros.train.recipe import resolve_stages
+
+    stages = resolve_stages(load_recipe(REPO / "config/train/default_model.yaml"))
+    assert [s["train"] for s in stages] == [
+        {"vision_tower": False, "mm_projector": True, "llm": False},
+        {"vision_tower": False, "mm_projector": True, "llm": True},
+        {"vision_tower": True, "mm_projector": True, "llm": True}]
+    assert stages[0]["template"] == "plain" and all(s["data"]["type"] == "sim" for s in stages)
+    assert sum(s["max_minutes"] for s in stages) <= 50
+    for name, lr in (("stage1_align", 1e-3), ("stage2_pretrain", 5e-5), ("stage3_sft", 1e-4)):
+        (s,) = resolve_stages(load_recipe(REPO / f"config/train/{name}.yaml"))
+        assert s["lr"] == lr
+    r = load_recipe(REPO / "config/train/sft.yaml", ["defaults.lora.rank=16", "stages.sft.lr=1e-5"])
+    (s,) = resolve_stages(r)
+    assert s["lora"]["rank"] == 16 and s["lr"] == 1e-5

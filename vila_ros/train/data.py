@@ -1,0 +1,361 @@
+"""Training data: LLaVA-style JSON and an on-the-fly simulator mix, tokenized with a conversation template.
+
+A sample is ``{"input_ids": LongTensor[L], "labels": LongTensor[L], "pixels": FloatTensor[N, 3, S, S]}``: ``input_ids``
+hold one IMAGE_TOKEN_INDEX (-200) per image, ``labels`` are IGNORE_INDEX (-100) everywhere except the assistant's
+answers (their text and the template's closing string, e.g. `` yes</s>``), image slots included.
+
+Tokenization is segment by segment: the text before each answer (system, user turn, assistant role) and each answer
+are tokenized separately and concatenated, so the prompt part of the first turn is exactly what the engine feeds at
+inference (``tokenize_with_images`` of ``template.build_prompt``) and no BPE merge crosses a prompt/answer border.
+Stage 1 uses VILA's ``plain`` template: the human turn is reduced to its image placeholders, the answer is the caption.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from vila_ros import tasks
+from vila_ros.model.prompt import IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenize_with_images
+from vila_ros.model.templates import IMAGE_PLACEHOLDER, Template, count_images, get_template
+
+_USER = ("human", "user")
+_ASSISTANT = ("gpt", "assistant", "model")
+
+SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text")
+DEFAULT_SIM_MIX = {"video_caption": 0.25, "video_alert": 0.25, "video_qa": 0.25, "frame": 0.15, "text": 0.1}
+
+
+class DataError(ValueError):
+    """A dataset record that cannot be used; the message names the file and record."""
+
+
+# --------------------------------------------------------------------------------------------- tokenization
+def conversation_turns(conversations: Sequence[dict]) -> tuple[list[tuple[str, str]], str | None]:
+    """LLaVA ``conversations`` -> ([(user, assistant), ...], system or None)."""
+    system = None
+    turns: list[tuple[str, str]] = []
+    pending: str | None = None
+    for message in conversations:
+        role = str(message.get("from", "")).lower()
+        value = str(message.get("value", ""))
+        if role == "system":
+            system = value
+        elif role in _USER:
+            pending = value if pending is None else pending + "\n" + value
+        elif role in _ASSISTANT:
+            if pending is None:
+                continue  # an answer without a question (LLaVA data starting with gpt): skipped like VILA does
+            turns.append((pending, value))
+            pending = None
+        else:
+            raise DataError(f"unknown conversation role {message.get('from')!r}")
+    if not turns:
+        raise DataError("conversation holds no (human, gpt) pair")
+    return turns, system
+
+
+def _strip_bos(ids: list[int], tokenizer: Any) -> list[int]:
+    bos = tokenizer.bos_token_id
+    return ids[1:] if bos is not None and ids and ids[0] == bos else ids
+
+
+def encode_turns(
+    turns: Sequence[tuple[str, str]],
+    tokenizer: Any,
+    template: Template | str,
+    system: str | None = None,
+) -> tuple[list[int], list[int]]:
+    """(user, assistant) turns -> (input_ids, labels); labels supervise only the assistant's answers."""
+    tpl = get_template(template) if isinstance(template, str) else template
+    if tpl.style == "plain":
+        # VILA's stage-1 format: the images, then the caption; the question text is dropped.
+        turns = [("".join(IMAGE_PLACEHOLDER for _ in range(count_images(u))) or u, a) for u, a in turns]
+    full = tpl.render(list(turns), system=system)
+    ids: list[int] = []
+    labels: list[int] = []
+    pos = 0
+    for i, (_, answer) in enumerate(turns):
+        prompt = tpl.render(list(turns[:i]) + [(turns[i][0], None)], system=system)
+        if not full.startswith(prompt):
+            raise DataError(f"template {tpl.name} does not render turn {i} as a prefix of the conversation")
+        context = full[pos:len(prompt)]
+        start = full.find(answer, len(prompt)) if answer else len(prompt)
+        if start < 0:
+            raise DataError(f"answer of turn {i} not found in the rendered conversation")
+        end = start + len(answer)
+        for closer in (tpl.answer_suffix, tpl.sep):
+            if closer and full.startswith(closer, end):
+                end += len(closer)
+                break
+        piece = tokenize_with_images(context, tokenizer)
+        if i:
+            piece = _strip_bos(piece, tokenizer)
+        ids += piece
+        labels += [IGNORE_INDEX] * len(piece)
+        answer_ids = _strip_bos(list(tokenizer(full[len(prompt):end]).input_ids), tokenizer)
+        ids += answer_ids
+        labels += answer_ids
+        pos = end
+    return ids, labels
+
+
+def encode_conversation(conversations: Sequence[dict], tokenizer: Any, template: Template | str,
+                        num_images: int) -> tuple[list[int], list[int]]:
+    """LLaVA ``conversations`` with ``num_images`` images -> (input_ids, labels).
+
+    Records whose human turns carry no ``<image>`` get "<image>\\n" per image before the first question (LLaVA's
+    convention); otherwise the placeholder count must equal ``num_images``.
+    """
+    turns, system = conversation_turns(conversations)
+    placeholders = sum(count_images(u) + count_images(a) for u, a in turns)
+    if placeholders == 0 and num_images:
+        turns[0] = ((IMAGE_PLACEHOLDER + "\n") * num_images + turns[0][0], turns[0][1])
+    elif placeholders != num_images:
+        raise DataError(f"{placeholders} <image> placeholders but {num_images} images")
+    if any(count_images(a) for _, a in turns):
+        raise DataError("<image> in an assistant answer")
+    ids, labels = encode_turns(turns, tokenizer, template, system)
+    return ids, labels
+
+
+def truncate(ids: list[int], labels: list[int], num_images: int, tokens_per_image: int,
+             max_length: int | None) -> tuple[list[int], list[int], int]:
+    """Cut a sample so its spliced length (text + tokens_per_image per image) fits ``max_length``; images whose slot
+    falls beyond the cut are dropped (returns the number of images kept)."""
+    if not max_length:
+        return ids, labels, num_images
+    out_len = 0
+    for n, tok in enumerate(ids):
+        width = tokens_per_image if tok == IMAGE_TOKEN_INDEX else 1
+        if out_len + width > max_length:
+            ids, labels = ids[:n], labels[:n]
+            break
+        out_len += width
+    return ids, labels, ids.count(IMAGE_TOKEN_INDEX)
+
+
+def make_sample(ids: list[int], labels: list[int], pixels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    n = ids.count(IMAGE_TOKEN_INDEX)
+    if pixels is None:
+        pixels = torch.zeros(0, 3, 1, 1)
+    return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
+            "pixels": pixels[:n]}
+
+
+# ------------------------------------------------------------------------------------------------- datasets
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class LlavaDataset(torch.utils.data.Dataset):
+    """LLaVA-style JSON (a list of records, or JSON lines): ``image`` is a path or a list of paths relative to
+    ``image_folder`` (default: the JSON file's folder); records without ``image`` are text-only."""
+
+    def __init__(self, path: str | Path, tokenizer: Any, image_processor: Any, template: str,
+                 image_folder: str | Path | None = None, max_length: int | None = None, tokens_per_image: int = 1):
+        self.path = Path(path)
+        text = self.path.read_text(encoding="utf-8")
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if not isinstance(records, list) or not records:
+            raise DataError(f"{self.path}: expected a non-empty JSON list of records")
+        self.records = records
+        self.folder = Path(image_folder) if image_folder else self.path.parent
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template = template
+        self.max_length = max_length
+        self.tokens_per_image = tokens_per_image
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_paths(self, record: dict) -> list[Path]:
+        image = record.get("image")
+        if image is None:
+            return []
+        names = [image] if isinstance(image, str) else list(image)
+        return [Path(n) if Path(n).is_absolute() else self.folder / n for n in names]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        record = self.records[index]
+        where = f"{self.path} record {index} (id {record.get('id', '?')})"
+        try:
+            paths = self.image_paths(record)
+            ids, labels = encode_conversation(record["conversations"], self.tokenizer, self.template, len(paths))
+        except (DataError, KeyError) as error:
+            raise DataError(f"{where}: {error}") from error
+        ids, labels, kept = truncate(ids, labels, len(paths), self.tokens_per_image, self.max_length)
+        pixels = self.image_processor([_read_rgb(p) for p in paths[:kept]]) if kept else None
+        return make_sample(ids, labels, pixels)
+
+
+class SimDataset:
+    """Samples rendered on the fly by ``vila_ros.sim`` (no files), deterministic in (seed, index).
+
+    Kinds (weights in ``mix``): ``video_caption`` (clip + DESCRIBE_PROMPT -> caption), ``video_alert`` (clip +
+    ALERT_PROMPT -> alert answer), ``video_qa`` (clip + 1..qa_turns QA pairs, temporal and single-frame),
+    ``frame`` (one frame + its event-free caption or single-frame QA), ``text`` (text-only instructions).
+    Scenario seeds come from ``split`` (train / val / test never overlap).
+    """
+
+    def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
+                 mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
+                 qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1):
+        from vila_ros.sim.writers import text_instructions
+
+        self.mix = dict(mix or DEFAULT_SIM_MIX)
+        unknown = set(self.mix) - set(SIM_KINDS)
+        if unknown:
+            raise ValueError(f"unknown sim kinds {sorted(unknown)}; known: {', '.join(SIM_KINDS)}")
+        self.kinds = [k for k, w in self.mix.items() if w > 0]
+        weights = np.array([self.mix[k] for k in self.kinds], dtype=float)
+        self.probs = weights / weights.sum()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.template = template
+        self.image_size = image_size
+        self.num_frames = num_frames
+        self.clip_fps = clip_fps
+        self.split = split
+        self.seed = seed
+        self.qa_turns = qa_turns
+        self.max_length = max_length
+        self.tokens_per_image = tokens_per_image
+        self.instructions = text_instructions()
+
+    def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
+        """(LLaVA conversations, frames, kind) of sample ``index``."""
+        from vila_ros.sim import make_clip, split_seeds
+
+        rng = np.random.default_rng([self.seed, int(index), 7151])
+        kind = self.kinds[int(rng.choice(len(self.kinds), p=self.probs))]
+        if kind == "text":
+            n = int(rng.integers(1, 3))
+            pairs = [self.instructions[i] for i in rng.choice(len(self.instructions), size=n, replace=False)]
+            return _conv(pairs, 0), [], kind
+        scene_seed = split_seeds(self.split, 1, int(rng.integers(0, 9_000_000)))[0]
+        clip = make_clip(scene_seed, num_frames=self.num_frames, clip_fps=self.clip_fps, size=self.image_size)
+        truth = clip.truth
+        if kind == "video_caption":
+            return _conv([(tasks.DESCRIBE_PROMPT, truth.caption)], len(clip.frames)), clip.frames, kind
+        if kind == "video_alert":
+            return _conv([(tasks.ALERT_PROMPT, truth.alert_answer)], len(clip.frames)), clip.frames, kind
+        if kind == "video_qa":
+            n = int(rng.integers(1, self.qa_turns + 1))
+            qa = [truth.qa[i] for i in rng.choice(len(truth.qa), size=min(n, len(truth.qa)), replace=False)]
+            return _conv([(q["question"], q["answer"]) for q in qa], len(clip.frames)), clip.frames, kind
+        # one frame: its event-free caption or a question one frame can answer
+        i = int(rng.integers(len(clip.frames)))
+        one = clip.scenario.truth([clip.stamps[i]])
+        if rng.random() < 0.4:
+            pairs = [(tasks.DESCRIBE_PROMPT, one.static_caption)]
+        else:
+            qa = [q for q in one.qa if not q["temporal"]]
+            pairs = [(qa[j]["question"], qa[j]["answer"]) for j in rng.choice(len(qa), size=1)]
+        return _conv(pairs, 1), [clip.frames[i]], kind
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        conv, frames, _ = self.conversation(index)
+        ids, labels = encode_conversation(conv, self.tokenizer, self.template, len(frames))
+        ids, labels, kept = truncate(ids, labels, len(frames), self.tokens_per_image, self.max_length)
+        pixels = self.image_processor(frames[:kept]) if kept else None
+        return make_sample(ids, labels, pixels)
+
+
+def _conv(pairs: Sequence[tuple[str, str]], num_images: int) -> list[dict]:
+    prefix = (IMAGE_PLACEHOLDER + "\n") * num_images
+    out = []
+    for i, (q, a) in enumerate(pairs):
+        out.append({"from": "human", "value": (prefix + q) if i == 0 else q})
+        out.append({"from": "gpt", "value": a})
+    return out
+
+
+def sim_corpus(count: int = 3000, seed: int = 0, num_frames: int = 8) -> list[str]:
+    """Text the default model reads and writes: captions, QA, prompts, alert answers, instructions, templates
+    (the tokenizer of the from-scratch default model is trained on it). Ground truth only: no rendering."""
+    from vila_ros.model.templates import TEMPLATES
+    from vila_ros.sim import clip_window, make_scenario, split_seeds
+    from vila_ros.sim.writers import text_instructions
+
+    lines: list[str] = []
+    for s in split_seeds("train", count, 5_000_000 + seed):
+        scenario = make_scenario(s)
+        stamps = clip_window(scenario, s, num_frames)
+        truth = scenario.truth(stamps)
+        lines += [truth.caption, truth.static_caption, truth.alert_answer]
+        lines += [f"{q['question']} {q['answer']}" for q in truth.qa]
+    lines += [f"{q} {a}" for q, a in text_instructions()]
+    lines += [tasks.DESCRIBE_PROMPT, tasks.ALERT_PROMPT]
+    for t in TEMPLATES.values():
+        lines.append(t.render([(IMAGE_PLACEHOLDER + "\n" + tasks.DESCRIBE_PROMPT, "yes")]))
+    return lines
+
+
+# -------------------------------------------------------------------------------------------------- batching
+def collate(samples: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[str, Any]:
+    """Right-padded batch: input_ids [B, L] (pad_id), labels [B, L] (-100), attention_mask [B, L], images
+    [N, 3, S, S] (every sample's pixels in slot order, row by row; None without images), num_tokens."""
+    length = max(int(s["input_ids"].numel()) for s in samples)
+    bsz = len(samples)
+    input_ids = torch.full((bsz, length), pad_id, dtype=torch.long)
+    labels = torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((bsz, length), dtype=torch.long)
+    pixels = []
+    for i, s in enumerate(samples):
+        n = int(s["input_ids"].numel())
+        input_ids[i, :n] = s["input_ids"]
+        labels[i, :n] = s["labels"]
+        mask[i, :n] = 1
+        if s["pixels"].shape[0]:
+            pixels.append(s["pixels"])
+    images = torch.cat(pixels) if pixels else None
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask, "images": images}
+
+
+class StepSampler:
+    """Global sample indices by optimizer step, so a resumed run sees exactly the data it would have seen.
+
+    Sample ``k`` of the run (k = ((step * accum) + micro) * world * batch + rank * batch + j) maps to a dataset index
+    through a seeded permutation per epoch (finite datasets) or directly (the infinite simulator): each rank reads its
+    own share, like DistributedSampler, without any state to save.
+    """
+
+    def __init__(self, size: int | None, batch_size: int, grad_accum: int, rank: int, world: int, seed: int):
+        self.size, self.batch_size, self.grad_accum = size, batch_size, grad_accum
+        self.rank, self.world, self.seed = rank, world, seed
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def index(self, k: int) -> int:
+        if self.size is None:
+            return k
+        epoch, pos = divmod(k, self.size)
+        if self._perm is None or self._perm[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.size, generator=gen))
+        return int(self._perm[1][pos])
+
+    def micro_batch(self, step: int, micro: int) -> list[int]:
+        base = ((step * self.grad_accum + micro) * self.world + self.rank) * self.batch_size
+        return [self.index(base + j) for j in range(self.batch_size)]
+
+
+def epoch_steps(size: int, batch_size: int, grad_accum: int, world: int) -> int:
+    return max(1, math.ceil(size / (batch_size * grad_accum * world)))
+
+
+def fixed_samples(dataset: Any, indices: Iterable[int]) -> list[dict[str, torch.Tensor]]:
+    return [dataset[i] for i in indices]
