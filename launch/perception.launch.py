@@ -1,0 +1,43 @@
+"""ros2 launch vila_ros perception.launch.py [params_file:=...] [model_dir:=...] [camera_topic:=...]"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory("vila_ros"), "config", "perception.yaml")
+    arguments = [
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="Node parameters (YAML)."),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node."),
+        DeclareLaunchArgument("model_dir", default_value="",
+                              description="VILA1.5 checkpoint directory; empty = the embedded default."),
+        DeclareLaunchArgument("precision", default_value="fp32", description="fp32, bf16 or int4."),
+        DeclareLaunchArgument("device", default_value="cpu", description="cpu or cuda."),
+        DeclareLaunchArgument("log_level", default_value="info", description="Logging level."),
+    ]
+    node = Node(
+        package="vila_ros",
+        executable="perception_node",
+        name="vila_perception",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "model_dir": LaunchConfiguration("model_dir"),
+                "precision": LaunchConfiguration("precision"),
+                "device": LaunchConfiguration("device"),
+            },
+        ],
+        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+    )
+    # Keep DDS discovery on this host unless the environment already chose otherwise.
+    discovery = SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                       os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
+    return LaunchDescription([discovery, *arguments, node])

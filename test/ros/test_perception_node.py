@@ -1,0 +1,242 @@
+"""The perception node as a separate process, fed by real rosbag2 replays over DDS, with a real checkpoint."""
+import threading
+import time
+
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from node_harness import Listener, helper_node, start_node, stop_node
+from vila_ros.ros.client import call_service
+from vila_ros.ros.conversion import stamp_to_ns
+from vila_ros.ros.replay import replay_bag
+from vila_ros.sim.writers import write_bag
+from vila_ros.srv import QueryEvents, QueryScene
+
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from vila_ros.model.presets import init_model
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    init_model("tiny", out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    front = write_bag(root / "front", cameras=["front"], fps=10, size=(320, 240), encoding="rgb8", duration=6.0,
+                      seed=3, storage="mcap")
+    rear = write_bag(root / "rear", cameras=["rear"], fps=10, size=(320, 240), encoding="jpeg", duration=6.0,
+                     seed=4, storage="sqlite3")
+    return front, rear
+
+
+@pytest.fixture(scope="module")
+def running_node(tiny_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("logs") / "node.log"
+    process = start_node(log, f"model_dir:={tiny_model}", "camera_names:=[front,rear]",
+                         "camera_topics:=[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
+                         "num_frames:=4", "describe_period_s:=1.0", "alert_period_s:=1.0",
+                         "describe_max_new_tokens:=6", "query_max_new_tokens:=6", "diagnostics_period_s:=0.5")
+    listener = Listener()
+    yield process, listener, log
+    listener.close()
+    code = stop_node(process)
+    assert code == 0, log.read_text()[-3000:]
+
+
+def replay_both(bags):
+    node, context = helper_node("vila_ros_test_replay")
+    threads = [threading.Thread(target=replay_bag, args=(node, bag), kwargs={"rate": 1.0}) for bag in bags]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def bag_stamps(bag):
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag) as reader:
+        return {timestamp for _, timestamp, _ in reader.messages()}
+
+
+def wait_until_configured(listener, log, timeout=90.0):
+    node, context = helper_node("vila_ros_test_probe")
+    try:
+        client = node.create_client(QueryEvents, "/vila_perception/query_events")
+        assert client.wait_for_service(timeout_sec=timeout), log.read_text()[-3000:]
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    replay_both(bags)
+    assert listener.wait_for(lambda: {d.cameras[0] for d in listener.descriptions} == {"front", "rear"}, 30), \
+        log.read_text()[-3000:]
+    stamps = {"front": bag_stamps(bags[0]), "rear": bag_stamps(bags[1])}
+    for description in listener.descriptions:
+        camera = description.cameras[0]
+        frame_ns = [stamp_to_ns(s) for s in description.frame_stamps]
+        assert len(frame_ns) == 4 and frame_ns == sorted(frame_ns)
+        assert set(frame_ns) <= stamps[camera]  # the recorded stamps, not receipt times
+        gaps = np.round(np.diff(frame_ns) / S, 3)
+        assert set(gaps) <= {0.2, 0.3}  # 10 fps kept on a 4 fps grid: the first frame at or after each tick
+        assert stamp_to_ns(description.header.stamp) == frame_ns[-1]
+        assert description.header.frame_id == f"{camera}_camera"
+        assert list(description.frame_cameras) == [camera] * 4
+        assert description.model_id and description.prompt_id == "describe"
+        assert 1 <= description.generated_tokens <= 6 and description.decode_ms > 0
+
+
+def test_scene_queries_answer_or_fail_clearly(running_node, bags):
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    node, context = helper_node("vila_ros_test_query")
+    try:
+        def ask(**fields):
+            return call_service(node, QueryScene, "/vila_perception/query_scene", QueryScene.Request(**fields), 60)
+
+        both = ask(question="What is there?", window_frames=2)
+        assert both.success, both.error_message
+        assert sorted(both.frame_cameras) == ["front", "front", "rear", "rear"]
+        assert both.latency_ms > 0
+        front = ask(question="Is there a car?", camera="front", window_seconds=1.0, max_new_tokens=3)
+        assert front.success and set(front.frame_cameras) == {"front"} and len(front.frame_stamps) <= 4
+        unknown = ask(question="Is there a car?", camera="side")
+        assert not unknown.success and "unknown camera 'side'" in unknown.error_message
+        empty = ask(question="  ")
+        assert not empty.success and "empty" in empty.error_message
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_bad_frames_do_not_kill_the_node(running_node):
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    node, context = helper_node("vila_ros_test_bad_frames")
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    raw = node.create_publisher(Image, "/cameras/front/image_raw", qos)
+    jpeg = node.create_publisher(CompressedImage, "/cameras/rear/image_raw/compressed", qos)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (raw.get_subscription_count() == 0 or jpeg.get_subscription_count() == 0):
+            time.sleep(0.05)
+        for k in range(3):
+            stamp = (1_800_000_000 + k) * S
+            bad_raw = Image(height=240, width=320, encoding="rgb8", step=960, data=bytes(100))
+            bad_raw.header.stamp.sec = stamp // S
+            raw.publish(bad_raw)
+            bad_jpeg = CompressedImage(format="jpeg", data=b"\xff\xd8 definitely not a jpeg")
+            bad_jpeg.header.stamp.sec = stamp // S
+            jpeg.publish(bad_jpeg)
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert process.poll() is None, log.read_text()[-3000:]
+        answer = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(), 30)
+        assert answer.success
+        text = log.read_text()
+        assert "dropped a frame" in text and "needed" in text
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_query_events_returns_what_was_published_and_filters(running_node):
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    node, context = helper_node("vila_ros_test_events")
+    try:
+        listener.wait_for(lambda: len(listener.descriptions) > 0, 30)
+        published = list(listener.descriptions)
+        answer = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(), 30)
+        assert answer.success
+        assert len(answer.descriptions) >= len(published)
+        first = published[0]
+        window = QueryEvents.Request(start=first.header.stamp, end=first.header.stamp, kind="descriptions")
+        exact = call_service(node, QueryEvents, "/vila_perception/query_events", window, 30)
+        assert first in exact.descriptions and not exact.alerts
+        bad = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(kind="x"), 30)
+        assert not bad.success and "kind" in bad.error_message
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_prompts_change_live_and_bad_values_are_refused(running_node):
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    node, context = helper_node("vila_ros_test_params")
+
+    def set_parameter(name, value):
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+        return call_service(node, SetParameters, "/vila_perception/set_parameters", request, 30).results[0]
+
+    try:
+        ok = set_parameter("describe_prompt", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                             string_value="What is on the road?"))
+        assert ok.successful
+        bad = set_parameter("alert_categories", ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                                               string_array_value=["teleportation"]))
+        assert not bad.successful and "unknown alert categories" in bad.reason
+        frozen = set_parameter("model_dir", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/x"))
+        assert not frozen.successful
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_diagnostics_report_each_camera_and_the_model(running_node):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    arrays = []
+    listener.node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+    assert listener.wait_for(lambda: any(len(a.status) == 3 for a in arrays), 10)
+    statuses = {s.name: s for s in arrays[-1].status}
+    front = {kv.key: kv.value for kv in statuses["vila_ros: camera front"].values}
+    assert int(front["kept"]) > 0 and int(front["skipped_rate"]) > 0
+    assert int(front["decode_errors"]) >= 1  # from the bad frames test
+    inference = {kv.key: kv.value for kv in statuses["vila_ros: inference"].values}
+    assert int(inference["descriptions"]) > 0 and int(inference["failures"]) == 0
+
+
+def test_lifecycle_deactivate_and_activate_again(running_node):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    node, context = helper_node("vila_ros_test_lifecycle")
+
+    def transition(transition_id):
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return call_service(node, ChangeState, "/vila_perception/change_state", request, 30).success
+
+    def ask():
+        return call_service(node, QueryScene, "/vila_perception/query_scene",
+                            QueryScene.Request(question="Is there a car?", max_new_tokens=2), 60)
+
+    try:
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        inactive = ask()
+        assert not inactive.success and "not active" in inactive.error_message
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        assert ask().success  # the buffers survived deactivation
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

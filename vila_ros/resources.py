@@ -1,0 +1,17 @@
+"""Where the package's own files are: the embedded default model and the shipped configuration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "default_model"
+
+
+def resolve_model_dir(model_dir: str | Path | None) -> Path:
+    """`model_dir`, or the embedded default when it is empty; a clear error when it does not exist."""
+    path = Path(model_dir).expanduser() if model_dir else DEFAULT_MODEL_DIR
+    if not (path / "config.json").is_file():
+        what = "the embedded default model" if not model_dir else "model directory"
+        raise FileNotFoundError(f"{what} {path} has no config.json: expected a VILA1.5 checkpoint directory "
+                                "(config.json, llm/, vision_tower/, mm_projector/)")
+    return path

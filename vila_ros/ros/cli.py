@@ -1,0 +1,104 @@
+"""`vila-ros node | replay | query | demo`: the ROS side from the command line (rclpy imported in handlers)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    node = subparsers.add_parser("node", help="run the perception node (same as `ros2 run vila_ros perception_node`)",
+                                 description="Run the perception node. Extra arguments go to ROS, e.g. "
+                                             "--params-file config/perception.yaml or --ros-args -p model_dir:=DIR.")
+    node.add_argument("ros_arguments", nargs=argparse.REMAINDER)
+    node.set_defaults(func=_run_node)
+
+    replay = subparsers.add_parser("replay", help="replay a rosbag2 recording (mcap or sqlite3) into ROS",
+                                   description="Publish a bag's messages as recorded, paced by their times.")
+    add_replay_arguments(replay)
+    replay.set_defaults(func=_run_replay)
+
+    query = subparsers.add_parser("query", help="ask the running perception node a question (QueryScene), "
+                                                "or list its recent events (QueryEvents with --events)")
+    query.add_argument("question", nargs="?", default="", help="the question (QueryScene)")
+    query.add_argument("--node", default="/vila_perception", help="the perception node's full name")
+    query.add_argument("--camera", default="")
+    query.add_argument("--seconds", type=float, default=0.0, help="window in seconds (0 = node default)")
+    query.add_argument("--frames", type=int, default=0, help="frames per camera (0 = node default)")
+    query.add_argument("--max-new-tokens", type=int, default=0)
+    query.add_argument("--events", action="store_true", help="QueryEvents instead: what happened in --seconds")
+    query.add_argument("--filter", default="", help="text filter for --events")
+    query.add_argument("--timeout", type=float, default=60.0)
+    query.set_defaults(func=_run_query)
+
+    demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
+    from vila_ros.ros.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from vila_ros.ros.demo import run
+
+    return run(args)
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor; 0 = as fast as possible")
+    parser.add_argument("--topics", nargs="*", help="only these topics")
+    parser.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO", help="publish FROM under TO")
+    parser.add_argument("--loop", action="store_true", help="start over at the end")
+
+
+def _run_node(args) -> int:
+    from vila_ros.ros.perception_node import main
+
+    return main(["perception_node", *args.ros_arguments])
+
+
+def _run_replay(args) -> int:
+    from vila_ros.ros.replay import run
+
+    return run(args)
+
+
+def _run_query(args) -> int:
+    import rclpy
+
+    from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service
+    from vila_ros.ros.conversion import stamp_to_ns
+    from vila_ros.srv import QueryEvents, QueryScene
+
+    rclpy.init()
+    node = rclpy.create_node("vila_ros_query")
+    try:
+        if args.events:
+            request = QueryEvents.Request(window_seconds=args.seconds, text_filter=args.filter)
+            response = call_service(node, QueryEvents, f"{args.node}/query_events", request, args.timeout)
+            result = {"success": response.success, "error_message": response.error_message,
+                      "descriptions": [{"stamp_ns": stamp_to_ns(d.header.stamp), "camera": ",".join(d.cameras),
+                                        "text": d.text} for d in response.descriptions],
+                      "alerts": [{"stamp_ns": stamp_to_ns(a.header.stamp), "alert_id": a.alert_id,
+                                  "category": a.category, "state": a.state, "text": a.text}
+                                 for a in response.alerts]}
+        else:
+            if not args.question:
+                print("query: a question is needed (or --events)", file=sys.stderr)
+                return 2
+            request = QueryScene.Request(question=args.question, camera=args.camera, window_seconds=args.seconds,
+                                         window_frames=args.frames, max_new_tokens=args.max_new_tokens)
+            response = call_service(node, QueryScene, f"{args.node}/query_scene", request, args.timeout)
+            result = {"success": response.success, "answer": response.answer,
+                      "error_message": response.error_message, "latency_ms": round(response.latency_ms, 1),
+                      "frame_stamps_ns": [stamp_to_ns(s) for s in response.frame_stamps],
+                      "frame_cameras": list(response.frame_cameras)}
+    except (ServiceUnavailableError, ServiceTimeoutError) as error:
+        print(f"query: {error}", file=sys.stderr)
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0 if result["success"] else 1

@@ -1,0 +1,108 @@
+"""The perception node's parameters: declared with descriptions and ranges, read into plain settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+from vila_ros import tasks
+from vila_ros.ros.worker import AlertRule, WorkerSettings
+
+# name -> (default, description, (min, max) or None, read_only)
+PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
+    "camera_names": (["front"], "Camera names used in messages and queries, one per topic.", None, True),
+    "camera_topics": (["/cameras/front/image_raw"],
+                      "Image topics, one per camera; a topic ending in /compressed is read as CompressedImage.",
+                      None, True),
+    "image_qos_depth": (5, "Queue depth of the (best-effort, sensor-data) image subscriptions.", (1, 100), True),
+    "model_dir": ("", "VILA1.5 checkpoint directory; empty = the embedded default model.", None, True),
+    "engine": ("torch", "Inference engine: torch or tensorrt_llm.", None, True),
+    "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM.", None, True),
+    "device": ("cpu", "cpu, cuda or cuda:N.", None, True),
+    "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
+    "clip_fps": (4.0, "Rate at which frames are kept per camera (the model's training clip rate).", (0.1, 60.0), True),
+    "num_frames": (0, "Frames per description / alert check; 0 = the model's num_video_frames.", (0, 64), True),
+    "buffer_seconds": (10.0, "Age bound of each camera's frame buffer.", (0.5, 3600.0), True),
+    "buffer_max_frames": (64, "Frame-count bound of each camera's buffer.", (1, 10000), True),
+    "buffer_max_megabytes": (256.0, "Memory bound of each camera's buffer (frames + cached features).",
+                             (1.0, 65536.0), True),
+    "frame_max_side": (448, "Kept frames are downscaled so their longer side is at most this (0 = keep).",
+                       (0, 8192), True),
+    "describe_period_s": (2.0, "Seconds of camera time between descriptions; 0 disables them.", (0.0, 3600.0), False),
+    "describe_prompt": (tasks.DESCRIBE_PROMPT, "Prompt of the periodic descriptions.", None, False),
+    "describe_max_new_tokens": (48, "Length bound of a description.", (1, 4096), False),
+    "alert_period_s": (1.0, "Seconds of camera time between alert checks; 0 disables them.", (0.0, 3600.0), False),
+    "alert_prompt": (tasks.ALERT_PROMPT, "Prompt that asks which corner cases happen.", None, False),
+    "alert_categories": (list(tasks.CATEGORY_NAMES), "Categories the alert prompt may report; empty = none.",
+                         None, False),
+    "alert_rule_categories": ([""], "Extra yes/no rules: category names (parallel to alert_rule_questions).",
+                              None, False),
+    "alert_rule_questions": ([""], "Extra yes/no rules: the questions; a yes raises the category.", None, False),
+    "alert_confirm": (1, "Consecutive detections needed to BEGIN an alert.", (1, 100), False),
+    "alert_clear": (2, "Consecutive checks without the category needed to END it.", (1, 100), False),
+    "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
+    "alert_cooldown_s": (0.0, "Seconds after END before the same category may BEGIN again.", (0.0, 3600.0), False),
+    "query_max_new_tokens": (64, "Default answer length bound of QueryScene.", (1, 4096), False),
+    "query_timeout_s": (60.0, "How long QueryScene waits for the model before failing.", (0.1, 3600.0), False),
+    "history_size": (1000, "Descriptions and alerts kept per kind for QueryEvents.", (1, 1000000), True),
+    "diagnostics_period_s": (1.0, "Period of /diagnostics.", (0.1, 60.0), True),
+    "autostart": (True, "Configure and activate on start (no lifecycle manager needed).", None, True),
+}
+
+
+def declare_parameters(node: Node) -> None:
+    for name, (default, description, bounds, read_only) in PARAMETERS.items():
+        descriptor = ParameterDescriptor(description=description, read_only=read_only)
+        if bounds is not None and isinstance(default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(bounds[0]),
+                                                                  to_value=float(bounds[1]))]
+        elif bounds is not None and isinstance(default, int):
+            descriptor.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
+        node.declare_parameter(name, default, descriptor)
+
+
+def value(node: Node, name: str):
+    return node.get_parameter(name).value
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    topic: str
+    compressed: bool
+
+
+def camera_specs(node: Node) -> list[CameraSpec]:
+    names, topics = list(value(node, "camera_names")), list(value(node, "camera_topics"))
+    if len(names) != len(topics) or not names:
+        raise ValueError(f"camera_names ({len(names)}) and camera_topics ({len(topics)}) must be non-empty lists "
+                         "of the same length")
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise ValueError(f"camera names must be unique and non-empty: {names}")
+    return [CameraSpec(n, t, t.rstrip("/").endswith("/compressed")) for n, t in zip(names, topics)]
+
+
+def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
+    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+    def get(name):
+        return overrides[name] if overrides and name in overrides else value(node, name)
+
+    categories = tuple(c for c in get("alert_categories") if c)
+    unknown = [c for c in categories if c not in tasks.CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown alert categories {unknown}; known: {', '.join(tasks.CATEGORY_NAMES)}")
+    rule_categories = [c for c in get("alert_rule_categories")]
+    rule_questions = [q for q in get("alert_rule_questions")]
+    if len(rule_categories) != len(rule_questions):
+        raise ValueError("alert_rule_categories and alert_rule_questions must have the same length")
+    rules = tuple(AlertRule(c.strip(), q.strip()) for c, q in zip(rule_categories, rule_questions)
+                  if c.strip() and q.strip())
+    num_frames = get("num_frames") or model_frames
+    return WorkerSettings(
+        clip_fps=get("clip_fps"), num_frames=num_frames, min_frames=num_frames,
+        describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
+        describe_max_new_tokens=get("describe_max_new_tokens"),
+        alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
+        alert_rules=rules, query_max_new_tokens=get("query_max_new_tokens"),
+    )

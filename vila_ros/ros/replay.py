@@ -1,0 +1,124 @@
+"""Replay a rosbag2 recording (mcap or sqlite3) into the ROS graph, without the ros2 bag tools.
+
+Messages are published as the recorded CDR bytes (no deserialization), paced by their recorded receive times
+scaled by `rate` (0 = as fast as possible), optionally looped. Header stamps stay as recorded, so what the node
+publishes can be compared with the bag's ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+import rclpy  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
+from rosbags.rosbag2 import Reader  # noqa: E402
+
+REPLAY_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+@dataclass
+class ReplayStats:
+    published: int = 0
+    duration_s: float = 0.0
+
+
+def message_class(type_name: str):
+    """'sensor_msgs/msg/Image' -> the rclpy class; a clear error when its package is not installed."""
+    package, kind, name = type_name.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot publish {type_name}: its Python interface is not installed ({error})") from error
+
+
+def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = None,
+               remap: dict[str, str] | None = None, loop: bool = False,
+               stop: threading.Event | None = None) -> ReplayStats:
+    if rate < 0:
+        raise ValueError("rate must be >= 0")
+    remap = remap or {}
+    stop = stop or threading.Event()
+    stats = ReplayStats()
+    started = time.monotonic()
+    with Reader(Path(bag)) as reader:
+        connections = [c for c in reader.connections if not topics or c.topic in topics]
+        if not connections:
+            available = ", ".join(sorted({c.topic for c in reader.connections}))
+            raise ValueError(f"no matching topics in {bag}; it holds: {available}")
+        publishers = {}
+        for connection in connections:
+            topic = remap.get(connection.topic, connection.topic)
+            if topic not in publishers:
+                publishers[topic] = node.create_publisher(message_class(connection.msgtype), topic, REPLAY_QOS)
+        _wait_for_subscribers(publishers.values(), stop)
+        while not stop.is_set():
+            pass_start = time.monotonic()
+            first_ns = None
+            for connection, timestamp, raw in reader.messages(connections=connections):
+                if stop.is_set():
+                    break
+                first_ns = timestamp if first_ns is None else first_ns
+                if rate > 0:
+                    delay = (timestamp - first_ns) / 1e9 / rate - (time.monotonic() - pass_start)
+                    if delay > 0 and stop.wait(delay):
+                        break
+                publishers[remap.get(connection.topic, connection.topic)].publish(bytes(raw))
+                stats.published += 1
+            if not loop:
+                break
+    stats.duration_s = time.monotonic() - started
+    return stats
+
+
+def _wait_for_subscribers(publishers, stop: threading.Event, timeout_s: float = 2.0) -> None:
+    # Discovery takes a moment: without this, the first frames of a short bag go to nobody.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        if all(p.get_subscription_count() > 0 for p in publishers):
+            return
+        time.sleep(0.05)
+
+
+def run(args: argparse.Namespace) -> int:
+    remap = {}
+    for item in args.remap:
+        if ":=" not in item:
+            print(f"replay: --remap expects FROM:=TO, got {item!r}", file=sys.stderr)
+            return 2
+        source, target = item.split(":=", 1)
+        remap[source] = target
+    rclpy.init()
+    node = rclpy.create_node("vila_ros_replay")
+    try:
+        stats = replay_bag(node, args.bag, args.rate, args.topics, remap, args.loop)
+        print(f"replayed {stats.published} messages in {stats.duration_s:.1f} s")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vila_ros.ros.cli import add_replay_arguments
+
+    parser = argparse.ArgumentParser(prog="replay_node", description=__doc__.splitlines()[0])
+    add_replay_arguments(parser)
+    return run(parser.parse_args(rclpy.utilities.remove_ros_args(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

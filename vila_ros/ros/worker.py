@@ -1,0 +1,283 @@
+"""The inference worker: one thread that owns the engine and decides what to run next.
+
+Engines are not thread-safe and a CPU has no spare cores, so one thread runs every model call, in this order:
+scene queries (a person or a planner is waiting), alert checks (safety), descriptions. Periodic work is due when
+a camera's newest frame stamp has advanced by the period since the last run, so cadence follows the data (a bag
+replayed at 2x gives the same number of checks per recorded second) and a slow model skips ahead to the newest
+frames instead of building a backlog. Frames are encoded once and their features cached in the buffer.
+No rclpy in here: the node turns the results into messages.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from vila_ros import tasks
+from vila_ros.ros.events import AlertUpdate, EventTracker
+from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
+
+log = logging.getLogger("vila_ros.worker")
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """A yes/no question asked on every alert check; a "yes" means the category is present."""
+
+    category: str
+    question: str
+    severity: int = tasks.WARNING
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    clip_fps: float = 4.0
+    num_frames: int = 8
+    min_frames: int = 8
+    describe_period_s: float = 2.0  # 0 disables descriptions
+    describe_prompt: str = tasks.DESCRIBE_PROMPT
+    describe_max_new_tokens: int = 48
+    alert_period_s: float = 1.0  # 0 disables alert checks
+    alert_prompt: str = tasks.ALERT_PROMPT
+    alert_categories: tuple[str, ...] = tasks.CATEGORY_NAMES
+    alert_rules: tuple[AlertRule, ...] = ()
+    alert_max_new_tokens: int = 24
+    query_max_new_tokens: int = 64
+    temperature: float = 0.0
+
+    @property
+    def window_seconds(self) -> float:
+        # A little slack over num_frames / fps: kept frames are spaced at least 0.9 of the interval apart.
+        return (self.num_frames + 0.5) / self.clip_fps
+
+
+@dataclass
+class Timings:
+    vision_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    generated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Description:
+    camera: str
+    frames: tuple[Frame, ...]
+    text: str
+    prompt_id: str
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class SceneQuery:
+    question: str
+    camera: str = ""
+    window_seconds: float = 0.0
+    window_frames: int = 0
+    max_new_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class SceneAnswer:
+    answer: str
+    frames: tuple[Frame, ...]
+    timings: Timings
+
+
+class QueryError(ValueError):
+    """A scene query that cannot be answered (unknown camera, no frames yet); the message says why."""
+
+
+@dataclass
+class WorkerStats:
+    descriptions: int = 0
+    alert_checks: int = 0
+    queries: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_latency_ms: float = 0.0
+    busy_s: float = 0.0
+
+
+class InferenceWorker:
+    def __init__(self, engine, buffers: dict[str, CameraBuffer], settings: WorkerSettings,
+                 on_description: Callable[[Description], None], on_alert: Callable[[AlertUpdate], None],
+                 tracker: EventTracker | None = None) -> None:
+        self.engine = engine
+        self.buffers = buffers
+        self.settings = settings
+        self.tracker = tracker or EventTracker()
+        self.stats = WorkerStats()
+        self._on_description = on_description
+        self._on_alert = on_alert
+        self._queries: queue.Queue[tuple[SceneQuery, Future]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_run_ns: dict[tuple[str, str], int] = {}
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------------------------------------- control
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vila_ros_inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        while not self._queries.empty():
+            _, future = self._queries.get_nowait()
+            future.set_exception(QueryError("the perception node stopped before answering"))
+
+    def notify(self) -> None:
+        """A frame arrived: periodic work may be due."""
+        self._wake.set()
+
+    def submit_query(self, query: SceneQuery) -> Future:
+        future: Future = Future()
+        if self._thread is None:
+            future.set_exception(QueryError("the perception node is not active"))
+            return future
+        self._queries.put((query, future))
+        self._wake.set()
+        return future
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.2)
+            self._wake.clear()
+            while not self._stop.is_set() and self._step():
+                pass
+
+    def _step(self) -> bool:
+        """Run the most urgent piece of work; False when nothing is due."""
+        if not self._queries.empty():
+            query, future = self._queries.get_nowait()
+            if future.set_running_or_notify_cancel():
+                self._guarded(lambda: future.set_result(self.answer(query)), future)
+            return True
+        settings = self.settings
+        for kind, period in (("alerts", settings.alert_period_s), ("describe", settings.describe_period_s)):
+            if period <= 0:
+                continue
+            for camera, buffer in self.buffers.items():
+                newest = buffer.newest_stamp_ns()
+                if newest is None or len(buffer) < settings.min_frames:
+                    continue
+                last = self._last_run_ns.get((camera, kind))
+                if last is not None and newest > last and newest - last < period * NANOSECONDS * 0.95:
+                    continue
+                if last == newest:
+                    continue
+                self._last_run_ns[(camera, kind)] = newest
+                job = self.check_alerts if kind == "alerts" else self.describe
+                self._guarded(lambda: job(camera))
+                return True
+        return False
+
+    def _guarded(self, work: Callable[[], object], future: Future | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            work()
+        except QueryError as error:  # the request's fault, not the model's: answered, not counted as a failure
+            if future is not None and not future.done():
+                future.set_exception(error)
+        except Exception as error:  # noqa: BLE001 - a failed inference must never kill the node
+            self.stats.failures += 1
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+            log.exception("inference failed")
+            if future is not None and not future.done():
+                future.set_exception(error)
+        finally:
+            self.stats.last_latency_ms = (time.perf_counter() - started) * 1000.0
+            self.stats.busy_s += time.perf_counter() - started
+
+    # ------------------------------------------------------------------------------------------------- jobs
+    def describe(self, camera: str) -> Description:
+        settings = self.settings
+        frames = self._window(camera, settings.window_seconds, settings.num_frames)
+        text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens)
+        description = Description(camera, tuple(frames), text, "describe", timings)
+        self.stats.descriptions += 1
+        self._on_description(description)
+        return description
+
+    def check_alerts(self, camera: str) -> list[AlertUpdate]:
+        settings = self.settings
+        frames = self._window(camera, settings.window_seconds, settings.num_frames)
+        detected: list[str] = []
+        answers = []
+        if settings.alert_categories:
+            text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)
+            detected += [c for c in tasks.parse_categories(text) if c in settings.alert_categories]
+            answers.append(text)
+        for rule in settings.alert_rules:
+            text, _ = self._generate(rule.question, frames, 8)
+            if tasks.parse_yes_no(text):
+                detected.append(rule.category)
+                answers.append(f"{rule.category}: {text}")
+        categories = tuple(settings.alert_categories) + tuple(rule.category for rule in settings.alert_rules)
+        stamps = [f.stamp_ns for f in frames]
+        updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers))
+        self.stats.alert_checks += 1
+        for update in updates:
+            self._on_alert(update)
+        return updates
+
+    def answer(self, query: SceneQuery) -> SceneAnswer:
+        if not query.question.strip():
+            raise QueryError("the question is empty")
+        settings = self.settings
+        if query.camera and query.camera not in self.buffers:
+            raise QueryError(f"unknown camera {query.camera!r}; cameras: {', '.join(self.buffers)}")
+        cameras = [query.camera] if query.camera else list(self.buffers)
+        seconds = query.window_seconds if query.window_seconds > 0 else settings.window_seconds
+        count = query.window_frames if query.window_frames > 0 else settings.num_frames
+        per_camera = {camera: self.buffers[camera].window(seconds, count) for camera in cameras}
+        per_camera = {camera: frames for camera, frames in per_camera.items() if frames}
+        if not per_camera:
+            raise QueryError(f"no frames received yet from {query.camera or 'any camera'}")
+        question = query.question
+        if len(per_camera) > 1 and "<image>" not in question:
+            # Several cameras: name each group of frames, so the model (and the answer) can tell them apart.
+            groups = [f"{camera}: " + "<image>" * len(frames) for camera, frames in per_camera.items()]
+            question = "\n".join(groups) + "\n" + question
+        frames = [frame for frames in per_camera.values() for frame in frames]
+        max_new_tokens = query.max_new_tokens or settings.query_max_new_tokens
+        text, timings = self._generate(question, frames, max_new_tokens)
+        self.stats.queries += 1
+        return SceneAnswer(text, tuple(frames), timings)
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _window(self, camera: str, seconds: float, count: int) -> list[Frame]:
+        frames = self.buffers[camera].window(seconds, count)
+        if not frames:
+            raise QueryError(f"no frames from camera {camera!r}")
+        return frames
+
+    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int) -> tuple[str, Timings]:
+        from vila_ros.engine import GenerationConfig
+
+        vision_ms = self._encode_missing(frames)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature)
+        result = self.engine.generate(question, [frame.features for frame in frames], config)
+        timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
+        return result.text.strip(), timings
+
+    def _encode_missing(self, frames: Sequence[Frame]) -> float:
+        missing = [frame for frame in frames if frame.features is None]
+        if not missing:
+            return 0.0
+        started = time.perf_counter()
+        features = self.engine.encode_frames([frame.rgb for frame in missing])
+        for frame, feature in zip(missing, features):
+            self.buffers[frame.camera].attach_features(frame, feature)
+        return (time.perf_counter() - started) * 1000.0
