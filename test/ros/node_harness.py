@@ -12,6 +12,9 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
 from vila_ros.msg import CornerCaseAlert, SceneDescription
 
 
@@ -41,8 +44,13 @@ class Listener:
         self.node = rclpy.create_node("vila_ros_test_listener", context=self.context)
         self.descriptions: list[SceneDescription] = []
         self.alerts: list[CornerCaseAlert] = []
+        self.annotated: list[Image] = []
+        self.texts: list[str] = []
         qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(SceneDescription, f"{node_name}/descriptions", self.descriptions.append, qos)
+        self.node.create_subscription(Image, f"{node_name}/annotated_image", self.annotated.append, qos)
+        self.node.create_subscription(String, f"{node_name}/description_text", lambda m: self.texts.append(m.data),
+                                      qos)
+        self.node.create_subscription(SceneDescription, f"{node_name}/description", self.descriptions.append, qos)
         self.node.create_subscription(CornerCaseAlert, f"{node_name}/alerts", self.alerts.append, qos)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

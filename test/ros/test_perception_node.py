@@ -40,8 +40,10 @@ def bags(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def running_node(tiny_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("logs") / "node.log"
-    process = start_node(log, f"model_dir:={tiny_model}", "camera_names:=[front,rear]",
+    logs = tmp_path_factory.mktemp("logs")
+    log = logs / "node.log"
+    process = start_node(log, f"model_dir:={tiny_model}", f"event_log_path:={logs / 'alerts.jsonl'}",
+                         "stale_after_s:=2.5", "camera_names:=[front,rear]",
                          "camera_topics:=[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
                          "num_frames:=4", "describe_period_s:=1.0", "alert_period_s:=1.0",
                          "describe_max_new_tokens:=6", "query_max_new_tokens:=6", "diagnostics_period_s:=0.5")
@@ -99,6 +101,14 @@ def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
         assert list(description.frame_cameras) == [camera] * 4
         assert description.model_id and description.prompt_id == "describe"
         assert 1 <= description.generated_tokens <= 6 and description.decode_ms > 0
+    assert listener.wait_for(lambda: len(listener.texts) >= len(listener.descriptions), 5)
+    assert [d.text for d in listener.descriptions] == listener.texts[:len(listener.descriptions)]
+    # Someone watches the annotated image: it shows a frame that was described, at its size after shrinking.
+    assert listener.annotated, "no annotated image"
+    newest_stamps = {stamp_to_ns(d.header.stamp) for d in listener.descriptions}
+    image = listener.annotated[-1]
+    assert (image.width, image.height, image.encoding) == (320, 240, "rgb8")
+    assert stamp_to_ns(image.header.stamp) in newest_stamps | stamps["front"] | stamps["rear"]
 
 
 def test_scene_queries_answer_or_fail_clearly(running_node, bags):
@@ -240,3 +250,67 @@ def test_lifecycle_deactivate_and_activate_again(running_node):
     finally:
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
+    import json
+
+    from vila_ros.msg import CornerCaseAlert
+    from vila_ros.ros.conversion import rgb_to_image
+
+    process, listener, log = running_node
+    wait_until_configured(listener, log)
+    stale = lambda state: [a for a in listener.alerts if a.category == "sensor_stale" and a.state == state]
+    # The replays ended long ago: both cameras are silent for more than stale_after_s.
+    def currently_stale(camera):
+        states = [a.state for a in listener.alerts if a.category == "sensor_stale" and a.camera == camera]
+        return bool(states) and states[-1] == CornerCaseAlert.BEGIN
+
+    assert listener.wait_for(lambda: currently_stale("front") and currently_stale("rear"), 10), log.read_text()[-2000:]
+    front_begin = [a for a in stale(CornerCaseAlert.BEGIN) if a.camera == "front"][-1]
+    ends_before = len(stale(CornerCaseAlert.END))
+    node, context = helper_node("vila_ros_test_revive")
+    publisher = node.create_publisher(Image, "/cameras/front/image_raw",
+                                      QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
+    try:
+        for k in range(20):
+            publisher.publish(rgb_to_image(np.zeros((240, 320, 3), np.uint8), (1_900_000_000 + k) * S, "front_camera"))
+            time.sleep(0.1)
+        assert listener.wait_for(lambda: len(stale(CornerCaseAlert.END)) > ends_before, 10), log.read_text()[-2000:]
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+    ended = stale(CornerCaseAlert.END)[ends_before]
+    assert (ended.camera, ended.alert_id) == ("front", front_begin.alert_id)
+    assert currently_stale("rear")
+    # Every alert is in the JSON lines log, in publication order.
+    records = [json.loads(line) for line in (log.parent / "alerts.jsonl").read_text().splitlines()]
+    assert [(r["alert_id"], r["state"]) for r in records][-len(listener.alerts):] == \
+        [(a.alert_id, ("BEGIN", "ONGOING", "END")[a.state]) for a in listener.alerts]
+
+
+def test_a_late_subscriber_still_gets_the_alerts(running_node):
+    from rclpy.qos import QoSDurabilityPolicy
+
+    from vila_ros.msg import CornerCaseAlert
+
+    process, listener, log = running_node
+    assert listener.wait_for(lambda: len(listener.alerts) >= 2, 10)
+    node, context = helper_node("vila_ros_test_late")
+    late = []
+    node.create_subscription(CornerCaseAlert, "/vila_perception/alerts", late.append,
+                             QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                                        durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+    try:
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(late) < len(listener.alerts):
+            executor.spin_once(timeout_sec=0.1)
+        executor.shutdown()
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+    assert [a.alert_id for a in late] == [a.alert_id for a in listener.alerts]

@@ -45,6 +45,16 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "alert_cooldown_s": (0.0, "Seconds after END before the same category may BEGIN again.", (0.0, 3600.0), False),
     "query_max_new_tokens": (64, "Default answer length bound of QueryScene.", (1, 4096), False),
     "query_timeout_s": (60.0, "How long QueryScene waits for the model before failing.", (0.1, 3600.0), False),
+    "description_topic": ("~/description", "SceneDescription output (plus <topic>_text as std_msgs/String).",
+                          None, True),
+    "alert_topic": ("~/alerts", "CornerCaseAlert output (reliable, transient local).", None, True),
+    "alert_history_depth": (100, "Alerts a late-joining subscriber still receives (transient local depth).",
+                            (1, 100000), True),
+    "annotated_image_topic": ("~/annotated_image", "Latest frame with description and active alerts drawn; "
+                              "empty = off.", None, True),
+    "event_log_path": ("~/.ros/vila_ros/alerts.jsonl", "Every alert appended as a JSON line; empty = off.", None, True),
+    "stale_after_s": (2.0, "A camera silent this long (wall time) is reported stale (diagnostics + sensor_stale "
+                      "alert); 0 = off.", (0.0, 3600.0), True),
     "history_size": (1000, "Descriptions and alerts kept per kind for QueryEvents.", (1, 1000000), True),
     "diagnostics_period_s": (1.0, "Period of /diagnostics.", (0.1, 60.0), True),
     "autostart": (True, "Configure and activate on start (no lifecycle manager needed).", None, True),

@@ -22,20 +22,23 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 
 from vila_ros import tasks  # noqa: E402
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.ros import parameters  # noqa: E402
 from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,  # noqa: E402
                                      stamp_to_ns)
-from vila_ros.ros.events import EventTracker  # noqa: E402
+from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
 from vila_ros.ros.history import History  # noqa: E402
+from vila_ros.ros.outputs import EventLog, alert_message, alert_record, annotate, description_message  # noqa: E402
 from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery  # noqa: E402
 from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 
 # Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
 OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
+STALE_CATEGORY = "sensor_stale"
 
 
 class PerceptionNode(LifecycleNode):
@@ -51,7 +54,15 @@ class PerceptionNode(LifecycleNode):
         self._subscriptions_by_camera: dict[str, object] = {}
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
-        self._description_pub = self._alert_pub = self._diagnostics_pub = None
+        self._description_pub = self._description_text_pub = self._alert_pub = self._annotated_pub = None
+        self._diagnostics_pub = None
+        self.event_log: EventLog | None = None
+        self._last_description = ""
+        self._active_alerts: dict[str, tuple[str, int]] = {}
+        self._last_frame_wall: dict[str, float] = {}
+        self._stale_alerts: dict[str, str] = {}
+        self._stale_counter = 0
+        self._activated_wall = time.monotonic()
         self._query_services: list = []
         self._diagnostics_timer = None
         self._last_warning: dict[str, float] = {}
@@ -74,8 +85,19 @@ class PerceptionNode(LifecycleNode):
             for camera in self.cameras}
         self.worker = InferenceWorker(self.engine, self.buffers, settings, self._publish_description,
                                       self._publish_alert, self._make_tracker())
-        self._description_pub = self.create_lifecycle_publisher(SceneDescription, "~/descriptions", OUTPUT_QOS)
-        self._alert_pub = self.create_lifecycle_publisher(CornerCaseAlert, "~/alerts", OUTPUT_QOS)
+        description_topic = parameters.value(self, "description_topic")
+        self._description_pub = self.create_lifecycle_publisher(SceneDescription, description_topic, OUTPUT_QOS)
+        self._description_text_pub = self.create_lifecycle_publisher(String, description_topic + "_text", OUTPUT_QOS)
+        # Alerts must reach subscribers that join late (a logger, an operator console): transient local.
+        alert_qos = QoSProfile(depth=parameters.value(self, "alert_history_depth"),
+                               reliability=QoSReliabilityPolicy.RELIABLE,
+                               durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self._alert_pub = self.create_lifecycle_publisher(CornerCaseAlert, parameters.value(self, "alert_topic"),
+                                                          alert_qos)
+        annotated_topic = parameters.value(self, "annotated_image_topic")
+        self._annotated_pub = (self.create_lifecycle_publisher(Image, annotated_topic, 5) if annotated_topic
+                               else None)
+        self.event_log = EventLog(parameters.value(self, "event_log_path"))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._query_services = [
             self.create_service(QueryScene, "~/query_scene", self._on_query_scene, callback_group=self._service_group),
@@ -98,6 +120,7 @@ class PerceptionNode(LifecycleNode):
             self._subscriptions_by_camera[camera.name] = self.create_subscription(
                 message_type, camera.topic, lambda msg, name=camera.name: self._on_image(name, msg),
                 image_qos, callback_group=self._camera_group)
+        self._activated_wall = time.monotonic()
         self.worker.start()
         self.get_logger().info("active")
         return super().on_activate(state)
@@ -130,12 +153,15 @@ class PerceptionNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        for publisher in (self._description_pub, self._alert_pub):
+        for publisher in (self._description_pub, self._description_text_pub, self._alert_pub, self._annotated_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         if self._diagnostics_pub is not None:
             self.destroy_publisher(self._diagnostics_pub)
-        self._description_pub = self._alert_pub = self._diagnostics_pub = None
+        self._description_pub = self._description_text_pub = self._alert_pub = self._annotated_pub = None
+        self._diagnostics_pub = None
+        if self.event_log is not None:
+            self.event_log.close()
         self.worker = None
         self.engine = None
         self.buffers = {}
@@ -180,6 +206,7 @@ class PerceptionNode(LifecycleNode):
         buffer = self.buffers.get(camera)
         if buffer is None or self.worker is None:
             return
+        self._last_frame_wall[camera] = time.monotonic()
         stamp_ns = stamp_to_ns(msg.header.stamp)
         if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so once
             stamp_ns = self.get_clock().now().nanoseconds
@@ -207,58 +234,86 @@ class PerceptionNode(LifecycleNode):
 
     # --------------------------------------------------------------------------------------------- outputs
     def _publish_description(self, description) -> None:
-        msg = SceneDescription()
+        msg = description_message(description, self.engine.model_id)
         newest = description.frames[-1]
-        msg.header.stamp = ns_to_stamp(newest.stamp_ns)
-        msg.header.frame_id = newest.frame_id
-        msg.cameras = [description.camera]
-        msg.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in description.frames]
-        msg.frame_cameras = [f.camera for f in description.frames]
-        msg.text = description.text
-        msg.model_id = self.engine.model_id
-        msg.prompt_id = description.prompt_id
-        timings = description.timings
-        msg.vision_ms, msg.prefill_ms, msg.decode_ms = timings.vision_ms, timings.prefill_ms, timings.decode_ms
-        msg.generated_tokens = timings.generated_tokens
         self.history.add("descriptions", newest.stamp_ns, description.text, msg)
         self._description_pub.publish(msg)
+        self._description_text_pub.publish(String(data=description.text))
+        self._last_description = f"[{description.camera}] {description.text}"
+        self._publish_annotated(newest)
 
     def _publish_alert(self, update) -> None:
-        msg = CornerCaseAlert()
-        msg.header.stamp = ns_to_stamp(update.stamp_ns)
-        msg.header.frame_id = self._frame_ids.get(update.camera, "")
-        msg.alert_id = update.alert_id
-        msg.category = update.category
-        msg.severity = self._severity(update.category)
-        msg.state = update.state
         known = tasks.CATEGORIES.get(update.category)
-        msg.text = update.text or (known.description if known else update.category)
-        msg.confidence = float(update.confidence)
-        msg.camera = update.camera
-        msg.evidence_stamps = [ns_to_stamp(ns) for ns in update.evidence_stamps_ns]
+        text = update.text or (known.description if known else update.category)
+        msg = alert_message(update, self._severity(update.category), self._frame_ids.get(update.camera, ""), text)
         self.history.add("alerts", update.stamp_ns, f"{update.category} {msg.text}", msg)
         self._alert_pub.publish(msg)
+        self.event_log.append(alert_record(msg))
+        if msg.state == CornerCaseAlert.END:
+            self._active_alerts.pop(msg.alert_id, None)
+        else:
+            self._active_alerts[msg.alert_id] = (f"{msg.camera}/{msg.category}", msg.severity)
         level = self.get_logger().warning if msg.severity >= CornerCaseAlert.WARNING else self.get_logger().info
         state = ("BEGIN", "ONGOING", "END")[msg.state]
         level(f"alert {state} {msg.alert_id} ({msg.category}) on {msg.camera}")
+        if update.camera in self.buffers:
+            frames = self.buffers[update.camera].window(max_frames=1)
+            if frames:
+                self._publish_annotated(frames[-1])
+
+    def _publish_annotated(self, frame) -> None:
+        if self._annotated_pub is None or self._annotated_pub.get_subscription_count() == 0:
+            return  # drawing costs milliseconds: only for someone watching
+        self._annotated_pub.publish(annotate(frame.rgb, self._last_description,
+                                             list(self._active_alerts.values()), frame.stamp_ns, frame.frame_id))
 
     def _severity(self, category: str) -> int:
         if category in tasks.CATEGORIES:
             return tasks.default_severity(category)
+        if category == STALE_CATEGORY:
+            return CornerCaseAlert.WARNING
         for rule in self.worker.settings.alert_rules:
             if rule.category == category:
                 return rule.severity
         return CornerCaseAlert.WARNING
 
+    def _check_stale(self) -> dict[str, float]:
+        """Seconds each camera has been silent; BEGIN/END a sensor_stale alert as cameras stop and come back."""
+        limit = parameters.value(self, "stale_after_s")
+        if self.worker is None or not self._subscriptions_by_camera or limit <= 0:
+            return {}
+        now = time.monotonic()
+        silent = {camera: now - self._last_frame_wall.get(camera, self._activated_wall) for camera in self.buffers}
+        for camera, seconds in silent.items():
+            stale = seconds > limit
+            if stale == (camera in self._stale_alerts):
+                continue
+            newest = self.buffers[camera].newest_stamp_ns()
+            stamp_ns = newest if newest is not None else self.get_clock().now().nanoseconds
+            if stale:
+                self._stale_counter += 1
+                self._stale_alerts[camera] = f"{camera}/{STALE_CATEGORY}/{self._stale_counter}"
+                state, text = BEGIN, f"no frames from camera {camera} for {seconds:.1f} s"
+            else:
+                state, text = END, f"camera {camera} is sending frames again"
+            alert_id = self._stale_alerts[camera] if stale else self._stale_alerts.pop(camera)
+            self._publish_alert(AlertUpdate(alert_id, camera, STALE_CATEGORY, state, stamp_ns, 1.0,
+                                            () if newest is None else (newest,), text))
+        return silent
+
     def _publish_diagnostics(self) -> None:
         if self._diagnostics_pub is None:
             return
+        silent = self._check_stale()
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         for camera, buffer in self.buffers.items():
             stats = buffer.stats
             status = DiagnosticStatus(name=f"vila_ros: camera {camera}", hardware_id=camera)
-            if stats.kept == 0:
+            if camera in self._stale_alerts:
+                status.level = DiagnosticStatus.WARN
+                status.message = f"stale: no frames for {silent.get(camera, 0.0):.1f} s"
+            elif stats.kept == 0:
                 status.level, status.message = DiagnosticStatus.WARN, "no frames received"
             elif stats.decode_errors:
                 status.level, status.message = DiagnosticStatus.WARN, f"decode errors: {stats.last_error}"
@@ -267,7 +322,8 @@ class PerceptionNode(LifecycleNode):
             status.values = _key_values(received=stats.received, kept=stats.kept, skipped_rate=stats.skipped_rate,
                                         skipped_out_of_order=stats.skipped_out_of_order,
                                         decode_errors=stats.decode_errors, time_resets=stats.time_resets,
-                                        buffered_frames=len(buffer), buffered_bytes=buffer.nbytes)
+                                        buffered_frames=len(buffer), buffered_bytes=buffer.nbytes,
+                                        seconds_since_last_frame=round(silent.get(camera, -1.0), 2))
             array.status.append(status)
         if self.worker is not None:
             stats = self.worker.stats
@@ -278,7 +334,11 @@ class PerceptionNode(LifecycleNode):
             status.values = _key_values(model=self.engine.model_id, descriptions=stats.descriptions,
                                         alert_checks=stats.alert_checks, queries=stats.queries,
                                         failures=stats.failures, last_latency_ms=round(stats.last_latency_ms, 1),
-                                        busy_seconds=round(stats.busy_s, 2))
+                                        busy_seconds=round(stats.busy_s, 2),
+                                        event_log_written=self.event_log.written,
+                                        event_log_errors=self.event_log.errors)
+            if self.event_log.errors and status.level == DiagnosticStatus.OK:
+                status.level, status.message = DiagnosticStatus.WARN, f"event log: {self.event_log.last_error}"
             array.status.append(status)
         self._diagnostics_pub.publish(array)
 
