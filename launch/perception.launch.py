@@ -1,4 +1,4 @@
-"""ros2 launch vila_ros perception.launch.py [params_file:=...] [model_dir:=...] [camera_topic:=...]"""
+"""ros2 launch vila_ros perception.launch.py [params_file:=...] [model_dir:=...] [namespace:=...] [use_sim_time:=true]"""
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -6,6 +6,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -18,6 +19,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="VILA1.5 checkpoint directory; empty = the embedded default."),
         DeclareLaunchArgument("precision", default_value="fp32", description="fp32, bf16 or int4."),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu or cuda."),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="Follow /clock (e.g. `vila-ros replay BAG --clock`)."),
         DeclareLaunchArgument("log_level", default_value="info", description="Logging level."),
     ]
     node = Node(
@@ -33,6 +36,7 @@ def generate_launch_description() -> LaunchDescription:
                 "model_dir": LaunchConfiguration("model_dir"),
                 "precision": LaunchConfiguration("precision"),
                 "device": LaunchConfiguration("device"),
+                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
             },
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],

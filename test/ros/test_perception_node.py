@@ -86,10 +86,10 @@ def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
     process, listener, log = running_node
     wait_until_configured(listener, log)
     replay_both(bags)
-    assert listener.wait_for(lambda: {d.cameras[0] for d in listener.descriptions} == {"front", "rear"}, 30), \
+    assert listener.wait_for(lambda: {d.cameras[0] for d in listener.description_messages} == {"front", "rear"}, 30), \
         log.read_text()[-3000:]
     stamps = {"front": bag_stamps(bags[0]), "rear": bag_stamps(bags[1])}
-    for description in listener.descriptions:
+    for description in listener.description_messages:
         camera = description.cameras[0]
         frame_ns = [stamp_to_ns(s) for s in description.frame_stamps]
         assert len(frame_ns) == 4 and frame_ns == sorted(frame_ns)
@@ -101,11 +101,11 @@ def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
         assert list(description.frame_cameras) == [camera] * 4
         assert description.model_id and description.prompt_id == "describe"
         assert 1 <= description.generated_tokens <= 6 and description.decode_ms > 0
-    assert listener.wait_for(lambda: len(listener.texts) >= len(listener.descriptions), 5)
-    assert [d.text for d in listener.descriptions] == listener.texts[:len(listener.descriptions)]
+    assert listener.wait_for(lambda: len(listener.texts) >= len(listener.description_messages), 5)
+    assert [d.text for d in listener.description_messages] == listener.texts[:len(listener.description_messages)]
     # Someone watches the annotated image: it shows a frame that was described, at its size after shrinking.
     assert listener.annotated, "no annotated image"
-    newest_stamps = {stamp_to_ns(d.header.stamp) for d in listener.descriptions}
+    newest_stamps = {stamp_to_ns(d.header.stamp) for d in listener.description_messages}
     image = listener.annotated[-1]
     assert (image.width, image.height, image.encoding) == (320, 240, "rgb8")
     assert stamp_to_ns(image.header.stamp) in newest_stamps | stamps["front"] | stamps["rear"]
@@ -170,8 +170,8 @@ def test_query_events_returns_what_was_published_and_filters(running_node):
     wait_until_configured(listener, log)
     node, context = helper_node("vila_ros_test_events")
     try:
-        listener.wait_for(lambda: len(listener.descriptions) > 0, 30)
-        published = list(listener.descriptions)
+        listener.wait_for(lambda: len(listener.description_messages) > 0, 30)
+        published = list(listener.description_messages)
         answer = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(), 30)
         assert answer.success
         assert len(answer.descriptions) >= len(published)
@@ -260,10 +260,10 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
 
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    stale = lambda state: [a for a in listener.alerts if a.category == "sensor_stale" and a.state == state]
+    stale = lambda state: [a for a in listener.alert_messages if a.category == "sensor_stale" and a.state == state]
     # The replays ended long ago: both cameras are silent for more than stale_after_s.
     def currently_stale(camera):
-        states = [a.state for a in listener.alerts if a.category == "sensor_stale" and a.camera == camera]
+        states = [a.state for a in listener.alert_messages if a.category == "sensor_stale" and a.camera == camera]
         return bool(states) and states[-1] == CornerCaseAlert.BEGIN
 
     assert listener.wait_for(lambda: currently_stale("front") and currently_stale("rear"), 10), log.read_text()[-2000:]
@@ -285,8 +285,8 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
     assert currently_stale("rear")
     # Every alert is in the JSON lines log, in publication order.
     records = [json.loads(line) for line in (log.parent / "alerts.jsonl").read_text().splitlines()]
-    assert [(r["alert_id"], r["state"]) for r in records][-len(listener.alerts):] == \
-        [(a.alert_id, ("BEGIN", "ONGOING", "END")[a.state]) for a in listener.alerts]
+    assert [(r["alert_id"], r["state"]) for r in records][-len(listener.alert_messages):] == \
+        [(a.alert_id, ("BEGIN", "ONGOING", "END")[a.state]) for a in listener.alert_messages]
 
 
 def test_a_late_subscriber_still_gets_the_alerts(running_node):
@@ -295,7 +295,7 @@ def test_a_late_subscriber_still_gets_the_alerts(running_node):
     from vila_ros.msg import CornerCaseAlert
 
     process, listener, log = running_node
-    assert listener.wait_for(lambda: len(listener.alerts) >= 2, 10)
+    assert listener.wait_for(lambda: len(listener.alert_messages) >= 2, 10)
     node, context = helper_node("vila_ros_test_late")
     late = []
     node.create_subscription(CornerCaseAlert, "/vila_perception/alerts", late.append,
@@ -307,10 +307,10 @@ def test_a_late_subscriber_still_gets_the_alerts(running_node):
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(late) < len(listener.alerts):
+        while time.monotonic() < deadline and len(late) < len(listener.alert_messages):
             executor.spin_once(timeout_sec=0.1)
         executor.shutdown()
     finally:
         node.destroy_node()
         context.try_shutdown()
-    assert [a.alert_id for a in late] == [a.alert_id for a in listener.alerts]
+    assert [a.alert_id for a in late] == [a.alert_id for a in listener.alert_messages]

@@ -7,9 +7,11 @@ import sys
 
 
 def register(subparsers) -> None:
-    node = subparsers.add_parser("node", help="run the perception node (same as `ros2 run vila_ros perception_node`)",
-                                 description="Run the perception node. Extra arguments go to ROS, e.g. "
-                                             "--params-file config/perception.yaml or --ros-args -p model_dir:=DIR.")
+    node = subparsers.add_parser("run", help="run the perception node without ros2 launch",
+                                 description="Run the perception node (what perception.launch.py starts). "
+                                             "Arguments after --ros-args go to ROS, e.g. --ros-args -p model_dir:=DIR.")
+    node.add_argument("--params", help="parameter file, e.g. config/perception.yaml")
+    node.add_argument("--use-sim-time", action="store_true", help="follow /clock (replays with --clock)")
     node.add_argument("ros_arguments", nargs=argparse.REMAINDER)
     node.set_defaults(func=_run_node)
 
@@ -31,11 +33,44 @@ def register(subparsers) -> None:
     query.add_argument("--timeout", type=float, default=60.0)
     query.set_defaults(func=_run_query)
 
+    replay_test = subparsers.add_parser(
+        "replay-test", help="run the node on bags with ground truth and score its alerts and descriptions",
+        description="Starts the perception node, replays the bags into it, scores recall of planted events, false "
+                    "alerts, frames-to-alert and latency against <bag>.truth.json (or --truth).")
+    replay_test.add_argument("bags", nargs="+", help="rosbag2 directories (replayed together)")
+    replay_test.add_argument("--truth", help="ground-truth file (default: <bag>.truth.json)")
+    replay_test.add_argument("--model", default="", help="checkpoint directory (default: the embedded model)")
+    replay_test.add_argument("--rate", type=float, default=1.0)
+    replay_test.add_argument("--out", default="out/replay_test", help="directory for the report and node log")
+    replay_test.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay_test.set_defaults(func=_run_replay_test)
+
     demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
     from vila_ros.ros.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(func=_run_demo)
+
+
+def _run_replay_test(args) -> int:
+    from pathlib import Path
+
+    from vila_ros.ros.replay_test import run_replay_test
+
+    if args.truth and len(args.bags) != 1:
+        print("replay-test: --truth names the ground truth of a single bag", file=sys.stderr)
+        return 2
+    try:
+        report = run_replay_test([Path(b) for b in args.bags], Path(args.out), model_dir=args.model, rate=args.rate,
+                                 truth_files=[Path(args.truth)] if args.truth else None)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"replay-test: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"recall {report['recall']}, false alerts {report['false_alerts']}, report in {args.out}/report.md")
+    return 0
 
 
 def _run_demo(args) -> int:
@@ -50,12 +85,25 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topics", nargs="*", help="only these topics")
     parser.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO", help="publish FROM under TO")
     parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--clock", action="store_true", help="publish /clock at the recorded times "
+                                                             "(for nodes with use_sim_time:=true)")
 
 
 def _run_node(args) -> int:
     from vila_ros.ros.perception_node import main
 
-    return main(["perception_node", *args.ros_arguments])
+    ros_arguments = list(args.ros_arguments)
+    extra = []
+    if args.params:
+        extra += ["--params-file", args.params]
+    if args.use_sim_time:
+        extra += ["-p", "use_sim_time:=true"]
+    if extra:
+        if "--ros-args" in ros_arguments:
+            ros_arguments += extra
+        else:
+            ros_arguments = ["--ros-args", *extra, *ros_arguments]
+    return main(["perception_node", *ros_arguments])
 
 
 def _run_replay(args) -> int:

@@ -14,15 +14,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import rclpy  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 
 REPLAY_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 
 
 @dataclass
@@ -42,7 +46,12 @@ def message_class(type_name: str):
 
 def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str] | None = None,
                remap: dict[str, str] | None = None, loop: bool = False,
-               stop: threading.Event | None = None) -> ReplayStats:
+               stop: threading.Event | None = None, clock: bool = False,
+               on_publish: Callable[[str, int], None] | None = None) -> ReplayStats:
+    """Publish the bag's messages; with `clock`, also /clock at the recorded times (for use_sim_time nodes).
+
+    `on_publish(topic, recorded_ns)` is called right after each message goes out (used to measure latency).
+    """
     if rate < 0:
         raise ValueError("rate must be >= 0")
     remap = remap or {}
@@ -59,6 +68,7 @@ def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str]
             topic = remap.get(connection.topic, connection.topic)
             if topic not in publishers:
                 publishers[topic] = node.create_publisher(message_class(connection.msgtype), topic, REPLAY_QOS)
+        clock_publisher = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
         _wait_for_subscribers(publishers.values(), stop)
         while not stop.is_set():
             pass_start = time.monotonic()
@@ -71,8 +81,13 @@ def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str]
                     delay = (timestamp - first_ns) / 1e9 / rate - (time.monotonic() - pass_start)
                     if delay > 0 and stop.wait(delay):
                         break
-                publishers[remap.get(connection.topic, connection.topic)].publish(bytes(raw))
+                if clock_publisher is not None:
+                    clock_publisher.publish(Clock(clock=Time(sec=timestamp // 10**9, nanosec=timestamp % 10**9)))
+                topic = remap.get(connection.topic, connection.topic)
+                publishers[topic].publish(bytes(raw))
                 stats.published += 1
+                if on_publish is not None:
+                    on_publish(topic, timestamp)
             if not loop:
                 break
     stats.duration_s = time.monotonic() - started
@@ -99,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node("vila_ros_replay")
     try:
-        stats = replay_bag(node, args.bag, args.rate, args.topics, remap, args.loop)
+        stats = replay_bag(node, args.bag, args.rate, args.topics, remap, args.loop, clock=args.clock)
         print(f"replayed {stats.published} messages in {stats.duration_s:.1f} s")
     except (ValueError, FileNotFoundError) as error:
         print(f"replay: {error}", file=sys.stderr)
