@@ -12,3 +12,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Subprocesses started by tests import the source tree, like the test process itself.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+
+
+# ----------------------------------------------------------------------------------------------- shared fixtures
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny VILA1.5 checkpoint written once per test session (real files, read by the real loader)."""
+    from vila_ros.model.presets import init_model
+
+    return init_model("tiny", tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir):
+    from vila_ros.model.checkpoint import load_vila
+
+    return load_vila(tiny_dir)

@@ -2,6 +2,7 @@
 package's own replay-test harness, which is what users run)."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -47,6 +48,17 @@ class Listener(replay_test.Listener):
                 return True
             time.sleep(0.1)
         return predicate()
+
+
+@contextlib.contextmanager
+def ros_helper(name: str):
+    """A node of its own context for one test's calls and publishers, torn down afterwards."""
+    node, context = helper_node(name)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
 
 
 def helper_node(name: str):

@@ -9,7 +9,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_harness import Listener, helper_node, start_node, stop_node
+from node_harness import Listener, ros_helper, start_node, stop_node
 from vila_ros.ros.client import call_service
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.replay import replay_bag
@@ -17,15 +17,6 @@ from vila_ros.sim.writers import write_bag
 from vila_ros.srv import QueryEvents, QueryScene
 
 S = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from vila_ros.model.presets import init_model
-
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    init_model("tiny", out, seed=0)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +30,10 @@ def bags(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def running_node(tiny_model, tmp_path_factory):
+def running_node(tiny_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     log = logs / "node.log"
-    process = start_node(log, f"model_dir:={tiny_model}", f"event_log_path:={logs / 'alerts.jsonl'}",
+    process = start_node(log, f"model_dir:={tiny_dir}", f"event_log_path:={logs / 'alerts.jsonl'}",
                          "stale_after_s:=2.5", "camera_names:=[front,rear]",
                          "camera_topics:=[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
                          "num_frames:=4", "describe_period_s:=1.0", "alert_period_s:=1.0",
@@ -55,14 +46,12 @@ def running_node(tiny_model, tmp_path_factory):
 
 
 def replay_both(bags):
-    node, context = helper_node("vila_ros_test_replay")
-    threads = [threading.Thread(target=replay_bag, args=(node, bag), kwargs={"rate": 1.0}) for bag in bags]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    node.destroy_node()
-    context.try_shutdown()
+    with ros_helper("vila_ros_test_replay") as node:
+        threads = [threading.Thread(target=replay_bag, args=(node, bag), kwargs={"rate": 1.0}) for bag in bags]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
 
 
 def bag_stamps(bag):
@@ -73,13 +62,9 @@ def bag_stamps(bag):
 
 
 def wait_until_configured(listener, log, timeout=90.0):
-    node, context = helper_node("vila_ros_test_probe")
-    try:
+    with ros_helper("vila_ros_test_probe") as node:
         client = node.create_client(QueryEvents, "/vila_perception/query_events")
         assert client.wait_for_service(timeout_sec=timeout), log.read_text()[-3000:]
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
@@ -114,8 +99,7 @@ def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
 def test_scene_queries_answer_or_fail_clearly(running_node, bags):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    node, context = helper_node("vila_ros_test_query")
-    try:
+    with ros_helper("vila_ros_test_query") as node:
         def ask(**fields):
             return call_service(node, QueryScene, "/vila_perception/query_scene", QueryScene.Request(**fields), 60)
 
@@ -129,19 +113,15 @@ def test_scene_queries_answer_or_fail_clearly(running_node, bags):
         assert not unknown.success and "unknown camera 'side'" in unknown.error_message
         empty = ask(question="  ")
         assert not empty.success and "empty" in empty.error_message
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_bad_frames_do_not_kill_the_node(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    node, context = helper_node("vila_ros_test_bad_frames")
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    raw = node.create_publisher(Image, "/cameras/front/image_raw", qos)
-    jpeg = node.create_publisher(CompressedImage, "/cameras/rear/image_raw/compressed", qos)
-    try:
+    with ros_helper("vila_ros_test_bad_frames") as node:
+        qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+        raw = node.create_publisher(Image, "/cameras/front/image_raw", qos)
+        jpeg = node.create_publisher(CompressedImage, "/cameras/rear/image_raw/compressed", qos)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (raw.get_subscription_count() == 0 or jpeg.get_subscription_count() == 0):
             time.sleep(0.05)
@@ -160,16 +140,12 @@ def test_bad_frames_do_not_kill_the_node(running_node):
         assert answer.success
         text = log.read_text()
         assert "dropped a frame" in text and "needed" in text
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_query_events_returns_what_was_published_and_filters(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    node, context = helper_node("vila_ros_test_events")
-    try:
+    with ros_helper("vila_ros_test_events") as node:
         listener.wait_for(lambda: len(listener.description_messages) > 0, 30)
         published = list(listener.description_messages)
         answer = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(), 30)
@@ -181,21 +157,17 @@ def test_query_events_returns_what_was_published_and_filters(running_node):
         assert first in exact.descriptions and not exact.alerts
         bad = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(kind="x"), 30)
         assert not bad.success and "kind" in bad.error_message
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_prompts_change_live_and_bad_values_are_refused(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    node, context = helper_node("vila_ros_test_params")
+    with ros_helper("vila_ros_test_params") as node:
 
-    def set_parameter(name, value):
-        request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
-        return call_service(node, SetParameters, "/vila_perception/set_parameters", request, 30).results[0]
+        def set_parameter(name, value):
+            request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+            return call_service(node, SetParameters, "/vila_perception/set_parameters", request, 30).results[0]
 
-    try:
         ok = set_parameter("describe_prompt", ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                              string_value="What is on the road?"))
         assert ok.successful
@@ -204,9 +176,6 @@ def test_prompts_change_live_and_bad_values_are_refused(running_node):
         assert not bad.successful and "unknown alert categories" in bad.reason
         frozen = set_parameter("model_dir", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/x"))
         assert not frozen.successful
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_diagnostics_report_each_camera_and_the_model(running_node):
@@ -231,25 +200,21 @@ def test_lifecycle_deactivate_and_activate_again(running_node):
 
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    node, context = helper_node("vila_ros_test_lifecycle")
+    with ros_helper("vila_ros_test_lifecycle") as node:
 
-    def transition(transition_id):
-        request = ChangeState.Request(transition=Transition(id=transition_id))
-        return call_service(node, ChangeState, "/vila_perception/change_state", request, 30).success
+        def transition(transition_id):
+            request = ChangeState.Request(transition=Transition(id=transition_id))
+            return call_service(node, ChangeState, "/vila_perception/change_state", request, 30).success
 
-    def ask():
-        return call_service(node, QueryScene, "/vila_perception/query_scene",
-                            QueryScene.Request(question="Is there a car?", max_new_tokens=2), 60)
+        def ask():
+            return call_service(node, QueryScene, "/vila_perception/query_scene",
+                                QueryScene.Request(question="Is there a car?", max_new_tokens=2), 60)
 
-    try:
         assert transition(Transition.TRANSITION_DEACTIVATE)
         inactive = ask()
         assert not inactive.success and "not active" in inactive.error_message
         assert transition(Transition.TRANSITION_ACTIVATE)
         assert ask().success  # the buffers survived deactivation
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
@@ -269,17 +234,13 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
     assert listener.wait_for(lambda: currently_stale("front") and currently_stale("rear"), 10), log.read_text()[-2000:]
     front_begin = [a for a in stale(CornerCaseAlert.BEGIN) if a.camera == "front"][-1]
     ends_before = len(stale(CornerCaseAlert.END))
-    node, context = helper_node("vila_ros_test_revive")
-    publisher = node.create_publisher(Image, "/cameras/front/image_raw",
-                                      QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
-    try:
+    with ros_helper("vila_ros_test_revive") as node:
+        publisher = node.create_publisher(Image, "/cameras/front/image_raw",
+                                          QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
         for k in range(20):
             publisher.publish(rgb_to_image(np.zeros((240, 320, 3), np.uint8), (1_900_000_000 + k) * S, "front_camera"))
             time.sleep(0.1)
         assert listener.wait_for(lambda: len(stale(CornerCaseAlert.END)) > ends_before, 10), log.read_text()[-2000:]
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
     ended = stale(CornerCaseAlert.END)[ends_before]
     assert (ended.camera, ended.alert_id) == ("front", front_begin.alert_id)
     assert currently_stale("rear")
@@ -296,21 +257,17 @@ def test_a_late_subscriber_still_gets_the_alerts(running_node):
 
     process, listener, log = running_node
     assert listener.wait_for(lambda: len(listener.alert_messages) >= 2, 10)
-    node, context = helper_node("vila_ros_test_late")
-    late = []
-    node.create_subscription(CornerCaseAlert, "/vila_perception/alerts", late.append,
-                             QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
-                                        durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
-    try:
+    with ros_helper("vila_ros_test_late") as node:
+        late = []
+        node.create_subscription(CornerCaseAlert, "/vila_perception/alerts", late.append,
+                                 QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                                            durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
         from rclpy.executors import SingleThreadedExecutor
 
-        executor = SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(late) < len(listener.alert_messages):
             executor.spin_once(timeout_sec=0.1)
         executor.shutdown()
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
     assert [a.alert_id for a in late] == [a.alert_id for a in listener.alert_messages]

@@ -126,23 +126,22 @@ class PerceptionNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        return super().on_deactivate(state)
+
+    def _stop_processing(self) -> None:
         for subscription in self._subscriptions_by_camera.values():
             self.destroy_subscription(subscription)
         self._subscriptions_by_camera.clear()
         if self.worker is not None:
             self.worker.stop()
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for subscription in self._subscriptions_by_camera.values():
-            self.destroy_subscription(subscription)
-        self._subscriptions_by_camera.clear()
-        if self.worker is not None:
-            self.worker.stop()
+        self._stop_processing()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
