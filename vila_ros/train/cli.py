@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     p.set_defaults(func=_handle)
 
+    from vila_ros.train.eval import register as register_eval  # `vila-ros eval` (light import: no torch)
+
+    register_eval(subparsers)
+
 
 def _handle(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
