@@ -1,0 +1,53 @@
+"""The product end to end: the embedded default model in a node process, rosbag replays with planted corner cases,
+and `vila-ros replay-test` scoring. Planted events must raise alerts with the right category, camera and stamps."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vila_ros.resources import DEFAULT_MODEL_DIR
+from vila_ros.ros.conversion import stamp_to_ns
+from vila_ros.sim.writers import write_bag
+
+S = 1_000_000_000
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
+                                reason="the embedded default model is not present")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    # Seeds chosen for their first scenario's event: the camera gets covered at 4.9 s on the road, the aisle camera
+    # gets blurred at 4.9 s. The default model sees these states reliably (recall and precision 1.0 in its EVAL.md);
+    # its weaker temporal categories are measured by `vila-ros eval`, not asserted here.
+    road = write_bag(root / "road", cameras=["front"], fps=10, size=(640, 480), encoding="jpeg", duration=9.0,
+                     seed=0, family="road")
+    warehouse = write_bag(root / "warehouse", cameras=["aisle"], fps=10, size=(320, 240), encoding="rgb8",
+                          duration=9.0, seed=0, family="warehouse", storage="sqlite3")
+    return root, [road, warehouse]
+
+
+def test_replay_test_finds_the_planted_events_with_their_stamps(planted):
+    root, bags = planted
+    out = root / "report"
+    result = subprocess.run([sys.executable, "-m", "vila_ros.cli", "replay-test", *map(str, bags), "--out", str(out),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    events = {(e["camera"], e["category"]): e for e in report["per_event"]}
+    assert set(events) == {("front", "camera_blocked"), ("aisle", "camera_blurred")}
+    for event in events.values():
+        assert event["alerted"], (event, (out / "node.log").read_text()[-2000:])
+        assert -0.5 <= event["seconds_to_alert"] <= 3.0
+    assert report["node_exit_code"] == 0
+    assert report["descriptions"] >= 6 and report["description_latency_ms_median"] > 0
+    # The JSON lines event log holds the same BEGIN alerts, with evidence frames from the bags.
+    records = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    begins = {(r["camera"], r["category"]): r for r in records if r["state"] == "BEGIN"}
+    for key, event in events.items():
+        record = begins[key]
+        assert record["evidence_stamps_ns"][-1] == record["stamp_ns"]
+        assert all((stamp - 1_700_000_000 * S) % (S // 10) == 0 for stamp in record["evidence_stamps_ns"])
+    assert "| EVENT (truth) | camera_blocked |" in (out / "report.md").read_text()
