@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     replay_test.add_argument("--rate", type=float, default=1.0)
     replay_test.add_argument("--out", default="out/replay_test", help="directory for the report and node log")
     replay_test.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay_test.add_argument("--clock", action="store_true", help="replay /clock and run the node on sim time")
     replay_test.set_defaults(func=_run_replay_test)
 
     demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
@@ -62,7 +63,7 @@ def _run_replay_test(args) -> int:
         return 2
     try:
         report = run_replay_test([Path(b) for b in args.bags], Path(args.out), model_dir=args.model, rate=args.rate,
-                                 truth_files=[Path(args.truth)] if args.truth else None)
+                                 truth_files=[Path(args.truth)] if args.truth else None, clock=args.clock)
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"replay-test: {error}", file=sys.stderr)
         return 1

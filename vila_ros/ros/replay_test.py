@@ -115,10 +115,12 @@ def load_truth(bag: Path, truth_file: Path | None = None) -> dict:
 
 def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: float = 1.0,
                     node_parameters: dict[str, str] | None = None, printer=None, settle_s: float = 3.0,
-                    questions: tuple[str, ...] = (), truth_files: list[Path] | None = None) -> dict:
+                    questions: tuple[str, ...] = (), truth_files: list[Path] | None = None,
+                    clock: bool = False) -> dict:
     """Run a node on the bags (replayed concurrently, one or more cameras each) and return the scored report.
 
-    `questions` are asked through QueryScene after the replay; their answers go into the report.
+    `questions` are asked through QueryScene after the replay; their answers go into the report. With `clock`, the
+    replay publishes /clock and the node runs on it (use_sim_time).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_files = truth_files or [None] * len(bags)
@@ -129,6 +131,8 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
                   "event_log_path": str(out_dir / "alerts.jsonl"), "stale_after_s": "0.0"}
     if model_dir:
         parameters["model_dir"] = str(model_dir)
+    if clock:
+        parameters["use_sim_time"] = "true"
     parameters.update(node_parameters or {})
     log_path = out_dir / "node.log"
     process = start_node(log_path, parameters)
@@ -140,7 +144,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
         if not listener.wait_for_node(timeout=120):
             raise RuntimeError(f"the perception node did not come up; see {log_path}:\n"
                                + log_path.read_text()[-2000:])
-        _replay_all(bags, rate, published)
+        _replay_all(bags, rate, published, clock)
         time.sleep(settle_s)  # the last checks run on the newest frames
         answers = [_ask(question) for question in questions]
     finally:
@@ -173,7 +177,7 @@ def _ask(question: str) -> dict:
         context.try_shutdown()
 
 
-def _replay_all(bags: list[Path], rate: float, published: dict[int, float]) -> None:
+def _replay_all(bags: list[Path], rate: float, published: dict[int, float], clock: bool = False) -> None:
     from vila_ros.ros.replay import replay_bag
 
     context = rclpy.Context()
@@ -183,7 +187,8 @@ def _replay_all(bags: list[Path], rate: float, published: dict[int, float]) -> N
 
     def replay(bag):
         try:
-            replay_bag(node, bag, rate=rate, on_publish=lambda topic, ns: published.setdefault(ns, time.monotonic()))
+            replay_bag(node, bag, rate=rate, clock=clock,
+                       on_publish=lambda topic, ns: published.setdefault(ns, time.monotonic()))
         except Exception as error:  # noqa: BLE001 - reported after the other replays finish
             errors.append(error)
 
