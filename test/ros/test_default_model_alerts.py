@@ -51,3 +51,20 @@ def test_replay_test_finds_the_planted_events_with_their_stamps(planted):
         assert record["evidence_stamps_ns"][-1] == record["stamp_ns"]
         assert all((stamp - 1_700_000_000 * S) % (S // 10) == 0 for stamp in record["evidence_stamps_ns"])
     assert "| EVENT (truth) | camera_blocked |" in (out / "report.md").read_text()
+
+
+def test_yes_no_rules_raise_their_own_category(planted):
+    from vila_ros.ros.replay_test import run_replay_test
+
+    root, bags = planted
+    # The road recording is in daylight until its camera gets covered at 4.9 s; the default model then answers
+    # "Is it night?" with yes (and no before), which a user's rule turns into its own alert category.
+    report = run_replay_test([bags[0]], root / "rules", rate=1.0, node_parameters={
+        "alert_rule_categories": "[looks_dark]", "alert_rule_questions": '["Is it night?"]',
+        "alert_categories": "[camera_blocked]", "describe_period_s": "0.0"})
+    records = [json.loads(line) for line in (root / "rules" / "alerts.jsonl").read_text().splitlines()]
+    rule_alerts = [r for r in records if r["category"] == "looks_dark"]
+    assert rule_alerts and rule_alerts[0]["state"] == "BEGIN" and rule_alerts[0]["severity"] == "WARNING"
+    assert rule_alerts[0]["stamp_ns"] >= 1_700_000_000 * S + int(4.9 * S)  # not before the camera is covered
+    assert {r["category"] for r in records} <= {"looks_dark", "camera_blocked"}
+    assert report["descriptions"] == 0

@@ -15,6 +15,8 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "camera_topics": (["/cameras/front/image_raw"],
                       "Image topics, one per camera; a topic ending in /compressed is read as CompressedImage.",
                       None, True),
+    "camera_clip_fps": ([0.0], "Per-camera keep rate, parallel to camera_names; 0 or missing = clip_fps.", None,
+                        True),
     "image_qos_depth": (5, "Queue depth of the (best-effort, sensor-data) image subscriptions.", (1, 100), True),
     "model_dir": ("", "VILA1.5 checkpoint directory; empty = the embedded default model.", None, True),
     "engine": ("torch", "Inference engine: torch or tensorrt_llm.", None, True),
@@ -81,6 +83,7 @@ class CameraSpec:
     name: str
     topic: str
     compressed: bool
+    clip_fps: float
 
 
 def camera_specs(node: Node) -> list[CameraSpec]:
@@ -90,7 +93,13 @@ def camera_specs(node: Node) -> list[CameraSpec]:
                          "of the same length")
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise ValueError(f"camera names must be unique and non-empty: {names}")
-    return [CameraSpec(n, t, t.rstrip("/").endswith("/compressed")) for n, t in zip(names, topics)]
+    rates = [float(r) for r in value(node, "camera_clip_fps")]
+    if any(r < 0 or r > 60 for r in rates):
+        raise ValueError(f"camera_clip_fps must be within 0..60: {rates}")
+    rates += [0.0] * (len(names) - len(rates))
+    default = value(node, "clip_fps")
+    return [CameraSpec(n, t, t.rstrip("/").endswith("/compressed"), r or default)
+            for n, t, r in zip(names, topics, rates)]
 
 
 def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
@@ -110,7 +119,7 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
                   if c.strip() and q.strip())
     num_frames = get("num_frames") or model_frames
     return WorkerSettings(
-        clip_fps=get("clip_fps"), num_frames=num_frames, min_frames=num_frames,
+        num_frames=num_frames, min_frames=num_frames,
         describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
         describe_max_new_tokens=get("describe_max_new_tokens"),
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,

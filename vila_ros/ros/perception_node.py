@@ -80,7 +80,7 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.buffers = {
-            camera.name: CameraBuffer(camera.name, 1.0 / settings.clip_fps, parameters.value(self, "buffer_seconds"),
+            camera.name: CameraBuffer(camera.name, 1.0 / camera.clip_fps, parameters.value(self, "buffer_seconds"),
                                       parameters.value(self, "buffer_max_frames"), max_bytes)
             for camera in self.cameras}
         self.worker = InferenceWorker(self.engine, self.buffers, settings, self._publish_description,

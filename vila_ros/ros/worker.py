@@ -35,7 +35,6 @@ class AlertRule:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    clip_fps: float = 4.0
     num_frames: int = 8
     min_frames: int = 8
     describe_period_s: float = 2.0  # 0 disables descriptions
@@ -49,10 +48,6 @@ class WorkerSettings:
     query_max_new_tokens: int = 64
     temperature: float = 0.0
 
-    @property
-    def window_seconds(self) -> float:
-        # A little slack over num_frames / fps: kept frames are spaced at least 0.9 of the interval apart.
-        return (self.num_frames + 0.5) / self.clip_fps
 
 
 @dataclass
@@ -203,7 +198,7 @@ class InferenceWorker:
     # ------------------------------------------------------------------------------------------------- jobs
     def describe(self, camera: str) -> Description:
         settings = self.settings
-        frames = self._window(camera, settings.window_seconds, settings.num_frames)
+        frames = self._window(camera, settings.num_frames)
         text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens)
         description = Description(camera, tuple(frames), text, "describe", timings)
         self.stats.descriptions += 1
@@ -212,7 +207,7 @@ class InferenceWorker:
 
     def check_alerts(self, camera: str) -> list[AlertUpdate]:
         settings = self.settings
-        frames = self._window(camera, settings.window_seconds, settings.num_frames)
+        frames = self._window(camera, settings.num_frames)
         detected: list[str] = []
         answers = []
         if settings.alert_categories:
@@ -239,9 +234,9 @@ class InferenceWorker:
         if query.camera and query.camera not in self.buffers:
             raise QueryError(f"unknown camera {query.camera!r}; cameras: {', '.join(self.buffers)}")
         cameras = [query.camera] if query.camera else list(self.buffers)
-        seconds = query.window_seconds if query.window_seconds > 0 else settings.window_seconds
         count = query.window_frames if query.window_frames > 0 else settings.num_frames
-        per_camera = {camera: self.buffers[camera].window(seconds, count) for camera in cameras}
+        per_camera = {camera: self.buffers[camera].window(query.window_seconds or self._span(camera, count), count)
+                      for camera in cameras}
         per_camera = {camera: frames for camera, frames in per_camera.items() if frames}
         if not per_camera:
             raise QueryError(f"no frames received yet from {query.camera or 'any camera'}")
@@ -257,8 +252,12 @@ class InferenceWorker:
         return SceneAnswer(text, tuple(frames), timings)
 
     # ---------------------------------------------------------------------------------------------- helpers
-    def _window(self, camera: str, seconds: float, count: int) -> list[Frame]:
-        frames = self.buffers[camera].window(seconds, count)
+    def _span(self, camera: str, count: int) -> float:
+        # Slack of half a frame over count frames: kept frames sit on the camera's keep-rate grid.
+        return (count + 0.5) * self.buffers[camera].keep_interval_s
+
+    def _window(self, camera: str, count: int) -> list[Frame]:
+        frames = self.buffers[camera].window(self._span(camera, count), count)
         if not frames:
             raise QueryError(f"no frames from camera {camera!r}")
         return frames
