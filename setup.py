@@ -25,5 +25,9 @@ setup(
         "tqdm>=4.60",
         "rosbags>=0.10",
     ],
+    extras_require={
+        # Cross-checks our AWQ and TensorRT-LLM export against NVIDIA's own (CPU is enough).
+        "test": ["pytest", "hypothesis", "nvidia-modelopt==0.47.*", "requests"],
+    },
     entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main"]},
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 BENCH_MODULES = [
     "vila_ros.bench.decode",
+    "vila_ros.bench.quant",
 ]
 
 

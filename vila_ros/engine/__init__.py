@@ -17,16 +17,14 @@ __all__ = ["ENGINES", "PRECISIONS", "Engine", "GenerationConfig", "GenerationRes
 def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu") -> Engine:
     """Load the VILA1.5 checkpoint at ``model_dir`` into an engine."""
     if engine == "tensorrt_llm":
-        raise RuntimeError(
-            "engine 'tensorrt_llm' needs a TensorRT-LLM build on a GPU/Jetson machine (LLM engine built with "
-            "trtllm-build plus a visual engine); it cannot run here. Use engine='torch'."
-        )
+        # Imported only when selected: tensorrt_llm exists on GPU/Jetson deployments only (engines/README.md).
+        from vila_ros.engine.tensorrt_llm_engine import TensorRTLLMEngine
+
+        return TensorRTLLMEngine.from_dir(model_dir, device=device)
     if engine != "torch":
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if precision == "int4":
-        raise NotImplementedError("int4 arrives with issue 6")
     from vila_ros.engine.torch_engine import TorchEngine
 
     return TorchEngine.from_dir(model_dir, precision=precision, device=device)

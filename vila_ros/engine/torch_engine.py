@@ -45,8 +45,19 @@ class TorchEngine:
     def from_dir(cls, model_dir: str | Path, precision: str = "fp32", device: str = "cpu") -> "TorchEngine":
         from vila_ros.model.checkpoint import load_vila
 
+        if precision == "int4":
+            # int4 needs a quantized checkpoint (vila-ros quantize); a float one is refused with that advice.
+            from vila_ros.quant.checkpoint import load_quantized_vila
+
+            model = load_quantized_vila(model_dir, device=device)
+            return cls(model, model_id=Path(model_dir).resolve().name)
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} not supported by the torch engine (fp32, bf16, int4)")
+        from vila_ros.model.checkpoint import read_config
+
+        if isinstance(read_config(model_dir).llm_cfg.get("quantization_config"), dict):
+            raise ValueError(f"{model_dir} is an int4 checkpoint (llm/config.json quantization_config): "
+                             "load it with precision='int4'")
         model = load_vila(model_dir, dtype=PRECISIONS[precision], device=device)
         return cls(model, model_id=Path(model_dir).resolve().name)
 

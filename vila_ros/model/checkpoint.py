@@ -175,7 +175,11 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
             for key in f.keys():
                 name = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
                 if name not in expected:
-                    raise WeightKeysError(f"{file}: tensor {key!r} is unknown to the {part_dir.name} config", file)
+                    hint = (" (an int4 checkpoint written by `vila-ros quantize`: load it with "
+                            "vila_ros.quant.checkpoint.load_quantized_vila or create_engine(..., precision='int4'))"
+                            if name.endswith(".qweight") else "")
+                    raise WeightKeysError(f"{file}: tensor {key!r} is unknown to the {part_dir.name} config{hint}",
+                                          file)
                 shape = tuple(f.get_slice(key).get_shape())
                 target = expected[name]
                 if shape != tuple(target.shape):

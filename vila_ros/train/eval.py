@@ -561,7 +561,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stretch", type=int, default=DEFAULT_STRETCH,
                    help=f"frames of the frames-to-alert stretch (default {DEFAULT_STRETCH})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="prompts decoded together")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"),
+                   help="int4 needs a checkpoint written by `vila-ros quantize`")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")

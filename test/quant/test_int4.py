@@ -1,0 +1,76 @@
+"""int4 group quantization math, the nibble packing and Int4Linear against a dequantized bf16 matmul."""
+import pytest
+import torch
+
+from vila_ros.quant.int4 import (Int4Linear, dequantize_weight, fake_quantize, pack_nibbles, quantize_weight,
+                                 unpack_nibbles)
+
+
+@pytest.mark.parametrize("scheme", ["asym", "sym"])
+@pytest.mark.parametrize("shape,group", [((32, 128), 32), ((48, 200), 64), ((16, 96), 64)])
+def test_quantize_error_bounded_by_half_step(scheme, shape, group):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 0.05
+    q, scales, zeros = quantize_weight(w, group, scheme)
+    assert q.dtype == torch.uint8 and int(q.max()) <= 15
+    assert scales.shape == zeros.shape == (shape[0], -(-shape[1] // group))
+    if scheme == "sym":
+        assert bool((zeros == 8).all())
+    err = (dequantize_weight(q, scales, zeros, group) - w).abs()
+    step = scales.repeat_interleave(group, dim=1)[:, : shape[1]]
+    assert bool((err <= step * 0.5 + 1e-6).all())  # every value within half a step: nothing clipped
+
+
+def test_short_last_group_uses_its_own_range():
+    w = torch.zeros(16, 80)
+    w[:, 64:] = torch.linspace(-1, 1, 16)  # the short last group (16 columns) holds all the range
+    q, scales, zeros = quantize_weight(w, 64)
+    assert float(scales[:, 0].max()) < 1e-6 and float(scales[:, 1].min()) > 0.1
+    assert torch.allclose(dequantize_weight(q, scales, zeros, 64), w, atol=float(scales.max()) / 2 + 1e-6)
+
+
+def test_pack_roundtrip_and_nibble_order():
+    q = torch.randint(0, 16, (8, 13), dtype=torch.uint8)
+    packed = pack_nibbles(q)
+    assert packed.shape == (8, 7) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_nibbles(packed, 13), q)
+    assert int(packed[0, 0]) == int(q[0, 0]) | (int(q[0, 1]) << 4)  # column 2c low, 2c+1 high
+
+
+def test_clip_shrinks_range():
+    w = torch.randn(8, 64)
+    q1, s1, _ = quantize_weight(w, 32)
+    q2, s2, _ = quantize_weight(w, 32, clip=torch.full((8, 2), 0.5))
+    assert torch.allclose(s2, s1 * 0.5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n,k,group", [(64, 128, 32), (40, 200, 64), (256, 688, 128), (32, 64, 128)])
+def test_int4_linear_matches_dequantized_bf16_matmul(n, k, group):
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(n, k, generator=gen) * 0.05
+    q, scales, zeros = quantize_weight(w, group)
+    lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group)
+    ref_w = lin.dequantized()  # from the stored (bf16) scales
+    x = torch.randn(3, 5, k, generator=gen).to(torch.bfloat16)
+    y = lin.prepare()(x)
+    assert y.shape == (3, 5, n) and y.dtype == torch.bfloat16
+    ref = x.float() @ ref_w.t()
+    # tinygemm keeps bf16 scale/zero products and a bf16 result: bf16 rounding of the output and of the zeros
+    assert float((y.float() - ref).abs().max()) <= 0.02 * float(ref.abs().max()) + 1e-3
+    assert lin.qweight.numel() == 0  # prepare() freed the storage copy
+    y32 = lin(x.float())
+    assert y32.dtype == torch.float32 and torch.allclose(y32, y.float())
+
+
+def test_fake_quantize_equals_int4_linear_weights():
+    w = torch.randn(32, 64) * 0.1
+    q, scales, zeros = quantize_weight(w, 32)
+    lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, 32)
+    assert torch.allclose(fake_quantize(w, 32), lin.dequantized(), atol=1e-6)
+
+
+def test_unsupported_kernel_group_is_a_clear_error():
+    q, s, z = quantize_weight(torch.randn(16, 64), 16)
+    with pytest.raises(ValueError, match="no int4 kernel"):
+        Int4Linear.from_quantized(q, s, z, 16).prepare()
+    with pytest.raises(ValueError, match="scheme"):
+        quantize_weight(torch.randn(16, 64), 32, scheme="nf4")
