@@ -223,13 +223,18 @@ def load_vila(path: str | Path, dtype: str | torch.dtype | None = None, device: 
     for part in PART_NAMES:
         weight_files(root / config.part_dir_name(part))
     model = build_uninitialized(config, target, device, tokenizer=tokenizer, image_processor=image_processor)
+    load_weights(model, root, config)
+    return model.eval()
+
+
+def load_weights(model: VilaModel, root: Path, config: VilaConfig) -> None:
+    """Fill the three parts of a model built from `config` with the checkpoint's weights at `root`."""
     tied = ("lm_head.weight",) if model.llm.config.tie_word_embeddings else ()
-    load_part(model.llm, llm_dir, optional=tied)
+    load_part(model.llm, root / config.part_dir_name("llm"), optional=tied)
     if tied:
         model.llm.tie_weights()
-    load_part(model.vision_tower.model, vt_dir, strip_prefix=VILA_STATE_PREFIX)
+    load_part(model.vision_tower.model, root / config.part_dir_name("vision_tower"), strip_prefix=VILA_STATE_PREFIX)
     load_part(model.mm_projector, root / config.part_dir_name("mm_projector"))
-    return model.eval()
 
 
 # -- writing ----------------------------------------------------------------------------------------------------------

@@ -30,12 +30,11 @@ from typing import Any
 
 import torch
 
-from vila_ros.model.checkpoint import (CheckpointError, MissingPartError, build_uninitialized, load_part, load_tokenizer, read_config,
-                                       save_vila, weight_files)
+from vila_ros.model.checkpoint import (CheckpointError, MissingPartError, build_uninitialized,
+                                       load_tokenizer, load_weights, read_config, save_vila, weight_files)
 from vila_ros.model.config import PART_NAMES
 from vila_ros.model.preprocess import ImageProcessor
 from vila_ros.model.vila import VilaModel
-from vila_ros.model.vision import VILA_STATE_PREFIX
 from vila_ros.quant.awq import ATTN_LINEARS, MLP_LINEARS, QTensors, linear_names, replace_linears
 
 FORMAT = "vila_ros_int4/v1"
@@ -116,12 +115,7 @@ def load_quantized_vila(path: str | Path, device: str | torch.device = "cpu", pr
         parent = model.llm.get_submodule(parent_name)
         old = getattr(parent, child)
         setattr(parent, child, Int4Linear(old.in_features, old.out_features, group, device=device))
-    tied = ("lm_head.weight",) if model.llm.config.tie_word_embeddings else ()
-    load_part(model.llm, llm_dir, optional=tied)
-    if tied:
-        model.llm.tie_weights()
-    load_part(model.vision_tower.model, vt_dir, strip_prefix=VILA_STATE_PREFIX)
-    load_part(model.mm_projector, root / config.part_dir_name("mm_projector"))
+    load_weights(model, root, config)
     if prepare:
         for module in model.llm.modules():
             if isinstance(module, Int4Linear):
