@@ -256,11 +256,6 @@ class SimDataset:
         if kind == "video_qa":
             n = int(rng.integers(1, self.qa_turns + 1))
             qa = [truth.qa[i] for i in rng.choice(len(truth.qa), size=min(n, len(truth.qa)), replace=False)]
-            # A clip holds at most one event, so a uniformly drawn temporal question is almost always answered
-            # "no" and a model learns to say no; half the time, ask about the event the clip does hold.
-            asked_yes = [q for q in truth.qa if q["temporal"] and q["answer"] == "yes"]
-            if asked_yes and rng.random() < 0.5 and asked_yes[0] not in qa:
-                qa = [asked_yes[0]] + qa[: n - 1]
             return _conv([(q["question"], q["answer"]) for q in qa], len(clip.frames)), clip.frames, kind
         # one frame: its event-free caption or a question one frame can answer
         i = int(rng.integers(len(clip.frames)))
