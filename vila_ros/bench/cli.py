@@ -12,6 +12,8 @@ from typing import Any
 BENCH_MODULES = [
     "vila_ros.bench.decode",
     "vila_ros.bench.quant",
+    "vila_ros.bench.vision",
+    "vila_ros.bench.prefix",
 ]
 
 

@@ -244,6 +244,20 @@ class VisionEncoder(torch.nn.Module):
         return self.projector(self.tower(pixels))
 
 
+def write_vision_onnx(model: Any, path: Path, opset: int = 17) -> None:
+    """The model's tower + projector (fp32) as ONNX with a dynamic batch, from a loaded VilaModel."""
+    enc = VisionEncoder(model).float().eval()
+    size = model.config.image_size
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The legacy (TorchScript) exporter: the dynamo one needs onnxscript. Its trace warnings are about shape
+        # checks that are constant for a fixed image size.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(enc, (torch.zeros(1, 3, size, size),), str(path), input_names=["pixels"],
+                          output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
 def export_vision_onnx(model_dir: str | Path, out_dir: str | Path, opset: int = 17, check_batch: int = 2,
                        seed: int = 0) -> dict[str, Any]:
     """SigLIP tower + projector (fp32) to ONNX with a dynamic batch; onnxruntime vs torch max abs error."""
@@ -257,15 +271,7 @@ def export_vision_onnx(model_dir: str | Path, out_dir: str | Path, opset: int = 
     vdir = Path(out_dir) / "vision"
     vdir.mkdir(parents=True, exist_ok=True)
     path = vdir / "vision.onnx"
-    example = torch.zeros(1, 3, size, size)
-    with torch.inference_mode(), warnings.catch_warnings():
-        # The legacy (TorchScript) exporter: the dynamo one needs onnxscript. Its trace warnings are about shape
-        # checks that are constant for a fixed image size.
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(enc, (example,), str(path), input_names=["pixels"], output_names=["features"],
-                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=opset,
-                          dynamo=False, do_constant_folding=True)
+    write_vision_onnx(model, path, opset)
     report: dict[str, Any] = {"path": str(path), "opset": opset, "image_size": size,
                               "tokens_per_image": model.config.tokens_per_image, "hidden": model.config.hidden_size}
     import onnxruntime as ort
