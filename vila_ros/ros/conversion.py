@@ -16,6 +16,9 @@ except ImportError:  # pragma: no cover - depends on the install
 import cv2
 
 NANOSECONDS = 1_000_000_000
+# Compressed images declaring more pixels than this are refused before decoding (decompression bombs): a few bytes
+# of JPEG/PNG header can otherwise make the decoder allocate gigabytes. 2**26 is twice 8K UHD (7680x4320).
+MAX_COMPRESSED_PIXELS = 2**26
 
 # encoding -> (channels, dtype, channel order to reach RGB)
 _RAW_ENCODINGS = {
@@ -56,6 +59,8 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         raise ImageDecodeError(f"empty image {width}x{height}")
     data = msg.data
     if encoding.lower() in _YUV_ENCODINGS:
+        if width % 2:
+            raise ImageDecodeError(f"{encoding} needs an even width, got {width}")  # 2 pixels share U and V
         rows = _rows(data, height, width * 2, step, np.uint8)
         return cv2.cvtColor(rows.reshape(height, width, 2), _YUV_ENCODINGS[encoding.lower()])
     if encoding not in _RAW_ENCODINGS:
@@ -83,15 +88,25 @@ def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None) -> np.n
     if not data:
         raise ImageDecodeError("empty compressed image")
     fmt = msg.format.lower()
+    _check_declared_size(data)
     if simplejpeg is not None and data[:2] == b"\xff\xd8" and "png" not in fmt:
         try:
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+            if height * width > MAX_COMPRESSED_PIXELS:
+                raise ImageDecodeError(f"JPEG declares {width}x{height} pixels, more than {MAX_COMPRESSED_PIXELS}")
             if min_size:
                 return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size,
                                               min_factor=1)
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ImageDecodeError:
+            raise
         except ValueError as error:
             raise ImageDecodeError(f"corrupt JPEG ({len(data)} bytes): {error}") from error
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # e.g. OpenCV's own size limit
+        raise ImageDecodeError(f"cannot decode compressed image of format {msg.format!r} ({len(data)} bytes): "
+                               f"{str(error).strip().splitlines()[-1]}") from error
     if decoded is None:
         raise ImageDecodeError(f"cannot decode compressed image of format {msg.format!r} ({len(data)} bytes)")
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
@@ -124,6 +139,14 @@ def rgb_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: in
     msg.format = "rgb8; jpeg compressed bgr8"
     msg.data = encoded.tobytes()
     return msg
+
+
+def _check_declared_size(data: bytes) -> None:
+    """Refuse a PNG whose header declares more than MAX_COMPRESSED_PIXELS (JPEG headers are read by simplejpeg)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if width * height > MAX_COMPRESSED_PIXELS:
+            raise ImageDecodeError(f"PNG declares {width}x{height} pixels, more than {MAX_COMPRESSED_PIXELS}")
 
 
 def _rows(data, height: int, row_bytes: int, step: int, dtype) -> np.ndarray:
