@@ -34,7 +34,7 @@ def running_node(tiny_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     log = logs / "node.log"
     process = start_node(log, f"model_dir:={tiny_dir}", f"event_log_path:={logs / 'alerts.jsonl'}",
-                         "stale_after_s:=2.5", "camera_names:=[front,rear]",
+                         "stale_after_s:=2.5", "image_qos_depth:=30", "camera_names:=[front,rear]",
                          "camera_topics:=[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
                          "num_frames:=4", "describe_period_s:=1.0", "alert_period_s:=1.0",
                          "describe_max_new_tokens:=6", "query_max_new_tokens:=6", "diagnostics_period_s:=0.5")
@@ -271,3 +271,4 @@ def test_a_late_subscriber_still_gets_the_alerts(running_node):
             executor.spin_once(timeout_sec=0.1)
         executor.shutdown()
     assert [a.alert_id for a in late] == [a.alert_id for a in listener.alert_messages]
+

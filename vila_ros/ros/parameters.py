@@ -46,6 +46,8 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
     "alert_cooldown_s": (0.0, "Seconds after END before the same category may BEGIN again.", (0.0, 3600.0), False),
     "query_max_new_tokens": (64, "Default answer length bound of QueryScene.", (1, 4096), False),
+    "query_max_waiting": (4, "Scene queries that may wait for the model at once; more are refused as busy.",
+                          (1, 64), True),
     "query_timeout_s": (60.0, "How long QueryScene waits for the model before failing.", (0.1, 3600.0), False),
     "description_topic": ("~/description", "SceneDescription output (plus <topic>_text as std_msgs/String).",
                           None, True),

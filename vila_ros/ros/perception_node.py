@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
@@ -64,6 +66,8 @@ class PerceptionNode(LifecycleNode):
         self._stale_counter = 0
         self._activated_wall = time.monotonic()
         self._query_services: list = []
+        self._query_lock = threading.Lock()
+        self._queries_waiting = 0
         self._diagnostics_timer = None
         self._last_warning: dict[str, float] = {}
         self.add_on_set_parameters_callback(self._validate_parameter_change)
@@ -347,12 +351,21 @@ class PerceptionNode(LifecycleNode):
         if self.worker is None:
             response.success, response.error_message = False, "the perception node is not configured"
             return response
+        # Each waiting query holds an executor thread; past the cap, refuse at once so cameras never starve.
+        with self._query_lock:
+            if self._queries_waiting >= parameters.value(self, "query_max_waiting"):
+                response.success = False
+                response.error_message = (f"busy: {self._queries_waiting} queries are waiting for the model; "
+                                          "retry later")
+                response.latency_ms = (time.perf_counter() - started) * 1000.0
+                return response
+            self._queries_waiting += 1
         query = SceneQuery(request.question, request.camera, request.window_seconds, request.window_frames,
                            request.max_new_tokens)
         future = self.worker.submit_query(query)
         try:
             answer = future.result(timeout=parameters.value(self, "query_timeout_s"))
-        except TimeoutError:
+        except FutureTimeoutError:  # not the builtin TimeoutError before Python 3.11
             future.cancel()
             response.success, response.error_message = False, "timed out waiting for the model"
         except QueryError as error:
@@ -364,6 +377,9 @@ class PerceptionNode(LifecycleNode):
             response.answer = answer.answer
             response.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
             response.frame_cameras = [f.camera for f in answer.frames]
+        finally:
+            with self._query_lock:
+                self._queries_waiting -= 1
         response.latency_ms = (time.perf_counter() - started) * 1000.0
         return response
 
@@ -398,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         argv[index:index] = ["--ros-args"]
     rclpy.init(args=argv)
     node = PerceptionNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # Threads: cameras, timers and lifecycle services, plus up to query_max_waiting blocked queries.
+    executor = MultiThreadedExecutor(num_threads=4 + parameters.value(node, "query_max_waiting"))
     executor.add_node(node)
     try:
         if parameters.value(node, "autostart"):
