@@ -7,13 +7,12 @@ import sys
 import time
 
 import pytest
-import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 import samples
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.client import ServiceUnavailableError, call_service
+from vila_ros.ros.client import ServiceUnavailableError, call_service, isolated_node
 from vila_ros.srv import QueryEvents, QueryScene
 
 HERE = pathlib.Path(__file__).parent
@@ -22,12 +21,8 @@ LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durabi
 
 @pytest.fixture
 def ros_node():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("vila_ros_dds_test", context=context)
-    yield node
-    node.destroy_node()
-    context.try_shutdown()
+    with isolated_node("vila_ros_dds_test") as node:
+        yield node
 
 
 def start_peer(role: str) -> subprocess.Popen:

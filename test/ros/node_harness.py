@@ -2,16 +2,15 @@
 package's own replay-test harness, which is what users run)."""
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
-import rclpy
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from vila_ros.ros import replay_test
+from vila_ros.ros.client import isolated_node
 
 
 def start_node(log_path: Path, *ros_parameters: str):
@@ -50,19 +49,5 @@ class Listener(replay_test.Listener):
         return predicate()
 
 
-@contextlib.contextmanager
-def ros_helper(name: str):
-    """A node of its own context for one test's calls and publishers, torn down afterwards."""
-    node, context = helper_node(name)
-    try:
-        yield node
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
-
-
-def helper_node(name: str):
-    """A separate context + node for service calls and publishing (not spun by the Listener's executor)."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    return rclpy.create_node(name, context=context), context
+# A node of its own context for one test's calls and publishers, torn down afterwards.
+ros_helper = isolated_node

@@ -12,6 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from node_harness import Listener, ros_helper, start_node, stop_node
 from vila_ros.ros.client import call_service
 from vila_ros.ros.conversion import stamp_to_ns
+from vila_ros.ros.outputs import STATE_NAMES
 from vila_ros.ros.replay import replay_bag
 from vila_ros.sim.writers import write_bag
 from vila_ros.srv import QueryEvents, QueryScene
@@ -62,9 +63,7 @@ def bag_stamps(bag):
 
 
 def wait_until_configured(listener, log, timeout=90.0):
-    with ros_helper("vila_ros_test_probe") as node:
-        client = node.create_client(QueryEvents, "/vila_perception/query_events")
-        assert client.wait_for_service(timeout_sec=timeout), log.read_text()[-3000:]
+    assert listener.wait_for_node(timeout), log.read_text()[-3000:]
 
 
 def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
@@ -247,7 +246,7 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
     # Every alert is in the JSON lines log, in publication order.
     records = [json.loads(line) for line in (log.parent / "alerts.jsonl").read_text().splitlines()]
     assert [(r["alert_id"], r["state"]) for r in records][-len(listener.alert_messages):] == \
-        [(a.alert_id, ("BEGIN", "ONGOING", "END")[a.state]) for a in listener.alert_messages]
+        [(a.alert_id, STATE_NAMES[a.state]) for a in listener.alert_messages]
 
 
 def test_a_late_subscriber_still_gets_the_alerts(running_node):

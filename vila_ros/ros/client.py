@@ -1,10 +1,25 @@
 """Calling vila_ros services from Python with clear failures instead of hangs."""
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from typing import Any, Iterator
 
+import rclpy
 from rclpy.node import Node
+
+
+@contextlib.contextmanager
+def isolated_node(name: str) -> Iterator[Node]:
+    """A node in a context of its own (so it can be spun apart from any other), torn down on exit."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
 
 
 class ServiceUnavailableError(RuntimeError):

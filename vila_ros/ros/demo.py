@@ -42,16 +42,17 @@ def run(args) -> int:
         bags.append(bag)
     start_ns = None
 
+    from vila_ros.msg import CornerCaseAlert
+    from vila_ros.ros.conversion import stamp_to_ns
+    from vila_ros.ros.outputs import STATE_NAMES
+
     def show(message) -> None:
         nonlocal start_ns
-        from vila_ros.msg import CornerCaseAlert
-        from vila_ros.ros.conversion import stamp_to_ns
-
         stamp = stamp_to_ns(message.header.stamp)
         start_ns = stamp if start_ns is None else min(start_ns, stamp)
         t = (stamp - start_ns) / S
         if isinstance(message, CornerCaseAlert):
-            state = ("BEGIN", "ONGOING", "END")[message.state]
+            state = STATE_NAMES[message.state]
             print(f"  t={t:5.1f}s  ALERT {state:7s} [{message.camera}] {message.category} ({message.alert_id})",
                   flush=True)
         else:

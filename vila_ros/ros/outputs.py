@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.conversion import ns_to_stamp, rgb_to_image
+from vila_ros.ros.conversion import ns_to_stamp, rgb_to_image, stamp_to_ns
 from vila_ros.ros.events import AlertUpdate
 from vila_ros.ros.worker import Description
 
@@ -51,10 +51,10 @@ def alert_message(update: AlertUpdate, severity: int, frame_id: str, text: str) 
 
 
 def alert_record(msg: CornerCaseAlert) -> dict:
-    return {"stamp_ns": msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, "alert_id": msg.alert_id,
+    return {"stamp_ns": stamp_to_ns(msg.header.stamp), "alert_id": msg.alert_id,
             "camera": msg.camera, "category": msg.category, "severity": SEVERITY_NAMES[msg.severity],
             "state": STATE_NAMES[msg.state], "confidence": round(float(msg.confidence), 4), "text": msg.text,
-            "evidence_stamps_ns": [s.sec * 1_000_000_000 + s.nanosec for s in msg.evidence_stamps]}
+            "evidence_stamps_ns": [stamp_to_ns(s) for s in msg.evidence_stamps]}
 
 
 class EventLog:

@@ -34,7 +34,8 @@ from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_
 from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
 from vila_ros.ros.history import History  # noqa: E402
-from vila_ros.ros.outputs import EventLog, alert_message, alert_record, annotate, description_message  # noqa: E402
+from vila_ros.ros.outputs import (STATE_NAMES, EventLog, alert_message, alert_record, annotate,  # noqa: E402
+                                  description_message)
 from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery  # noqa: E402
 from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 
@@ -257,7 +258,7 @@ class PerceptionNode(LifecycleNode):
         else:
             self._active_alerts[msg.alert_id] = (f"{msg.camera}/{msg.category}", msg.severity)
         level = self.get_logger().warning if msg.severity >= CornerCaseAlert.WARNING else self.get_logger().info
-        state = ("BEGIN", "ONGOING", "END")[msg.state]
+        state = STATE_NAMES[msg.state]
         level(f"alert {state} {msg.alert_id} ({msg.category}) on {msg.camera}")
         if update.camera in self.buffers:
             frames = self.buffers[update.camera].window(max_frames=1)

@@ -25,6 +25,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # n
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.ros.conversion import stamp_to_ns  # noqa: E402
+from vila_ros.ros.outputs import STATE_NAMES  # noqa: E402
 
 S = 1_000_000_000
 NODE_NAME = "vila_perception"
@@ -160,45 +161,36 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
 
 
 def _ask(question: str) -> dict:
-    from vila_ros.ros.client import call_service
+    from vila_ros.ros.client import call_service, isolated_node
     from vila_ros.srv import QueryScene
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("vila_ros_replay_test_query", context=context)
-    try:
+    with isolated_node("vila_ros_replay_test_query") as node:
         response = call_service(node, QueryScene, f"/{NODE_NAME}/query_scene", QueryScene.Request(question=question),
                                 timeout_sec=120)
-        return {"question": question, "success": response.success, "answer": response.answer,
-                "error_message": response.error_message, "latency_ms": round(response.latency_ms, 1),
-                "frames": len(response.frame_stamps)}
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
+    return {"question": question, "success": response.success, "answer": response.answer,
+            "error_message": response.error_message, "latency_ms": round(response.latency_ms, 1),
+            "frames": len(response.frame_stamps)}
 
 
 def _replay_all(bags: list[Path], rate: float, published: dict[int, float], clock: bool = False) -> None:
+    from vila_ros.ros.client import isolated_node
     from vila_ros.ros.replay import replay_bag
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("vila_ros_replay_test", context=context)
     errors = []
 
-    def replay(bag):
+    def replay(node, bag):
         try:
             replay_bag(node, bag, rate=rate, clock=clock,
                        on_publish=lambda topic, ns: published.setdefault(ns, time.monotonic()))
         except Exception as error:  # noqa: BLE001 - reported after the other replays finish
             errors.append(error)
 
-    threads = [threading.Thread(target=replay, args=(bag,)) for bag in bags]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    node.destroy_node()
-    context.try_shutdown()
+    with isolated_node("vila_ros_replay_test") as node:
+        threads = [threading.Thread(target=replay, args=(node, bag)) for bag in bags]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
 
@@ -271,7 +263,7 @@ def timeline_markdown(truths: list[dict], descriptions: list[Received], alerts: 
                      m.text))
     for r in alerts:
         m = r.message
-        state = ("BEGIN", "ONGOING", "END")[m.state]
+        state = STATE_NAMES[m.state]
         rows.append((stamp_to_ns(m.header.stamp), m.camera, f"alert {state}", f"{m.category} ({m.alert_id})"))
     rows.sort(key=lambda row: row[0])
     lines = ["# Replay test report", "",
