@@ -74,3 +74,27 @@ def test_unsupported_kernel_group_is_a_clear_error():
         Int4Linear.from_quantized(q, s, z, 16).prepare()
     with pytest.raises(ValueError, match="scheme"):
         quantize_weight(torch.randn(16, 64), 32, scheme="nf4")
+
+
+def _prepared(n, k, group, seed):
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+    q, scales, zeros = quantize_weight(w, group)
+    return Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare()
+
+
+def test_fused_int4_linear_equals_its_parts_concatenated():
+    parts = [_prepared(n, 256, 64, seed) for seed, n in enumerate((128, 64, 192))]
+    x = torch.randn(2, 3, 256, generator=torch.Generator().manual_seed(9)).to(torch.bfloat16)
+    separate = torch.cat([p(x) for p in parts], -1)
+    fused = Int4Linear.fused(parts)
+    assert fused is not None and fused.out_features == 384
+    assert torch.equal(fused(x), separate)
+    # the parts now view the fused storage and still compute what they did
+    assert torch.equal(torch.cat([p(x) for p in parts], -1), separate)
+    assert all(p._packed.untyped_storage().data_ptr() == fused._packed.untyped_storage().data_ptr() for p in parts)
+
+
+def test_parts_that_end_mid_block_are_not_fused():
+    # aten's CPU packing interleaves rows in blocks of 64: a 40-row part would scramble its neighbour's rows
+    assert Int4Linear.fused([_prepared(40, 128, 64, 0), _prepared(64, 128, 64, 1)]) is None
+    assert Int4Linear.fused([_prepared(64, 128, 64, 0), _prepared(64, 256, 64, 1)]) is None  # other in_features

@@ -11,11 +11,9 @@ loaded bf16 weights in memory (same kernels and layout; the speed and memory of 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def add_parser(bench_subparsers: Any) -> None:
@@ -53,11 +51,10 @@ def rtn_in_memory(model: Any, group: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
+    from vila_ros.bench.common import decode_session, synthetic_prompt, write_report
     from vila_ros.engine.torch_engine import TorchEngine
-    from vila_ros.engine.types import GenerationConfig
     from vila_ros.model.checkpoint import load_vila
     from vila_ros.quant.checkpoint import load_quantized_vila, weight_bytes
 
@@ -79,37 +76,9 @@ def run(args: argparse.Namespace) -> int:
     load_int4_s = time.perf_counter() - t0
     rss2 = _rss()
     engines = {"bf16": TorchEngine(bf16_model, "bf16"), "int4": TorchEngine(int4_model, "int4")}
-    size = bf16_model.config.image_size
-    frame = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    features = engines["bf16"].encode_frames([frame])
-    config = GenerationConfig(max_new_tokens=args.new_tokens, use_prefix_cache=False)
-    ids = engines["bf16"].prompt_ids("Describe the scene in detail.", 1, config)
+    ids, features = synthetic_prompt(engines["bf16"])
     n = args.new_tokens
-
-    def session(engine: Any) -> tuple[Callable[[], float], float, list[int]]:
-        """Prefill once (timed once); each call then restores the prompt's KV and times ``n`` decode steps."""
-        embeds = engine._embed(ids, features)[None]
-        cfg = GenerationConfig(max_new_tokens=n)
-        with torch.inference_mode():
-            cache = engine.decoder.new_cache(1, embeds.shape[1] + n)
-            t = time.perf_counter()
-            logits = engine.decoder.logits(engine.decoder.forward(embeds, cache)[:, -1])
-            prefill_s = time.perf_counter() - t
-            snapshot = cache.snapshot(embeds.shape[1])
-
-        @torch.inference_mode()
-        def go() -> float:
-            cache.restore(snapshot)
-            t0 = time.perf_counter()
-            engine._decode_loop(cache, logits, cfg, set(), [], None, None)
-            return time.perf_counter() - t0
-
-        with torch.inference_mode():
-            cache.restore(snapshot)
-            out, _, _ = engine._decode_loop(cache, logits, cfg, set(), [], None, None)  # warm-up + the outputs
-        return go, prefill_s, out
-
-    sessions = {name: session(e) for name, e in engines.items()}
+    sessions = {name: decode_session(e, ids, features, n) for name, e in engines.items()}
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(args.repeats):  # alternate so background load hits both alike
         for name, (go, _, _) in sessions.items():
@@ -144,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         "greedy_tokens_equal_first_8": outputs["bf16"][:8] == outputs["int4"][:8],
         "versions": {"torch": torch.__version__},
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(args.json, report, "vila-ros bench quant: bf16 vs int4 decode", {
+        "decode tok/s bf16 / int4": f"{rows['bf16']['decode_tok_s']} / {rows['int4']['decode_tok_s']}",
+        "int4 decode speed-up": report["decode_speedup"],
+        "LLM weight bytes, int4 / bf16": report["llm_weight_ratio"],
+    })
     return 0

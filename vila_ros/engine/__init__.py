@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vila_ros.engine.errors import EngineError, NonFiniteOutputError, PromptTooLongError
 from vila_ros.engine.types import Engine, GenerationConfig, GenerationResult, TokenCallback
 
 ENGINES = ("torch", "tensorrt_llm")
 PRECISIONS = ("fp32", "bf16", "int4")
 
-__all__ = ["ENGINES", "PRECISIONS", "Engine", "GenerationConfig", "GenerationResult", "TokenCallback", "create_engine"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "EngineError", "GenerationConfig", "GenerationResult",
+           "NonFiniteOutputError", "PromptTooLongError", "TokenCallback", "create_engine"]
 
 
 def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu") -> Engine:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vila_ros.engine.decoder import KVCache, LlamaDecoder
+from vila_ros.engine.errors import NonFiniteOutputError, PromptTooLongError
 from vila_ros.engine.sampling import TextStream, sample_next
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, build_prompt_ids, text_prefix
@@ -67,6 +68,8 @@ class TorchEngine:
         if len(frames) == 0:
             return []
         features = self.model.encode_images(self.model.preprocess(frames))
+        # Callers cache features per frame: NaN features would poison every later window that holds the frame.
+        self._check_finite(features, "image features", "the vision tower")
         # Own storage per frame: a cached frame must not pin the whole batch's memory.
         return [f.clone() for f in features]
 
@@ -85,6 +88,11 @@ class TorchEngine:
             if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[0] != self.tokens_per_image:
                 raise ValueError(f"image features must be [{self.tokens_per_image}, hidden] tensors or uint8 frames")
         return out, vision_ms
+
+    def _check_finite(self, values: torch.Tensor, what: str, step: str) -> None:
+        # One reduction per step (a vocabulary of logits): negligible next to the forward pass that made them.
+        if not bool(torch.isfinite(values).all()):
+            raise NonFiniteOutputError(what, self.model_id, step)
 
     # -- prompt -----------------------------------------------------------------------------------------------------
     def prompt_ids(self, question: str, num_images: int, config: GenerationConfig) -> list[int]:
@@ -123,7 +131,7 @@ class TorchEngine:
 
     def _capacity(self, prompt_len: int, max_new_tokens: int) -> int:
         if prompt_len >= self.decoder.max_positions:
-            raise ValueError(f"prompt of {prompt_len} positions exceeds the model's {self.decoder.max_positions}")
+            raise PromptTooLongError(prompt_len, self.decoder.max_positions)
         return min(prompt_len + max_new_tokens, self.decoder.max_positions)
 
     # -- generation -------------------------------------------------------------------------------------------------
@@ -159,6 +167,7 @@ class TorchEngine:
                     self._prefix_cache.popitem(last=False)
         hidden = self.decoder.forward(embeds[:, cache.length:], cache)
         logits = self.decoder.logits(hidden[:, -1])
+        self._check_finite(logits, "logits", "prefill")
         prefill_ms = _ms(t0)
 
         stop_ids, stop_strings = self._stops(config)
@@ -213,6 +222,7 @@ class TorchEngine:
                 break
             x = self.decoder.embed(torch.tensor([[token]], device=self.decoder.device))
             logits = self.decoder.logits(self.decoder.forward(x, cache)[:, -1])
+            self._check_finite(logits, "logits", f"decode step {step + 1}")
         if reason in ("max_new_tokens", "context_full"):  # a cancelled caller has what it was streamed
             tail = stream.finish()
             pieces.append(tail)
@@ -264,6 +274,7 @@ class TorchEngine:
         mask = (causal[None] & valid[:, None, :longest]) | torch.eye(longest, dtype=torch.bool, device=dev)[None]
         hidden = self.decoder.forward(embeds, cache, positions=positions, mask=mask[:, None])
         logits = self.decoder.logits(hidden[:, -1])
+        self._check_finite(logits, "logits", "prefill")
         prefill_ms = _ms(t0)
 
         stop_ids, stop_strings = self._stops(config)
@@ -302,6 +313,7 @@ class TorchEngine:
             )
             next_pos += 1
             logits = self.decoder.logits(hidden[:, -1])
+            self._check_finite(logits, "logits", f"decode step {step + 1}")
         decode_ms = _ms(t1)
         results = []
         for b in range(bsz):

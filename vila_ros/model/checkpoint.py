@@ -170,7 +170,9 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
         try:
             handle = safe_open(str(file), framework="pt", device="cpu")
         except Exception as error:  # safetensors raises its own error types for truncated/invalid headers
-            raise CorruptCheckpointError(f"cannot read {file}: {error}", file) from error
+            raise CorruptCheckpointError(
+                f"cannot read {file} ({file.stat().st_size} bytes): not a complete safetensors file, truncated or "
+                f"corrupt ({error})", file) from error
         with handle as f:
             for key in f.keys():
                 name = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key

@@ -102,6 +102,11 @@ def unpack_nibbles(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return torch.stack([low, high], dim=2).reshape(packed.shape[0], -1)[:, :in_features]
 
 
+# aten's CPU int4 packing interleaves weight rows in blocks of this many (found by test: concatenating parts whose
+# row counts are not multiples of it gives wrong outputs).
+CPU_PACK_BLOCK_N = 64
+
+
 class Int4Linear(nn.Module):
     """A bias-free Linear with int4 weights. Holds the storage format (buffers ``qweight``, ``scales``,
     ``zeros``, loaded like any state dict) until ``prepare()`` converts it to the kernel layout of its device.
@@ -194,6 +199,32 @@ class Int4Linear(nn.Module):
         if self._n_pad != self.out_features:
             y = y[:, : self.out_features]
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    @classmethod
+    def fused(cls, parts: list["Int4Linear"]) -> "Int4Linear | None":
+        """One prepared CPU module computing ``torch.cat([p(x) for p in parts], -1)`` in a single kernel call
+        (q/k/v, gate/up: fewer, larger calls keep both cores streaming weights), or None when the parts do not
+        share a layout. The parts keep working: their packed weights become views of the fused tensor (no copy
+        stays resident).
+        """
+        first = parts[0]
+        if not all(isinstance(p, Int4Linear) and p.prepared and p._packed.device.type == "cpu" for p in parts):
+            return None
+        if any(p._kernel_group != first._kernel_group or p._k_pad != first._k_pad or p.in_features !=
+               first.in_features or p.out_features % CPU_PACK_BLOCK_N for p in parts):
+            return None  # the CPU kernel packs rows in blocks: a part ending mid-block would scramble the next
+        out = sum(p.out_features for p in parts)
+        fused = cls(first.in_features, out, first.group_size, device=first._packed.device)
+        for name in ("qweight", "scales", "zeros"):  # kernel layout only, like a prepared module
+            fused._buffers[name] = torch.empty(0, dtype=fused._buffers[name].dtype)
+        fused._packed = torch.cat([p._packed for p in parts], 0)
+        fused._scale_zeros = torch.cat([p._scale_zeros for p in parts], 1)
+        fused._kernel_group, fused._k_pad, fused._n_pad = first._kernel_group, first._k_pad, out
+        start = 0
+        for p in parts:
+            p._packed = fused._packed[start:start + p.out_features]
+            start += p.out_features
+        return fused
 
     def resident_bytes(self) -> int:
         tensors = [self._packed, self._scale_zeros] if self._packed is not None else []

@@ -1,0 +1,139 @@
+"""``vila-ros bench roofline``: how close int4 decode comes to this machine's memory bandwidth.
+
+At batch 1 every generated token reads every LLM weight once (plus the KV cache so far), so the fastest possible
+decode is bandwidth / bytes-per-token. The bench measures, in one run and with the same torch threads:
+  * read bandwidth: the best of several full passes summing a buffer far larger than the caches (STREAM takes the
+    best too: the floor of what the memory system sustains, not an average of interruptions);
+  * bytes read per token: the resident int4 kernel tensors and scales of every quantized Linear, the bf16 lm_head
+    and norms, one embedding row, and the KV cache at the mean position of the timed steps;
+  * decode tok/s of the int4 engine (and bf16, for the same figure at 16 bits).
+fraction = tok/s x bytes/token / bandwidth: 1.0 means decode moves bytes as fast as the memory system allows.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+
+def add_parser(bench_subparsers: Any) -> None:
+    p = bench_subparsers.add_parser("roofline", help="int4 decode vs this machine's memory bandwidth")
+    p.add_argument("--model", required=True, help="float VILA1.5 checkpoint directory")
+    p.add_argument("--int4", help="int4 checkpoint of the same model (default: RTN of --model in memory)")
+    p.add_argument("--json", required=True, help="output JSON file (markdown beside it)")
+    p.add_argument("--group", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--buffer-mib", type=int, default=1024, help="bandwidth probe size (far above the caches)")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 row (halves the memory needed)")
+    p.set_defaults(func=run)
+
+
+def read_bandwidth(buffer_mib: int, repeats: int = 7) -> dict[str, float]:
+    """Bytes/s of streaming reads (a float32 sum) and of copies (read + write counted, as STREAM does)."""
+    import torch
+
+    n = buffer_mib * (1 << 20) // 4
+    src = torch.ones(n, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    src.sum()  # fault the pages in before timing
+    dst.copy_(src)
+    reads, copies = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        src.sum()
+        reads.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        copies.append(time.perf_counter() - t0)
+    nbytes = src.numel() * src.element_size()
+    return {"read_bytes_s": nbytes / min(reads), "copy_bytes_s": 2 * nbytes / min(copies),
+            "buffer_bytes": nbytes}
+
+
+def bytes_per_token(llm: Any, kv_positions: float) -> dict[str, int]:
+    """Bytes one decode step reads from memory: weights (an embedding contributes one row) and the KV cache."""
+    import torch
+
+    from vila_ros.quant.int4 import Int4Linear
+
+    weights = 0
+    embed = llm.get_input_embeddings()
+    for module in llm.modules():
+        if isinstance(module, Int4Linear):
+            weights += module.resident_bytes()
+        elif module is embed:
+            weights += embed.weight.shape[1] * embed.weight.element_size()
+        else:
+            weights += sum(t.numel() * t.element_size() for t in module.parameters(recurse=False))
+    cfg = llm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_dtype_bytes = torch.finfo(embed.weight.dtype).bits // 8
+    kv = int(2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * kv_positions * kv_dtype_bytes)
+    return {"weights": int(weights), "kv_cache": kv, "total": int(weights) + kv}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vila_ros.bench.common import decode_session, synthetic_prompt, write_report
+    from vila_ros.bench.quant import rtn_in_memory
+    from vila_ros.engine.torch_engine import TorchEngine
+    from vila_ros.model.checkpoint import load_vila
+    from vila_ros.quant.checkpoint import load_quantized_vila
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bandwidth = read_bandwidth(args.buffer_mib)
+    engines = {}
+    if not args.no_bf16:
+        engines["bf16"] = TorchEngine(load_vila(args.model, dtype=torch.bfloat16), "bf16")
+    if args.int4:
+        int4_model, source = load_quantized_vila(args.int4), f"checkpoint {args.int4}"
+    else:
+        int4_model = load_vila(args.model, dtype=torch.bfloat16)
+        rtn_in_memory(int4_model, args.group)
+        source = f"RTN group {args.group} in memory"
+    engines["int4"] = TorchEngine(int4_model, "int4")
+    ids, features = synthetic_prompt(engines["int4"])
+    n = args.new_tokens
+    sessions = {name: decode_session(engine, ids, features, n) for name, engine in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(args.repeats):  # alternate so background load hits every row alike
+        for name, (timed_decode, _, _) in sessions.items():
+            times[name].append(timed_decode())
+    prompt_positions = len(ids) - 1 + engines["int4"].tokens_per_image
+    mean_kv_positions = prompt_positions + n / 2
+    rows = {}
+    for name, engine in engines.items():
+        tok_s = (n - 1) / max(statistics.median(times[name]), 1e-9)
+        per_token = bytes_per_token(engine.model.llm, mean_kv_positions)
+        achieved = tok_s * per_token["total"]
+        rows[name] = {
+            "decode_tok_s": round(tok_s, 3),
+            "bytes_per_token": per_token,
+            "achieved_bytes_s": round(achieved),
+            "roofline_tok_s": round(bandwidth["read_bytes_s"] / per_token["total"], 3),
+            "bandwidth_fraction": round(achieved / bandwidth["read_bytes_s"], 3),
+        }
+    report = {
+        "model": str(args.model),
+        "int4_source": source,
+        "llm_parameters": sum(p.numel() for p in engines["int4"].model.llm.parameters()),
+        "torch_threads": torch.get_num_threads(),
+        "prompt_positions": prompt_positions,
+        "new_tokens": n,
+        "bandwidth": {key: round(value) for key, value in bandwidth.items()},
+        **rows,
+        "versions": {"torch": torch.__version__},
+    }
+    gb = 1e9
+    headline = {"read bandwidth (GB/s)": round(bandwidth["read_bytes_s"] / gb, 2)}
+    for name, row in rows.items():
+        headline[f"{name}: MB read per token"] = round(row["bytes_per_token"]["total"] / 1e6, 1)
+        headline[f"{name}: decode tok/s (roofline)"] = f"{row['decode_tok_s']} ({row['roofline_tok_s']})"
+        headline[f"{name}: fraction of bandwidth"] = row["bandwidth_fraction"]
+    write_report(args.json, report, "vila-ros bench roofline: decode vs memory bandwidth", headline)
+    return 0
