@@ -14,6 +14,8 @@ BENCH_MODULES = [
     "vila_ros.bench.quant",
     "vila_ros.bench.vision",
     "vila_ros.bench.prefix",
+    "vila_ros.bench.node",
+    "vila_ros.bench.roofline",
 ]
 
 
