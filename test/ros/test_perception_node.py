@@ -184,7 +184,8 @@ def test_diagnostics_report_each_camera_and_the_model(running_node):
     wait_until_configured(listener, log)
     arrays = []
     listener.node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
-    assert listener.wait_for(lambda: any(len(a.status) == 3 for a in arrays), 10)
+    wanted = {"vila_ros: camera front", "vila_ros: camera rear", "vila_ros: inference"}
+    assert listener.wait_for(lambda: any(wanted <= {s.name for s in a.status} for a in arrays), 10)
     statuses = {s.name: s for s in arrays[-1].status}
     front = {kv.key: kv.value for kv in statuses["vila_ros: camera front"].values}
     assert int(front["kept"]) > 0 and int(front["skipped_rate"]) > 0

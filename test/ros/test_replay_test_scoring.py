@@ -41,3 +41,15 @@ def test_latency_uses_the_publish_time_of_the_newest_frame():
     assert report["description_latency_ms_median"] == 250.0
     markdown = timeline_markdown([truth("front", [])], [Received(description, 10.25)], [], report)
     assert "| 0.00 | front | description (0 frames) | A road. |" in markdown
+
+
+def test_an_alert_already_active_when_the_event_begins_counts_once():
+    early = alert("front", "camera_blocked", 1.0)
+    still_on = alert("front", "camera_blocked", 6.0, CornerCaseAlert.ONGOING)
+    still_on.message.alert_id = early.message.alert_id
+    stale_one = alert("front", "camera_blocked", 1.5)  # ended before the event: a false alert
+    ended = alert("front", "camera_blocked", 2.0, CornerCaseAlert.END)
+    ended.message.alert_id = stale_one.message.alert_id
+    report = score([truth("front", [("camera_blocked", 5.0)])], [], [stale_one, ended, early, still_on], {})
+    assert (report["alerted"], report["false_alerts"]) == (1, 1)
+    assert report["per_event"][0]["seconds_to_alert"] == 0.0  # warned before it began

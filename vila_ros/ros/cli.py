@@ -46,6 +46,12 @@ def register(subparsers) -> None:
     replay_test.add_argument("--clock", action="store_true", help="replay /clock and run the node on sim time")
     replay_test.set_defaults(func=_run_replay_test)
 
+    from vila_ros.ros.soak import add_arguments as add_soak_arguments
+
+    soak = subparsers.add_parser("soak", help="many frames at full speed through a node process: memory, alerts, "
+                                              "crashes (JSON report)")
+    add_soak_arguments(soak)
+
     demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
     from vila_ros.ros.demo import add_arguments as add_demo_arguments
 

@@ -9,6 +9,10 @@ from rclpy.node import Node
 from vila_ros import tasks
 from vila_ros.ros.worker import AlertRule, WorkerSettings
 
+# Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
+# operator can point the node at a good checkpoint and configure again without restarting the process.
+CONFIGURE_TIME = frozenset({"model_dir", "engine", "precision", "device"})
+
 # name -> (default, description, (min, max) or None, read_only)
 PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "camera_names": (["front"], "Camera names used in messages and queries, one per topic.", None, True),
@@ -18,10 +22,11 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "camera_clip_fps": ([0.0], "Per-camera keep rate, parallel to camera_names; 0 or missing = clip_fps.", None,
                         True),
     "image_qos_depth": (5, "Queue depth of the (best-effort, sensor-data) image subscriptions.", (1, 100), True),
-    "model_dir": ("", "VILA1.5 checkpoint directory; empty = the embedded default model.", None, True),
-    "engine": ("torch", "Inference engine: torch or tensorrt_llm.", None, True),
-    "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM.", None, True),
-    "device": ("cpu", "cpu, cuda or cuda:N.", None, True),
+    "model_dir": ("", "VILA1.5 checkpoint directory; empty = the embedded default model. Can be set only while "
+                  "the node is unconfigured.", None, False),
+    "engine": ("torch", "Inference engine: torch or tensorrt_llm. Can be set only while unconfigured.", None, False),
+    "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM. Can be set only while unconfigured.", None, False),
+    "device": ("cpu", "cpu, cuda or cuda:N. Can be set only while unconfigured.", None, False),
     "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
     "clip_fps": (4.0, "Rate at which frames are kept per camera (the model's training clip rate).", (0.1, 60.0), True),
     "num_frames": (0, "Frames per description / alert check; 0 = the model's num_video_frames.", (0, 64), True),
@@ -49,6 +54,14 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "query_max_waiting": (4, "Scene queries that may wait for the model at once; more are refused as busy.",
                           (1, 64), True),
     "query_timeout_s": (60.0, "How long QueryScene waits for the model before failing.", (0.1, 3600.0), False),
+    "query_max_question_chars": (8192, "Longer QueryScene questions are refused at once (tokenizing megabytes "
+                                 "would hold up the model thread).", (1, 1000000), False),
+    "service_qos_depth": (100, "Request/response queue depth of the query services. Fast DDS drops the oldest "
+                          "requests of a burst larger than this, so it must exceed the concurrent calls expected.",
+                          (10, 100000), True),
+    "retry_backoff_initial_s": (1.0, "Wait before retrying a failed description / alert check of a camera; "
+                                "doubled after each further failure in a row.", (0.01, 3600.0), False),
+    "retry_backoff_max_s": (30.0, "Longest wait between retries of a failing job.", (0.01, 86400.0), False),
     "description_topic": ("~/description", "SceneDescription output (plus <topic>_text as std_msgs/String).",
                           None, True),
     "alert_topic": ("~/alerts", "CornerCaseAlert output (reliable, transient local).", None, True),
@@ -120,10 +133,14 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
     rules = tuple(AlertRule(c.strip(), q.strip()) for c, q in zip(rule_categories, rule_questions)
                   if c.strip() and q.strip())
     num_frames = get("num_frames") or model_frames
+    if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
+        raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
+                         f"retry_backoff_initial_s ({get('retry_backoff_initial_s')})")
     return WorkerSettings(
         num_frames=num_frames, min_frames=num_frames,
         describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
         describe_max_new_tokens=get("describe_max_new_tokens"),
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
         alert_rules=rules, query_max_new_tokens=get("query_max_new_tokens"),
+        backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )

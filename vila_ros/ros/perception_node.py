@@ -11,7 +11,6 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeoutError
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
@@ -32,11 +31,14 @@ from vila_ros.ros import parameters  # noqa: E402
 from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,  # noqa: E402
                                      stamp_to_ns)
 from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
+from vila_ros.ros.fault_report import camera_job_values, inference_fault, unconfigured_status  # noqa: E402
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
 from vila_ros.ros.history import History  # noqa: E402
+from vila_ros.ros.node_stats import NodeStats, TimedEngine, container_sizes, process_rss_bytes  # noqa: E402
 from vila_ros.ros.outputs import (STATE_NAMES, EventLog, alert_message, alert_record, annotate,  # noqa: E402
                                   description_message)
-from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery  # noqa: E402
+from vila_ros.ros.query_service import SceneQueryService  # noqa: E402
+from vila_ros.ros.worker import InferenceWorker  # noqa: E402
 from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 
 # Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
@@ -53,6 +55,7 @@ class PerceptionNode(LifecycleNode):
         self.buffers: dict[str, CameraBuffer] = {}
         self.cameras: list[parameters.CameraSpec] = []
         self.history = History(parameters.value(self, "history_size"))
+        self.node_stats: NodeStats | None = None
         self._frame_ids: dict[str, str] = {}
         self._subscriptions_by_camera: dict[str, object] = {}
         self._camera_group = MutuallyExclusiveCallbackGroup()
@@ -66,28 +69,46 @@ class PerceptionNode(LifecycleNode):
         self._stale_alerts: dict[str, str] = {}
         self._stale_counter = 0
         self._activated_wall = time.monotonic()
-        self._query_services: list = []
-        self._query_lock = threading.Lock()
-        self._queries_waiting = 0
-        self._diagnostics_timer = None
+        self._configure_error = ""
+        self._on_query_scene = SceneQueryService(lambda: self.worker, lambda name: parameters.value(self, name),
+                                                 self._unconfigured_reason, self.get_logger().error)
         self._last_warning: dict[str, float] = {}
+        # Diagnostics live as long as the node: an operator must see why a configure failed.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(parameters.value(self, "diagnostics_period_s"),
+                                                    self._publish_diagnostics)
+        # The services live as long as the node, answering "not configured" (and why) without a model: destroying
+        # a service while one of its callbacks runs makes send_response raise in the executor, which ends the node.
+        # Deep queues: Fast DDS keeps only `depth` unread requests (and responses) and drops the oldest.
+        service_qos = QoSProfile(depth=parameters.value(self, "service_qos_depth"),
+                                 reliability=QoSReliabilityPolicy.RELIABLE)
+        self._query_services = [
+            self.create_service(QueryScene, "~/query_scene", self._on_query_scene, qos_profile=service_qos,
+                                callback_group=self._service_group),
+            self.create_service(QueryEvents, "~/query_events", self._on_query_events, qos_profile=service_qos,
+                                callback_group=self._service_group),
+        ]
         self.add_on_set_parameters_callback(self._validate_parameter_change)
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.cameras = parameters.camera_specs(self)
-            self.engine = self._load_engine()
+            self.engine = TimedEngine(self._load_engine())  # its model clock splits latency into model and node
             settings = parameters.worker_settings(self, self.engine.num_video_frames)
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
-            self.get_logger().error(f"configuration failed: {error}")
+            # CheckpointError messages name the file at fault; the type says what kind of fault it is.
+            self._configure_error = f"{type(error).__name__}: {error}"
+            self.get_logger().error(f"configuration failed: {self._configure_error}")
             self.engine = None
             return TransitionCallbackReturn.FAILURE
+        self._configure_error = ""
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.buffers = {
             camera.name: CameraBuffer(camera.name, 1.0 / camera.clip_fps, parameters.value(self, "buffer_seconds"),
                                       parameters.value(self, "buffer_max_frames"), max_bytes)
             for camera in self.cameras}
+        self.node_stats = NodeStats(self.buffers, self.engine.model_seconds)
         self.worker = InferenceWorker(self.engine, self.buffers, settings, self._publish_description,
                                       self._publish_alert, self._make_tracker())
         description_topic = parameters.value(self, "description_topic")
@@ -103,14 +124,6 @@ class PerceptionNode(LifecycleNode):
         self._annotated_pub = (self.create_lifecycle_publisher(Image, annotated_topic, 5) if annotated_topic
                                else None)
         self.event_log = EventLog(parameters.value(self, "event_log_path"))
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._query_services = [
-            self.create_service(QueryScene, "~/query_scene", self._on_query_scene, callback_group=self._service_group),
-            self.create_service(QueryEvents, "~/query_events", self._on_query_events,
-                                callback_group=self._service_group),
-        ]
-        self._diagnostics_timer = self.create_timer(parameters.value(self, "diagnostics_period_s"),
-                                                    self._publish_diagnostics)
         self.get_logger().info(f"configured: model {self.engine.model_id}, cameras "
                                + ", ".join(f"{c.name} <- {c.topic}" for c in self.cameras))
         return TransitionCallbackReturn.SUCCESS
@@ -151,19 +164,10 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        for service in self._query_services:
-            self.destroy_service(service)
-        self._query_services = []
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
         for publisher in (self._description_pub, self._description_text_pub, self._alert_pub, self._annotated_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        if self._diagnostics_pub is not None:
-            self.destroy_publisher(self._diagnostics_pub)
         self._description_pub = self._description_text_pub = self._alert_pub = self._annotated_pub = None
-        self._diagnostics_pub = None
         if self.event_log is not None:
             self.event_log.close()
         self.worker = None
@@ -193,6 +197,10 @@ class PerceptionNode(LifecycleNode):
         if self.worker is None:
             return SetParametersResult(successful=True)
         overrides = {p.name: p.value for p in changed}
+        frozen = sorted(parameters.CONFIGURE_TIME & overrides.keys())
+        if frozen:
+            return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} can be set only while the node "
+                                       "is unconfigured (deactivate and clean up first)")
         try:
             settings = parameters.worker_settings(self, self.engine.num_video_frames, overrides)
         except ValueError as error:
@@ -207,25 +215,36 @@ class PerceptionNode(LifecycleNode):
 
     # ---------------------------------------------------------------------------------------------- inputs
     def _on_image(self, camera: str, msg) -> None:
-        buffer = self.buffers.get(camera)
-        if buffer is None or self.worker is None:
-            return
+        stats = self.node_stats
+        token = stats.begin_callback() if stats is not None else None
+        result = self._ingest(camera, msg)
+        if result is not None and token is not None:
+            outcome, stamp_ns = result
+            # Against the node's clock: publish-to-processed latency for cameras that stamp at capture.
+            stats.end_callback(token, camera, outcome, stamp_ns, self.get_clock().now().nanoseconds - stamp_ns)
+
+    def _ingest(self, camera: str, msg) -> tuple[str, int] | None:
+        """Decide, decode and buffer one frame; (kept | skipped | error, stamp), or None when not processing."""
+        buffer, worker = self.buffers.get(camera), self.worker  # read once: a cleanup may clear them meanwhile
+        if buffer is None or worker is None:
+            return None
         self._last_frame_wall[camera] = time.monotonic()
         stamp_ns = stamp_to_ns(msg.header.stamp)
         if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so once
             stamp_ns = self.get_clock().now().nanoseconds
             self._warn_throttled(f"{camera}-stamp", f"camera {camera}: images have no header stamp; using receipt time")
         if not buffer.wants(stamp_ns):
-            return
+            return "skipped", stamp_ns
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageDecodeError as error:
             buffer.record_error(str(error))
             self._warn_throttled(f"{camera}-decode", f"camera {camera}: dropped a frame: {error}")
-            return
+            return "error", stamp_ns
         buffer.add(Frame(camera, stamp_ns, msg.header.frame_id, self._shrink(rgb)))
         self._frame_ids[camera] = msg.header.frame_id
-        self.worker.notify()
+        worker.notify()
+        return "kept", stamp_ns
 
     def _shrink(self, rgb):
         max_side = parameters.value(self, "frame_max_side")
@@ -242,6 +261,10 @@ class PerceptionNode(LifecycleNode):
         newest = description.frames[-1]
         self.history.add("descriptions", newest.stamp_ns, description.text, msg)
         self._description_pub.publish(msg)
+        if self.node_stats is not None:
+            timings = description.timings
+            self.node_stats.record_description(description.camera, newest.stamp_ns,
+                                               timings.vision_ms + timings.prefill_ms + timings.decode_ms)
         self._description_text_pub.publish(String(data=description.text))
         self._last_description = f"[{description.camera}] {description.text}"
         self._publish_annotated(newest)
@@ -311,6 +334,9 @@ class PerceptionNode(LifecycleNode):
         silent = self._check_stale()
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
+        if self.worker is None:
+            array.status.append(unconfigured_status(self._configure_error, parameters.value(self, "model_dir")))
+        health = self.worker.job_health() if self.worker is not None else {}
         for camera, buffer in self.buffers.items():
             stats = buffer.stats
             status = DiagnosticStatus(name=f"vila_ros: camera {camera}", hardware_id=camera)
@@ -328,61 +354,49 @@ class PerceptionNode(LifecycleNode):
                                         decode_errors=stats.decode_errors, time_resets=stats.time_resets,
                                         buffered_frames=len(buffer), buffered_bytes=buffer.nbytes,
                                         seconds_since_last_frame=round(silent.get(camera, -1.0), 2))
+            status.values += camera_job_values(camera, health)
+            if self.node_stats is not None:
+                status.values += _key_values(**self.node_stats.camera_values(camera))
             array.status.append(status)
         if self.worker is not None:
             stats = self.worker.stats
             status = DiagnosticStatus(name="vila_ros: inference", hardware_id=self.engine.model_id)
-            failing = stats.failures and stats.last_error
-            status.level = DiagnosticStatus.ERROR if failing else DiagnosticStatus.OK
-            status.message = f"last failure: {stats.last_error}" if failing else "running"
+            status.level, status.message, fault_values = inference_fault(health, stats.failures, stats.last_error,
+                                                                         time.monotonic())
             status.values = _key_values(model=self.engine.model_id, descriptions=stats.descriptions,
                                         alert_checks=stats.alert_checks, queries=stats.queries,
                                         failures=stats.failures, last_latency_ms=round(stats.last_latency_ms, 1),
                                         busy_seconds=round(stats.busy_s, 2),
                                         event_log_written=self.event_log.written,
-                                        event_log_errors=self.event_log.errors)
+                                        event_log_errors=self.event_log.errors) + fault_values
             if self.event_log.errors and status.level == DiagnosticStatus.OK:
                 status.level, status.message = DiagnosticStatus.WARN, f"event log: {self.event_log.last_error}"
             array.status.append(status)
+        array.status.extend(self._stats_statuses())
         self._diagnostics_pub.publish(array)
 
+    def _stats_statuses(self) -> list[DiagnosticStatus]:
+        """Description latency minus model time, and the size of every container (one that keeps growing leaks)."""
+        if self.node_stats is None or self.worker is None:
+            return []
+        latency = DiagnosticStatus(name="vila_ros: description latency", level=DiagnosticStatus.OK,
+                                   message="ms since activation, from receipt of the newest frame to publication")
+        latency.values = _key_values(**self.node_stats.description_values())
+        sizes = container_sizes({"node": self, "worker": self.worker, "tracker": self.worker.tracker,
+                                 "history": self.history, "engine": getattr(self.engine, "inner", self.engine),
+                                 "stats": self.node_stats})
+        for camera, buffer in self.buffers.items():
+            sizes.update({f"buffer.{camera}.frames": len(buffer), f"buffer.{camera}.frames.bound": buffer.max_frames,
+                          f"buffer.{camera}.bytes": buffer.nbytes, f"buffer.{camera}.bytes.bound": buffer.max_bytes})
+        queues = DiagnosticStatus(name="vila_ros: queues", level=DiagnosticStatus.OK,
+                                  message="sizes of containers that could grow; process memory")
+        queues.values = _key_values(**sizes, rss_bytes=process_rss_bytes(), threads=threading.active_count())
+        return [latency, queues]
+
     # -------------------------------------------------------------------------------------------- services
-    def _on_query_scene(self, request: QueryScene.Request, response: QueryScene.Response) -> QueryScene.Response:
-        started = time.perf_counter()
-        if self.worker is None:
-            response.success, response.error_message = False, "the perception node is not configured"
-            return response
-        # Each waiting query holds an executor thread; past the cap, refuse at once so cameras never starve.
-        with self._query_lock:
-            if self._queries_waiting >= parameters.value(self, "query_max_waiting"):
-                response.success = False
-                response.error_message = (f"busy: {self._queries_waiting} queries are waiting for the model; "
-                                          "retry later")
-                response.latency_ms = (time.perf_counter() - started) * 1000.0
-                return response
-            self._queries_waiting += 1
-        query = SceneQuery(request.question, request.camera, request.window_seconds, request.window_frames,
-                           request.max_new_tokens)
-        future = self.worker.submit_query(query)
-        try:
-            answer = future.result(timeout=parameters.value(self, "query_timeout_s"))
-        except FutureTimeoutError:  # not the builtin TimeoutError before Python 3.11
-            future.cancel()
-            response.success, response.error_message = False, "timed out waiting for the model"
-        except QueryError as error:
-            response.success, response.error_message = False, str(error)
-        except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
-            response.success, response.error_message = False, f"inference failed: {type(error).__name__}: {error}"
-        else:
-            response.success = True
-            response.answer = answer.answer
-            response.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
-            response.frame_cameras = [f.camera for f in answer.frames]
-        finally:
-            with self._query_lock:
-                self._queries_waiting -= 1
-        response.latency_ms = (time.perf_counter() - started) * 1000.0
-        return response
+    def _unconfigured_reason(self) -> str:
+        reason = "the perception node is not configured"
+        return f"{reason}: configuration failed: {self._configure_error}" if self._configure_error else reason
 
     def _on_query_events(self, request: QueryEvents.Request, response: QueryEvents.Response) -> QueryEvents.Response:
         try:

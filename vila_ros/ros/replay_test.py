@@ -201,6 +201,10 @@ def score(truths: list[dict], descriptions: list[Received], alerts: list[Receive
               for event in spec["events"]]
     begins = [r.message for r in alerts if r.message.state == CornerCaseAlert.BEGIN
               and r.message.category != "sensor_stale"]
+    last_update_ns: dict[str, int] = {}
+    for r in alerts:
+        last_update_ns[r.message.alert_id] = max(last_update_ns.get(r.message.alert_id, 0),
+                                                 stamp_to_ns(r.message.header.stamp))
     used: set[int] = set()
     per_event = []
     for camera, event in events:
@@ -212,10 +216,15 @@ def score(truths: list[dict], descriptions: list[Received], alerts: list[Receive
                     and event["start_ns"] - S // 2 <= stamp <= end_ns + 2 * S):
                 match = index
                 break
+        if match is None:  # an alert of the category raised earlier and still active when the event began
+            match = next((index for index, alert in enumerate(begins) if index not in used
+                          and alert.camera == camera and alert.category == event["category"]
+                          and stamp_to_ns(alert.header.stamp) < event["start_ns"]
+                          and last_update_ns.get(alert.alert_id, 0) >= event["start_ns"]), None)
         seconds = None
         if match is not None:
             used.add(match)
-            seconds = (stamp_to_ns(begins[match].header.stamp) - event["start_ns"]) / S
+            seconds = max(0.0, (stamp_to_ns(begins[match].header.stamp) - event["start_ns"]) / S)
         per_event.append({"camera": camera, "category": event["category"], "start_ns": event["start_ns"],
                           "alerted": match is not None, "seconds_to_alert": seconds,
                           "frames_to_alert": None if seconds is None else round(seconds * clip_fps, 2)})

@@ -5,6 +5,8 @@ scene queries (a person or a planner is waiting), alert checks (safety), descrip
 a camera's newest frame stamp has advanced by the period since the last run, so cadence follows the data (a bag
 replayed at 2x gives the same number of checks per recorded second) and a slow model skips ahead to the newest
 frames instead of building a backlog. Frames are encoded once and their features cached in the buffer.
+A periodic job that fails (the engine raised, e.g. on NaN logits) is retried with exponential back-off per camera
+and kind (`retry.py`); a failed query is answered with the error, since its caller is waiting and can retry.
 No rclpy in here: the node turns the results into messages.
 """
 from __future__ import annotations
@@ -18,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from vila_ros import tasks
+from vila_ros.engine.errors import PromptTooLongError
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
+from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
 
 log = logging.getLogger("vila_ros.worker")
 
@@ -47,8 +51,8 @@ class WorkerSettings:
     alert_max_new_tokens: int = 24
     query_max_new_tokens: int = 64
     temperature: float = 0.0
-
-
+    backoff_initial_s: float = 1.0  # first wait before retrying a failed periodic job; doubles per failure
+    backoff_max_s: float = 30.0
 
 @dataclass
 class Timings:
@@ -74,6 +78,7 @@ class SceneQuery:
     window_seconds: float = 0.0
     window_frames: int = 0
     max_new_tokens: int = 0
+    deadline: float = 0.0  # time.monotonic() after which nobody waits for the answer; 0 = none
 
 
 @dataclass(frozen=True)
@@ -112,24 +117,33 @@ class InferenceWorker:
         self._queries: queue.Queue[tuple[SceneQuery, Future]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._last_run_ns: dict[tuple[str, str], int] = {}
+        self._last_run_ns: dict[JobKey, int] = {}
         self._thread: threading.Thread | None = None
+        self.retries = RetryTracker()
+        # Orders submit_query against stop(): a query either enters the queue before stop() drains it, or is refused.
+        self._lifecycle_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------------------------- control
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="vila_ros_inference", daemon=True)
-        self._thread.start()
+        with self._lifecycle_lock:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="vila_ros_inference", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        with self._lifecycle_lock:
+            self._stop.set()
+            thread, self._thread = self._thread, None
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        while not self._queries.empty():
-            _, future = self._queries.get_nowait()
-            future.set_exception(QueryError("the perception node stopped before answering"))
+        if thread is not None:
+            thread.join(timeout)
+        while True:
+            try:
+                _, future = self._queries.get_nowait()
+            except queue.Empty:
+                break
+            if future.set_running_or_notify_cancel():
+                future.set_exception(QueryError("the perception node stopped before answering"))
 
     def notify(self) -> None:
         """A frame arrived: periodic work may be due."""
@@ -137,17 +151,22 @@ class InferenceWorker:
 
     def submit_query(self, query: SceneQuery) -> Future:
         future: Future = Future()
-        if self._thread is None:
-            future.set_exception(QueryError("the perception node is not active"))
-            return future
-        self._queries.put((query, future))
+        with self._lifecycle_lock:
+            if self._thread is None:
+                future.set_exception(QueryError("the perception node is not active"))
+                return future
+            self._queries.put((query, future))
         self._wake.set()
         return future
+
+    def job_health(self) -> dict[JobKey, JobHealth]:
+        """Failure streak and back-off of each (camera, kind) that has failed at least once."""
+        return self.retries.snapshot()
 
     # ------------------------------------------------------------------------------------------------- loop
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.2)
+            self._wake.wait(timeout=self._idle_wait())
             self._wake.clear()
             while not self._stop.is_set() and self._step():
                 pass
@@ -160,6 +179,7 @@ class InferenceWorker:
                 self._guarded(lambda: future.set_result(self.answer(query)), future)
             return True
         settings = self.settings
+        now = time.monotonic()
         for kind, period in (("alerts", settings.alert_period_s), ("describe", settings.describe_period_s)):
             if period <= 0:
                 continue
@@ -167,18 +187,29 @@ class InferenceWorker:
                 newest = buffer.newest_stamp_ns()
                 if newest is None or len(buffer) < settings.min_frames:
                     continue
-                last = self._last_run_ns.get((camera, kind))
-                if last is not None and newest > last and newest - last < period * NANOSECONDS * 0.95:
-                    continue
-                if last == newest:
-                    continue
-                self._last_run_ns[(camera, kind)] = newest
+                key = (camera, kind)
+                if not self.retries.may_run(key, now):
+                    continue  # backing off after failures
+                if not self.retries.is_retry(key):  # a retry is due whatever the frames did meanwhile
+                    last = self._last_run_ns.get(key)
+                    if last is not None and newest > last and newest - last < period * NANOSECONDS * 0.95:
+                        continue
+                    if last == newest:
+                        continue
+                self._last_run_ns[key] = newest
                 job = self.check_alerts if kind == "alerts" else self.describe
-                self._guarded(lambda: job(camera))
+                self._guarded(lambda: job(camera), job=key)
                 return True
         return False
 
-    def _guarded(self, work: Callable[[], object], future: Future | None = None) -> None:
+    def _idle_wait(self) -> float:
+        """How long the loop may sleep without news: until the next retry is due, at most 0.2 s."""
+        retry_at = self.retries.next_retry_at()
+        if retry_at is None:
+            return 0.2
+        return min(0.2, max(0.001, retry_at - time.monotonic()))
+
+    def _guarded(self, work: Callable[[], object], future: Future | None = None, job: JobKey | None = None) -> None:
         started = time.perf_counter()
         try:
             work()
@@ -188,12 +219,31 @@ class InferenceWorker:
         except Exception as error:  # noqa: BLE001 - a failed inference must never kill the node
             self.stats.failures += 1
             self.stats.last_error = f"{type(error).__name__}: {error}"
-            log.exception("inference failed")
+            if job is not None:
+                self._job_failed(job, self.stats.last_error)
+            else:
+                log.exception("scene query failed")
             if future is not None and not future.done():
                 future.set_exception(error)
+        else:
+            if job is not None:
+                streak = self.retries.succeeded(job)
+                if streak:
+                    log.warning("%s on camera %s recovered after %d failures in a row", job[1], job[0], streak)
         finally:
             self.stats.last_latency_ms = (time.perf_counter() - started) * 1000.0
             self.stats.busy_s += time.perf_counter() - started
+
+    def _job_failed(self, job: JobKey, error: str) -> None:
+        settings = self.settings
+        health = self.retries.failed(job, error, time.monotonic(), settings.backoff_initial_s, settings.backoff_max_s)
+        camera, kind = job
+        text = (f"{kind} on camera {camera} failed ({health.consecutive_failures} in a row, "
+                f"{health.failures} in all); retrying in {health.backoff_s:.2f} s: {error}")
+        if health.consecutive_failures == 1:
+            log.exception(text)  # the first of a streak with its traceback; the rest in one line each
+        else:
+            log.error(text)
 
     # ------------------------------------------------------------------------------------------------- jobs
     def describe(self, camera: str) -> Description:
@@ -246,8 +296,15 @@ class InferenceWorker:
             groups = [f"{camera}: " + "<image>" * len(frames) for camera, frames in per_camera.items()]
             question = "\n".join(groups) + "\n" + question
         frames = [frame for frames in per_camera.values() for frame in frames]
+        slots = question.count("<image>")
+        if slots and slots != len(frames):
+            raise QueryError(f"the question holds {slots} <image> placeholders but {len(frames)} frames were "
+                             "selected: leave them out, or put one per frame")
         max_new_tokens = query.max_new_tokens or settings.query_max_new_tokens
-        text, timings = self._generate(question, frames, max_new_tokens)
+        try:
+            text, timings = self._generate(question, frames, max_new_tokens, query.deadline)
+        except PromptTooLongError as error:
+            raise QueryError(f"the question is too long for the model with {len(frames)} frames: {error}") from None
         self.stats.queries += 1
         return SceneAnswer(text, tuple(frames), timings)
 
@@ -262,12 +319,19 @@ class InferenceWorker:
             raise QueryError(f"no frames from camera {camera!r}")
         return frames
 
-    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int) -> tuple[str, Timings]:
+    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int,
+                  deadline: float = 0.0) -> tuple[str, Timings]:
         from vila_ros.engine import GenerationConfig
 
+        if deadline and time.monotonic() > deadline:
+            raise QueryError("timed out waiting for the model")
         vision_ms = self._encode_missing(frames)
         config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature)
-        result = self.engine.generate(question, [frame.features for frame in frames], config)
+        # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
+        on_token = (lambda token_id, text: time.monotonic() > deadline) if deadline else None
+        result = self.engine.generate(question, [frame.features for frame in frames], config, on_token=on_token)
+        if result.stop_reason == "cancelled":
+            raise QueryError("timed out waiting for the model (generation stopped)")
         timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         return result.text.strip(), timings
 

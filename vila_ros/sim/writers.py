@@ -196,13 +196,16 @@ def segment_seed(seed: int, camera_index: int, segment_index: int) -> int:
 def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float = 10.0,
               size: tuple[int, int] = (640, 480), encoding: str = "rgb8", duration: float = 10.0, seed: int = 0,
               family: str | None = None, storage: str = "mcap", segment: float = SCENARIO_DURATION,
-              start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90) -> Path:
+              start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90,
+              categories: Sequence[str | None] | None = None) -> Path:
     """Record simulated cameras into a rosbag2 (version 9) at ``out`` plus ``<out>.truth.json``.
 
     Each camera shows its own chain of scenarios, one per ``segment`` seconds (scenario seed
     ``segment_seed(seed, camera index, segment index)``), rendered at ``fps`` and ``size`` (width, height).
     encoding: rgb8 / bgr8 (sensor_msgs/Image on /cameras/NAME/image_raw) or jpeg (sensor_msgs/CompressedImage on
     /cameras/NAME/image_raw/compressed). Stamps: header.stamp = bag time = start_ns + frame index / fps.
+    ``categories``: the event of each segment in turn, cycled (a category name, None for no event, "auto" for the
+    seed's choice); default: every segment "auto".
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -233,15 +236,18 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
         segs = []
         for si in range(n_segments):
             seg_len = min(segment, duration - si * segment)
-            s = make_scenario(segment_seed(seed, ci, si), family, duration=segment)
+            category = categories[si % len(categories)] if categories else "auto"
+            s = make_scenario(segment_seed(seed, ci, si), family, category=category, duration=segment)
             scenarios[(ci, si)] = s
             seg_start = start_ns + int(round(si * segment * 1e9))
             events = []
             if s.event is not None and s.event.start < seg_len:
                 e = s.event
+                # An open-ended event lasts to the end of the recording, or of its segment when another follows.
+                open_ended = math.isinf(e.end) and si == n_segments - 1
                 events.append({"category": e.category, "severity": e.severity,
                                "start_ns": seg_start + int(round(e.start * 1e9)),
-                               "end_ns": None if math.isinf(e.end) else seg_start + int(round(min(e.end, seg_len) * 1e9)),
+                               "end_ns": None if open_ended else seg_start + int(round(min(e.end, seg_len) * 1e9)),
                                "start_s": si * segment + e.start})
             times = [k / fps - si * segment for k in range(n_frames) if si * segment <= k / fps < si * segment + seg_len]
             whole = s.truth(times) if times else None

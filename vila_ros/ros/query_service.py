@@ -1,0 +1,86 @@
+"""The QueryScene service callback: every request gets an answer or a clear refusal, within its timeout.
+
+- Each query waiting for the model holds an executor thread, so at most `query_max_waiting` wait; more are
+  refused at once as "busy" and the camera callbacks always find a free thread.
+- Questions that cannot be answered (empty, too long, wrong <image> count, unknown camera) are refused without
+  taking a waiting slot or a model turn.
+- A query still unanswered at `query_timeout_s` is answered "timed out", and the worker drops it (or stops its
+  generation) instead of finishing it for no one.
+- No exception leaves the callback: in rclpy one escaping a service callback ends the executor's spin, i.e. the
+  node. Lifecycle transitions may swap the worker at any time, so it is read once per request.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any, Callable
+
+from vila_ros.ros.conversion import ns_to_stamp
+from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
+
+
+class SceneQueryService:
+    def __init__(self, get_worker: Callable[[], InferenceWorker | None], parameter: Callable[[str], Any],
+                 unconfigured_reason: Callable[[], str], log_error: Callable[[str], None]) -> None:
+        self._get_worker = get_worker
+        self._parameter = parameter
+        self._unconfigured_reason = unconfigured_reason
+        self._log_error = log_error
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+    def __call__(self, request: Any, response: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            self._answer(request, response)
+        except Exception as error:  # noqa: BLE001 - see the module docstring: never let it end the spin
+            self._log_error(f"QueryScene failed unexpectedly: {type(error).__name__}: {error}")
+            response.success, response.error_message = False, f"internal error: {type(error).__name__}: {error}"
+        response.latency_ms = (time.perf_counter() - started) * 1000.0
+        return response
+
+    def _answer(self, request: Any, response: Any) -> None:
+        response.success = False
+        worker = self._get_worker()
+        if worker is None:
+            response.error_message = self._unconfigured_reason()
+            return
+        question = request.question
+        if not question.strip():
+            response.error_message = "the question is empty"
+            return
+        limit = self._parameter("query_max_question_chars")
+        if len(question) > limit:
+            response.error_message = (f"the question is too long: {len(question)} characters, at most {limit} "
+                                      "(query_max_question_chars)")
+            return
+        with self._lock:
+            if self.waiting >= self._parameter("query_max_waiting"):
+                response.error_message = f"busy: {self.waiting} queries are waiting for the model; retry later"
+                return
+            self.waiting += 1
+        try:
+            timeout = self._parameter("query_timeout_s")
+            query = SceneQuery(question, request.camera, request.window_seconds, request.window_frames,
+                               request.max_new_tokens, deadline=time.monotonic() + timeout)
+            future = worker.submit_query(query)
+            try:
+                answer = future.result(timeout=timeout)
+            except FutureTimeoutError:  # not the builtin TimeoutError before Python 3.11
+                future.cancel()  # dropped if still queued; a running one stops at its deadline
+                response.error_message = f"timed out waiting for the model after {timeout:g} s"
+                return
+            except QueryError as error:
+                response.error_message = str(error)
+                return
+            except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
+                response.error_message = f"inference failed: {type(error).__name__}: {error}"
+                return
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        response.success = True
+        response.answer = answer.answer
+        response.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
+        response.frame_cameras = [f.camera for f in answer.frames]
