@@ -73,6 +73,38 @@ class Camera:
         return self.fx / z, self.fy / z
 
 
+# What the occupancy grid of `Scenario.frame_labels` tells apart: the kinds, and for vehicles which way they face
+# (a car facing us in our lane is how a wrong-way driver looks in one frame) and for boxes whether they are in the air.
+OCCUPANCY_KINDS = ("car_rear", "car_front", "pedestrian", "cyclist", "animal", "box", "box_falling", "person",
+                   "forklift_rear", "forklift_front")
+# (width, height) in metres of what `_draw_*` paints, base at the actor's y
+_SIZE = {"car": (1.9, 1.55), "pedestrian": (0.5, 1.9), "person": (0.5, 1.9), "cyclist": (1.5, 1.8),
+         "animal": (1.8, 1.8), "box": (0.8, 0.8), "forklift": (1.25, 2.6)}
+
+
+def _screen_box(cam: "Camera", kind: str, x: float, y: float, z: float) -> tuple[float, float, float, float]:
+    width, height = _SIZE[kind]
+    u, v = cam.proj(x, y, z)
+    sx, sy = cam.scale(z)
+    return u - width * sx / 2, v - height * sy, u + width * sx / 2, v
+
+
+def _intersect(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    return max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+
+
+def _area(box: tuple) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _occupancy_kind(actor: "Actor", y: float) -> str:
+    if actor.kind in ("car", "forklift"):
+        return f"{actor.kind}_{'front' if actor.facing == 'front' else 'rear'}"
+    if actor.kind == "box":
+        return "box_falling" if y > 0.3 else "box"
+    return actor.kind
+
+
 # ------------------------------------------------------------------------------------------------------- actors
 @dataclass
 class Actor:
@@ -300,10 +332,8 @@ class Scenario:
     # -------------------------------------------------------------- render
     def render(self, t: float, width: int = 112, height: int = 112) -> np.ndarray:
         """The camera frame at time ``t`` seconds: ``height x width x 3`` uint8 RGB."""
-        key = (width, height)
-        if key not in self._cache:
-            self._cache[key] = self._background(width, height)
-        bg, cam = self._cache[key]
+        self._camera(width, height)
+        bg, cam = self._cache[(width, height)]
         img = bg.copy()
         es = self.event_start
         night = self.params.get("time") == "night"
@@ -501,10 +531,11 @@ class Scenario:
             events = self.events_in(stamps)
         es = self.event_start
         counts: dict[str, int] = {}
+        in_sight = [self.in_sight(t) for t in stamps]
         for actor in self.actors:
             if actor.count_as is None:
                 continue
-            seen = any(actor.counts(t, es) and not self._hidden(t) for t in stamps)
+            seen = any(actor.counts(t, es) and id(actor) in sight for t, sight in zip(stamps, in_sight))
             counts[actor.count_as] = counts.get(actor.count_as, 0) + int(seen)
         p = self.params
         event = events[0]["category"] if events else "none"
@@ -515,6 +546,61 @@ class Scenario:
                     "light": self.light_state(stamps[-1]), "event": event}
         return {"family": "warehouse", "lighting": p["lighting"], "people": counts.get("people", 0),
                 "forklifts": counts.get("forklifts", 0), "boxes": counts.get("boxes", 0), "event": event}
+
+    def frame_labels(self, t: float, width: int = 112, height: int = 112, grid: int = 4) -> dict:
+        """What one frame at ``t`` shows, for supervised pretraining of a vision tower (VILA starts from a pretrained
+        SigLIP; a from-scratch tower learns to see from these): the frame's attributes (``attributes([t])`` without
+        the event) and an occupancy grid: ``occupancy[row][col]`` lists the ``OCCUPANCY_KINDS`` whose centre
+        projects into that cell of a ``grid`` x ``grid`` split of the image (of the actors ``in_sight``). Behind a
+        blocked camera nothing shows, not even the kind of scene."""
+        attrs = self.attributes([t], events=[])
+        attrs.pop("event")
+        effect, level = self.effect_level(t)
+        attrs["effect"] = effect if effect is not None and level >= 0.5 else "none"
+        cells: list[list[set]] = [[set() for _ in range(grid)] for _ in range(grid)]
+        sight = self.in_sight(t)
+        if not sight:  # a blocked camera shows neither the scene nor its lighting
+            for name in ("family", "time", "weather", "lighting", "sign", "light"):
+                attrs.pop(name, None)
+        cam = self._camera(width, height)
+        for actor in self.actors:
+            if id(actor) in sight:
+                x, y, z, _ = actor.position(t, self.event_start)
+                u, v = cam.proj(x, y + _SIZE[actor.kind][1] / 2, z)
+                if 0 <= u < width and 0 <= v < height:
+                    cells[int(v * grid / height)][int(u * grid / width)].add(_occupancy_kind(actor, y))
+        attrs["occupancy"] = [[sorted(cell) for cell in row] for row in cells]
+        return attrs
+
+    def _camera(self, width: int, height: int) -> "Camera":
+        key = (width, height)
+        if key not in self._cache:
+            self._cache[key] = self._background(width, height)
+        return self._cache[key][1]
+
+    def in_sight(self, t: float) -> set[int]:
+        """ids of the actors the camera shows at ``t``: drawn, mostly inside the image, not mostly behind nearer
+        actors, and the camera not blocked. Counts and occupancy are of what the frame shows, not of what the
+        world holds (a cyclist behind a car, a pedestrian past the image edge are not in the truth)."""
+        if self._hidden(t):
+            return set()
+        cam = self._camera(112, 112)  # boxes in units of the image: the same at every size
+        boxes = []
+        for actor in self.actors:
+            if actor.visible(t, self.event_start):
+                x, y, z, _ = actor.position(t, self.event_start)
+                if z > 0.5:
+                    boxes.append((z, id(actor), _screen_box(cam, actor.kind, x, y, z)))
+        boxes.sort()
+        seen = set()
+        for k, (z, key, box) in enumerate(boxes):
+            area = _area(box)
+            if area <= 0 or _area(_intersect(box, (0.0, 0.0, 112.0, 112.0))) < 0.5 * area:
+                continue
+            covered = max((_area(_intersect(box, other)) for _, _, other in boxes[:k]), default=0.0)
+            if covered < 0.6 * area:
+                seen.add(key)
+        return seen
 
     def _hidden(self, t: float) -> bool:
         effect, level = self.effect_level(t)
