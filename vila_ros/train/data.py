@@ -208,12 +208,14 @@ class SimDataset:
     Kinds (weights in ``mix``): ``video_caption`` (clip + DESCRIBE_PROMPT -> caption), ``video_alert`` (clip +
     ALERT_PROMPT -> alert answer), ``video_qa`` (clip + 1..qa_turns QA pairs, temporal and single-frame),
     ``frame`` (one frame + its event-free caption or single-frame QA), ``text`` (text-only instructions).
+    ``own_event_qa``: probability that a clip with an event is asked about that event in its video_qa turns.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
-                 qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1):
+                 qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
+                 own_event_qa: float = 0.0):
         from vila_ros.sim.writers import text_instructions
 
         self.mix = dict(mix or DEFAULT_SIM_MIX)
@@ -234,6 +236,7 @@ class SimDataset:
         self.qa_turns = qa_turns
         self.max_length = max_length
         self.tokens_per_image = tokens_per_image
+        self.own_event_qa = own_event_qa
         self.instructions = text_instructions()
 
     def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
@@ -256,6 +259,11 @@ class SimDataset:
         if kind == "video_qa":
             n = int(rng.integers(1, self.qa_turns + 1))
             qa = [truth.qa[i] for i in rng.choice(len(truth.qa), size=min(n, len(truth.qa)), replace=False)]
+            own = [q for q in truth.qa if q["key"] in truth.categories]
+            if own and own[0] not in qa and rng.random() < self.own_event_qa:
+                # Asked at random, temporal questions are "yes" 1 time in 10: a model can score 0.9 on them by
+                # always saying "no". Asking about the clip's own event as often makes "yes" a visual judgement.
+                qa[int(rng.integers(len(qa)))] = own[0]
             return _conv([(q["question"], q["answer"]) for q in qa], len(clip.frames)), clip.frames, kind
         # one frame: its event-free caption or a question one frame can answer
         i = int(rng.integers(len(clip.frames)))

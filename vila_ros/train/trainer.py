@@ -106,6 +106,66 @@ def batch_tokens(batch: dict[str, Any], tokens_per_image: int) -> int:
     return int(mask.sum()) + slots * (tokens_per_image - 1)
 
 
+class LanguageObjective:
+    """VILA's next-token loss on conversations (every stage but ``vision``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.module = model
+        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        self.tokens_per_image = model.tokens_per_image
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        return D.collate(samples, self.pad_id)
+
+    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
+        """(mean loss, tokens in the batch, extra metrics); ``net`` is the module or its DDP wrapper."""
+        out = net(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                  images=None if batch["images"] is None else batch["images"].to(device),
+                  labels=batch["labels"].to(device))
+        return out.loss, batch_tokens(batch, self.tokens_per_image), {}
+
+    def weight(self, batch: dict[str, Any]) -> int:
+        """How much this batch counts in a validation mean: its supervised tokens."""
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class VisionLabelObjective:
+    """The ``vision`` stage: the tower and projector learn from simulator frame labels (``vision_labels``)."""
+
+    def __init__(self, model: Any) -> None:
+        from vila_ros.train.vision_labels import VisionLabelHeads
+
+        self.module = VisionLabelHeads(model)
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        from vila_ros.train.vision_labels import collate_frames
+
+        return collate_frames(samples)
+
+    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
+        loss, accuracy = net(batch)
+        return loss, int(batch["pixels"].shape[0]), accuracy
+
+    def weight(self, batch: dict[str, Any]) -> int:
+        return int(batch["pixels"].shape[0])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.module.heads_state()
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_heads_state(state)
+
+
+def objective_for(stage: dict[str, Any], model: Any) -> LanguageObjective | VisionLabelObjective:
+    return VisionLabelObjective(model) if stage["data"].get("type") == "sim_frames" else LanguageObjective(model)
+
+
 def save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -214,15 +274,25 @@ class Trainer:
         common = dict(tokenizer=model.tokenizer, image_processor=model.image_processor, template=template,
                       max_length=stage["max_length"], tokens_per_image=model.tokens_per_image)
         kind = cfg.get("type", "llava")
+        if kind == "sim_frames":
+            from vila_ros.train.vision_labels import SimFrameDataset, patch_grid_of
+
+            frames = dict(image_processor=model.image_processor, image_size=model.config.image_size,
+                          patch_grid=patch_grid_of(model))
+            train = SimFrameDataset(split="train", seed=self.seed, **frames)
+            val = SimFrameDataset(split="val", seed=12345, **frames)
+            val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
+            return train, None, val_samples
         if kind == "sim":
             params = dict(image_size=model.config.image_size, num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
-                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)), qa_turns=int(cfg.get("qa_turns", 2)))
+                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)), qa_turns=int(cfg.get("qa_turns", 2)),
+                          own_event_qa=float(cfg.get("own_event_qa", 0.0)))
             train = D.SimDataset(split="train", seed=self.seed, **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
             val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind != "llava":
-            raise ValueError(f"unknown data type {kind!r} (llava | sim)")
+            raise ValueError(f"unknown data type {kind!r} (llava | sim | sim_frames)")
         path = cfg.get("path") or self.data_path
         if not path:
             raise ValueError(f"stage {stage['name']}: LLaVA data needs --data (or data.path in the recipe)")
@@ -276,7 +346,8 @@ class Trainer:
             apply_lora(model.llm, int(lora.get("rank", 8)), float(lora.get("alpha", 16)),
                        lora.get("targets") or D_TARGETS, seed=self.seed)
             model.to(self.device)
-        params = [p for p in model.parameters() if p.requires_grad]
+        objective = objective_for(stage, model)
+        params = [p for p in objective.module.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"stage {name}: nothing to train (train flags {stage['train']})")
         decay = [p for p in params if p.dim() >= 2]
@@ -293,7 +364,6 @@ class Trainer:
         max_steps = int(max_steps)
         max_seconds = float(stage["max_minutes"]) * 60 if stage["max_minutes"] else None
         sampler = D.StepSampler(size, bsz, accum, dist.rank, dist.world, self.seed + index)
-        pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
         step, elapsed_before = 0, 0.0
         if ckpt is not None:
@@ -303,18 +373,19 @@ class Trainer:
             load_optimizer(opt, state_dir)
             if lora:
                 unmerge_into(model.llm, load_file(str(state_dir / "lora.safetensors")))
+            if (state_dir / "objective.safetensors").is_file():
+                objective.load_state(load_file(str(state_dir / "objective.safetensors")))
             rng = load_file(str(state_dir / "rng.safetensors"))
             torch.set_rng_state(rng[f"rank{dist.rank}"] if f"rank{dist.rank}" in rng else rng["rank0"])
             self.log(f"stage {name}: resumed from {ckpt} at step {step}")
 
-        net: Any = model
+        net: Any = objective.module
         if dist.enabled:
             net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                objective.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         use_bf16 = bool(stage["bf16"])
-        tpi = model.tokens_per_image
-        model.train()
+        objective.module.train()
         self.log(f"stage {name}: {sum(p.numel() for p in params):,} trainable parameters, {max_steps} steps, "
                  f"batch {bsz}x{accum}x{dist.world}, lr {stage['lr']:g}, bf16 {use_bf16}")
         bar = None
@@ -342,16 +413,13 @@ class Trainer:
                 group["lr"] = lr
             step_loss, tokens = 0.0, 0
             for micro in range(accum):
-                batch = D.collate([train_ds[i] for i in sampler.micro_batch(step, micro)], pad_id)
-                tokens += batch_tokens(batch, tpi)
+                batch = objective.collate([train_ds[i] for i in sampler.micro_batch(step, micro)])
                 sync = contextlib.nullcontext() if (not dist.enabled or micro == accum - 1) else net.no_sync()
                 with sync:
                     with autocast(self.device, use_bf16):
-                        out = net(input_ids=batch["input_ids"].to(self.device),
-                                  attention_mask=batch["attention_mask"].to(self.device),
-                                  images=None if batch["images"] is None else batch["images"].to(self.device),
-                                  labels=batch["labels"].to(self.device))
-                    loss = out.loss.float() / accum
+                        loss, batch_size, _ = objective.loss(net, batch, self.device)
+                    tokens += batch_size
+                    loss = loss.float() / accum
                     loss.backward()
                 step_loss += float(loss.detach())
             if stage["max_grad_norm"] > 0:
@@ -376,18 +444,20 @@ class Trainer:
                              f"elapsed {elapsed_before + now - t0:.0f}s")
                 window_loss, window_tokens, window_t, window_steps = 0.0, 0, now, 0
             if val_samples and stage["eval_every"] and step % int(stage["eval_every"]) == 0:
-                self.validate(model, val_samples, bsz, pad_id, use_bf16, name, step, elapsed_before + time.time() - t0)
+                self.validate(objective, val_samples, bsz, use_bf16, name, step, elapsed_before + time.time() - t0)
             if stage["save_every"] and step % int(stage["save_every"]) == 0 and step < max_steps:
-                self.save(model, opt, stage_dir / f"checkpoint-{step}", step, elapsed_before + time.time() - t0, name)
+                self.save(model, opt, stage_dir / f"checkpoint-{step}", step, elapsed_before + time.time() - t0, name,
+                          objective=objective)
                 self.prune(stage_dir, int(stage["keep_checkpoints"]))
         if bar is not None:
             bar.close()
         elapsed = elapsed_before + time.time() - t0
         if stopped:
-            self.save(model, opt, stage_dir / f"checkpoint-{step}", step, elapsed, name)
+            self.save(model, opt, stage_dir / f"checkpoint-{step}", step, elapsed, name, objective=objective)
             return False
         if val_samples:
-            self.validate(model, val_samples, bsz, pad_id, use_bf16, name, step, elapsed)
+            self.validate(objective, val_samples, bsz, use_bf16, name, step, elapsed)
+        model.train()
         # The stage's end: merge LoRA for good, write the next stage's start (or the final model).
         merge_lora(model)
         out_dtype = parse_dtype(self.recipe.get("out_dtype") or self._init_dtype) if last else None
@@ -404,32 +474,36 @@ class Trainer:
         return self._init_dtype_cache
 
     @torch.no_grad()
-    def validate(self, model: Any, samples: list[dict], bsz: int, pad_id: int, bf16: bool, stage: str, step: int,
+    def validate(self, objective: Any, samples: list[dict], bsz: int, bf16: bool, stage: str, step: int,
                  elapsed: float) -> float | None:
+        """Mean validation loss (per supervised token or frame), plus the objective's own metrics averaged."""
         if not self.dist.main:
             self.dist.barrier()
             return None
-        model.eval()
-        total, count = 0.0, 0
+        module = objective.module
+        module.eval()
+        total, count, extras = 0.0, 0, {}
         for i in range(0, len(samples), bsz):
-            batch = D.collate(samples[i:i + bsz], pad_id)
+            batch = objective.collate(samples[i:i + bsz])
             with autocast(self.device, bf16):
-                out = model(input_ids=batch["input_ids"].to(self.device),
-                            attention_mask=batch["attention_mask"].to(self.device),
-                            images=None if batch["images"] is None else batch["images"].to(self.device),
-                            labels=batch["labels"].to(self.device))
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(out.loss) * n
+                loss, _, metrics = objective.loss(module, batch, self.device)
+            n = objective.weight(batch)
+            total += float(loss) * n
             count += n
-        model.train()
+            for key, value in metrics.items():
+                extras.setdefault(key, []).append(value)
+        module.train()
         val = total / max(1, count)
-        self.metric({"stage": stage, "step": step, "val_loss": round(val, 5), "elapsed": round(elapsed, 2)})
-        self.log(f"[{stage}] step {step} val_loss {val:.4f}")
+        record = {"stage": stage, "step": step, "val_loss": round(val, 5), "elapsed": round(elapsed, 2)}
+        record.update({f"val_{k}": round(sum(v) / len(v), 4) for k, v in extras.items()})
+        self.metric(record)
+        self.log(f"[{stage}] step {step} val_loss {val:.4f}" + "".join(
+            f" {k} {sum(v) / len(v):.3f}" for k, v in extras.items()))
         self.dist.barrier()
         return val
 
     def save(self, model: Any, opt: torch.optim.Optimizer | None, path: Path, step: int, elapsed: float, stage: str,
-             dtype: torch.dtype | None = None) -> None:
+             dtype: torch.dtype | None = None, objective: Any = None) -> None:
         """Rank 0 writes a VILA1.5 directory plus trainer_state/; every rank waits for it."""
         if self.dist.main:
             save_checkpoint_dir(model, path, dtype)
@@ -440,6 +514,9 @@ class Trainer:
                 lstate = lora_state(model.llm)
                 if lstate:
                     save_file(lstate, str(state_dir / "lora.safetensors"))
+                extra = objective.state() if objective is not None else {}
+                if extra:  # training-only modules (the vision stage's heads), for resume
+                    save_file(extra, str(state_dir / "objective.safetensors"))
             save_file({"rank0": torch.get_rng_state()}, str(state_dir / "rng.safetensors"))
             (state_dir / "state.json").write_text(json.dumps(
                 {"stage": stage, "step": step, "elapsed": elapsed, "seed": self.seed, "world_size": self.dist.world,
