@@ -64,5 +64,7 @@ def test_bench_decode_and_init_model(tiny_dir, tmp_path):
     data = json.loads(report.read_text())
     assert data["new_tokens"] == 8 and data["ours"]["decode_tok_s"] > 0 and data["hf_generate"]["decode_tok_s"] > 0
     assert data["tokens_match"] is True
+    assert data["ours"]["time_to_first_token_ms"] > 0 and data["time_to_first_token_ratio"] > 0
+    assert "decode speed-up" in report.with_suffix(".md").read_text()
     info = json.loads(vila_ros("init-model", "--preset", "tiny", "--out", tmp_path / "t", "--seed", 1))
     assert (tmp_path / "t" / "llm" / "model.safetensors.index.json").is_file() and info["bytes"] > 0

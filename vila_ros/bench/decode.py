@@ -2,13 +2,13 @@
 
 Both sides get the same spliced prompt embeddings (one synthetic frame + a question in the checkpoint's template)
 and produce exactly ``--new-tokens`` tokens (no stop ids). Decode speed is measured as
-(N - 1) / (t(N tokens) - t(1 token)): the difference removes prefill and setup from both sides alike.
+(N - 1) / (t(N tokens) - t(1 token)): the difference removes prefill and setup from both sides alike; t(1 token)
+is each side's time to first token from the prompt embeddings (prefill + the first greedy step).
 Runs alternate between the two implementations so load from other processes hits both equally.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
+    from vila_ros.bench.common import write_report
     from vila_ros.engine.torch_engine import PRECISIONS, TorchEngine
     from vila_ros.engine.types import GenerationConfig
     from vila_ros.model.checkpoint import load_vila
@@ -97,13 +98,20 @@ def run(args: argparse.Namespace) -> int:
         "torch_threads": torch.get_num_threads(),
         "prompt_positions": int(embeds.shape[1]),
         "new_tokens": n,
-        "ours": {"decode_tok_s": round(ours_rate, 2), "time_n_s": round(med(t_ours_n), 4), "time_1_s": round(med(t_ours_1), 4)},
-        "hf_generate": {"decode_tok_s": round(hf_rate, 2), "time_n_s": round(med(t_hf_n), 4), "time_1_s": round(med(t_hf_1), 4)},
+        "ours": {"decode_tok_s": round(ours_rate, 2), "time_n_s": round(med(t_ours_n), 4),
+                 "time_to_first_token_ms": round(med(t_ours_1) * 1000, 2)},
+        "hf_generate": {"decode_tok_s": round(hf_rate, 2), "time_n_s": round(med(t_hf_n), 4),
+                        "time_to_first_token_ms": round(med(t_hf_1) * 1000, 2)},
         "speedup": round(ours_rate / hf_rate, 3),
+        "time_to_first_token_ratio": round(med(t_hf_1) / max(med(t_ours_1), 1e-9), 3),
         "tokens_match": ours_ids[:first_eos] == hf_ids[:first_eos],
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(args.json, report, "vila-ros bench decode: ours vs transformers generate", {
+        "decode tok/s, ours / HF": f"{report['ours']['decode_tok_s']} / {report['hf_generate']['decode_tok_s']}",
+        "decode speed-up": report["speedup"],
+        "time to first token ms, ours / HF": f"{report['ours']['time_to_first_token_ms']} / "
+                                             f"{report['hf_generate']['time_to_first_token_ms']}",
+        "same tokens": report["tokens_match"],
+    })
     return 0
