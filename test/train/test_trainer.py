@@ -153,11 +153,13 @@ def test_recipes_parse():
 
     stages = resolve_stages(load_recipe(REPO / "config/train/default_model.yaml"))
     assert [s["train"] for s in stages] == [
+        {"vision_tower": True, "mm_projector": True, "llm": False},
         {"vision_tower": False, "mm_projector": True, "llm": False},
         {"vision_tower": False, "mm_projector": True, "llm": True},
-        {"vision_tower": True, "mm_projector": True, "llm": True}]
-    assert stages[0]["template"] == "plain" and all(s["data"]["type"] == "sim" for s in stages)
-    assert sum(s["max_minutes"] for s in stages) <= 50
+        {"vision_tower": False, "mm_projector": True, "llm": True}]
+    assert [s["data"]["type"] for s in stages] == ["sim_frames", "sim", "sim", "sim"]
+    assert stages[1]["template"] == "plain" and stages[3]["data"]["own_event_qa"] > 0
+    assert sum(s["max_minutes"] for s in stages) <= 55  # the whole run, init and saves included, under 60
     for name, lr in (("stage1_align", 1e-3), ("stage2_pretrain", 5e-5), ("stage3_sft", 1e-4)):
         (s,) = resolve_stages(load_recipe(REPO / f"config/train/{name}.yaml"))
         assert s["lr"] == lr
