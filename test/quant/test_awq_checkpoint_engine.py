@@ -35,7 +35,9 @@ def test_awq_beats_rtn_on_heldout_logits(outlier_dir, awq_dir, rtn_dir, heldout)
                "rtn": create_engine(rtn_dir, precision="int4"), "awq": create_engine(awq_dir, precision="int4")}
     result = evaluate(engines, heldout, reference="fp32")["engines"]
     assert result["awq"]["logit_mse"] < 0.5 * result["rtn"]["logit_mse"], result
-    assert result["awq"]["nll"] < result["rtn"]["nll"], result
+    # Fidelity to fp32, not NLL: this model is random (perplexity ~400), so which quantization error happens to move
+    # probability towards the caption tokens is noise (it flipped when the simulator's captions changed).
+    assert result["awq"]["top1_agreement"] > result["rtn"]["top1_agreement"], result
     assert result["bf16"]["logit_mse"] < result["awq"]["logit_mse"], result
 
 
