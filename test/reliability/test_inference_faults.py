@@ -109,3 +109,16 @@ def test_a_query_past_its_deadline_is_not_run(engine):
         assert worker.stats.queries == 0
     finally:
         worker.stop()
+
+
+def test_a_query_asking_for_a_huge_answer_is_clamped(engine):
+    buffer = _buffer_with_frames(engine)
+    settings = WorkerSettings(num_frames=4, min_frames=4, describe_period_s=0.0, alert_period_s=0.0,
+                              query_max_new_tokens_limit=5)
+    worker = InferenceWorker(engine, {"front": buffer}, settings, lambda d: None, lambda a: None)
+    worker.start()
+    try:
+        answer = worker.submit_query(SceneQuery("Describe the scene.", max_new_tokens=100_000)).result(timeout=30)
+        assert 1 <= answer.timings.generated_tokens <= 5
+    finally:
+        worker.stop()

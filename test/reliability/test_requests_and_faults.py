@@ -1,13 +1,8 @@
-"""Bad requests, concurrent and mid-reconfigure queries, and broken checkpoints, against a real node process on a
-real checkpoint, over DDS. Every request is answered or refused with a clear error within its timeout; the camera
-keeps being processed; a broken model leaves the node unconfigured, alive, and saying why."""
-import json
-import shutil
-import threading
+"""Bad requests, concurrent and mid-reconfigure queries, against a real node process on a real checkpoint, over DDS.
+Every request is answered or refused with a clear error within its timeout; the camera keeps being processed."""
 import time
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from query_harness import CameraFeed, Diagnostics, Operator, QueryLoad, running_node
 
@@ -98,6 +93,8 @@ def test_queries_during_live_parameter_changes_and_lifecycle_transitions(live_no
             assert operator.set("describe_prompt", prompt).successful
             assert operator.set("alert_period_s", 0.5).successful
         assert not operator.set("model_dir", "/elsewhere").successful  # only while unconfigured
+        too_long = operator.set("describe_prompt", "x" * 9000)
+        assert not too_long.successful and "at most 8192" in too_long.reason
         for _ in range(2):
             assert operator.transition(Transition.TRANSITION_DEACTIVATE)
             time.sleep(0.5)

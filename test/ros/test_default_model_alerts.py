@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from vila_ros.resources import DEFAULT_MODEL_DIR
-from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.sim.writers import write_bag
 
 S = 1_000_000_000

@@ -2,7 +2,6 @@
 random checkpoint (the conftest's ``tiny_ckpt``): JSON structure and ranges, one image on the single-frame path,
 determinism, and the CLI end to end (eval.json, eval.md, eval.png)."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path

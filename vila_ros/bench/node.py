@@ -62,8 +62,8 @@ def add_parser(bench_subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import psutil
 
-    from vila_ros.ros.node_load import NodeWatcher, camera_topic, ingest_cost
-    from vila_ros.ros.replay_test import start_node, stop_node
+    from vila_ros.ros.node_load import camera_topic, ingest_cost
+    from vila_ros.ros.replay_test import Listener, start_node, stop_node
 
     json_path = Path(args.json)
     work = json_path.with_name(json_path.stem + "_work")
@@ -80,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         parameters["model_dir"] = args.model
     node = start_node(work / "node.log", parameters, name=NODE_NAME)
-    watcher = NodeWatcher(f"/{NODE_NAME}")
+    watcher = Listener(f"/{NODE_NAME}")
     publishers: list[subprocess.Popen] = []
     samples: list[dict[str, Any]] = []
     try:
-        if not watcher.wait_for_node(timeout_s=180):
+        if not watcher.wait_for_node(timeout=180):
             raise RuntimeError(f"the node did not come up; see {work / 'node.log'}")
         node_process = psutil.Process(node.pid)
         for index, (name, encoding) in enumerate(cameras):
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         cpu_end = node_process.cpu_times()
         samples.append(_sample(node_process, watcher, wall_s))
         time.sleep(2.5)  # the tail of the frames is processed and two more diagnostics go out
-        final = watcher.latest()
-        described, alerted = watcher.descriptions, watcher.alerts
+        final = watcher.latest_diagnostics()
+        described, alerted = len(watcher.descriptions), len(watcher.alerts)
     finally:
         for publisher in publishers:
             if publisher.poll() is None:
@@ -161,7 +161,7 @@ def _use_dds_profile(choice: str | None) -> str:
 
 
 def _sample(process: Any, watcher: Any, t_s: float) -> dict[str, Any]:
-    queues = watcher.latest().get("vila_ros: queues", {})
+    queues = watcher.latest_diagnostics().get("vila_ros: queues", {})
     return {"t_s": round(t_s, 2), "rss_mib": round(process.memory_info().rss / MIB, 2),
             "queues": {k: _number(v) for k, v in queues.items() if k != "rss_bytes"}}
 

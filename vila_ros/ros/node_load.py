@@ -4,7 +4,6 @@
   camera driver is), publishing simulator frames at a fixed rate with sensor-data QoS. Each frame is stamped with
   the ROS clock right before `publish()`, so the node's frame age at the end of its callback is the latency from
   publish to processed. Frames are rendered once and cycled; at exit the camera writes its counts as JSON.
-- `NodeWatcher`: counts descriptions and alerts and keeps the latest /diagnostics status of each name.
 - `ingest_cost`: a configured (not activated) PerceptionNode in this process, its image callback called directly
   with freshly deserialized messages, as the executor would after taking them from DDS.
 """
@@ -25,8 +24,6 @@ from typing import Any
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
@@ -124,68 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     report = run_camera(args.name, args.encoding, args.width, args.height, args.fps, args.duration, Path(args.out),
                         args.frames, args.seed)
     return 0 if report["matched"] else 1
-
-
-# --------------------------------------------------------------------------------------------------- watcher
-class NodeWatcher:
-    """Subscribes to a perception node's outputs in its own context and executor thread."""
-
-    def __init__(self, node_name: str) -> None:
-        from vila_ros.msg import CornerCaseAlert, SceneDescription
-
-        self.node_name = node_name
-        self.descriptions = self.alerts = 0
-        self._latest: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("vila_ros_bench_watcher", context=self.context)
-        reliable = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.node.create_subscription(SceneDescription, f"{node_name}/description", self._on_description, reliable)
-        self.node.create_subscription(CornerCaseAlert, f"{node_name}/alerts", self._on_alert, latched)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _on_diagnostics(self, array: DiagnosticArray) -> None:
-        with self._lock:
-            for status in array.status:
-                self._latest[status.name] = {kv.key: kv.value for kv in status.values}
-
-    def _on_description(self, _msg: Any) -> None:
-        self.descriptions += 1
-
-    def _on_alert(self, _msg: Any) -> None:
-        self.alerts += 1
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def latest(self) -> dict[str, dict[str, str]]:
-        with self._lock:
-            return {name: dict(values) for name, values in self._latest.items()}
-
-    def wait_for_node(self, timeout_s: float) -> bool:
-        from vila_ros.srv import QueryEvents
-
-        client = self.node.create_client(QueryEvents, f"{self.node_name}/query_events")
-        try:
-            return client.wait_for_service(timeout_sec=timeout_s)
-        finally:
-            self.node.destroy_client(client)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 # ----------------------------------------------------------------------------------------------- ingest cost

@@ -51,6 +51,8 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
     "alert_cooldown_s": (0.0, "Seconds after END before the same category may BEGIN again.", (0.0, 3600.0), False),
     "query_max_new_tokens": (64, "Default answer length bound of QueryScene.", (1, 4096), False),
+    "query_max_new_tokens_limit": (256, "Longest answer a QueryScene request may ask for (max_new_tokens above it "
+                                   "is clamped): one request must not hold the model for minutes.", (1, 4096), False),
     "query_max_waiting": (4, "Scene queries that may wait for the model at once; more are refused as busy.",
                           (1, 64), True),
     "query_timeout_s": (60.0, "How long QueryScene waits for the model before failing.", (0.1, 3600.0), False),
@@ -132,6 +134,12 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         raise ValueError("alert_rule_categories and alert_rule_questions must have the same length")
     rules = tuple(AlertRule(c.strip(), q.strip()) for c, q in zip(rule_categories, rule_questions)
                   if c.strip() and q.strip())
+    limit = get("query_max_question_chars")
+    prompts = {"describe_prompt": get("describe_prompt"), "alert_prompt": get("alert_prompt"),
+               **{f"alert_rule_questions[{i}]": rule.question for i, rule in enumerate(rules)}}
+    for name, text in prompts.items():
+        if len(text) > limit:  # the same bound as a query: a prompt that long would fail every periodic job
+            raise ValueError(f"{name} is {len(text)} characters, at most {limit} (query_max_question_chars)")
     num_frames = get("num_frames") or model_frames
     if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
         raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
@@ -142,5 +150,6 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         describe_max_new_tokens=get("describe_max_new_tokens"),
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
         alert_rules=rules, query_max_new_tokens=get("query_max_new_tokens"),
+        query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
         backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )

@@ -28,7 +28,7 @@ from std_msgs.msg import String  # noqa: E402
 from vila_ros import tasks  # noqa: E402
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.ros import parameters  # noqa: E402
-from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,  # noqa: E402
+from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb,  # noqa: E402
                                      stamp_to_ns)
 from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
 from vila_ros.ros.fault_report import camera_job_values, inference_fault, unconfigured_status  # noqa: E402

@@ -39,13 +39,16 @@ class Received:
 
 @dataclass
 class Listener:
-    """Subscribes to a perception node's outputs in the background (its own context and executor)."""
+    """Subscribes to a perception node's outputs and to /diagnostics in the background (its own context and
+    executor thread)."""
 
     node_name: str = f"/{NODE_NAME}"
     descriptions: list[Received] = field(default_factory=list)
     alerts: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("vila_ros_listener", context=self.context)
@@ -56,6 +59,9 @@ class Listener:
                                       lambda m: self._on(self.descriptions, m), reliable)
         self.node.create_subscription(CornerCaseAlert, f"{self.node_name}/alerts",
                                       lambda m: self._on(self.alerts, m), latched)
+        self._diagnostics: dict[str, dict[str, str]] = {}
+        self._diagnostics_lock = threading.Lock()
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.callbacks = []
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -68,16 +74,39 @@ class Listener:
         for callback in self.callbacks:
             callback(message)
 
+    def _on_diagnostics(self, array) -> None:
+        with self._diagnostics_lock:
+            for status in array.status:
+                self._diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def latest_diagnostics(self) -> dict[str, dict[str, str]]:
+        """The latest key -> value of each /diagnostics status name (a copy)."""
+        with self._diagnostics_lock:
+            return {name: dict(values) for name, values in self._diagnostics.items()}
+
     def _spin(self) -> None:
         while not self._stop.is_set():
             self.executor.spin_once(timeout_sec=0.05)
 
     def wait_for_node(self, timeout: float) -> bool:
-        from vila_ros.srv import QueryEvents
+        """Whether the node reaches the lifecycle state *active* within `timeout` s. (Its services exist from
+        start-up, answering "not configured", so their presence says nothing about the model being loaded.)"""
+        from lifecycle_msgs.srv import GetState
 
-        client = self.node.create_client(QueryEvents, f"{self.node_name}/query_events")
+        deadline = time.monotonic() + timeout
+        client = self.node.create_client(GetState, f"{self.node_name}/get_state")
         try:
-            return client.wait_for_service(timeout_sec=timeout)
+            while time.monotonic() < deadline:
+                if not client.wait_for_service(timeout_sec=max(0.0, min(1.0, deadline - time.monotonic()))):
+                    continue
+                future = client.call_async(GetState.Request())  # answered through the background executor
+                while not future.done() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if future.done() and future.result().current_state.label == "active":
+                    return True
+                client.remove_pending_request(future)
+                time.sleep(0.1)
+            return False
         finally:
             self.node.destroy_client(client)
 

@@ -49,34 +49,19 @@ class RssSampler:
         self._thread.join(5)
 
 
-class SoakListener(Listener):
-    """Also keeps the node's latest /diagnostics values per status name."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def _on_diagnostics(self, array) -> None:
-        for status in array.status:
-            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
-
-
 class Pacer:
     """Called after each published frame: stops the camera at the planned stamps, and stays at most `window`
     frames ahead of what the node reports received. Image subscriptions are best effort, so an unpaced replay
     mostly feeds DDS's drop counter; paced, full speed means as fast as the node takes frames."""
 
-    def __init__(self, listener: SoakListener, stops: list[int], stop_s: float, window: int,
+    def __init__(self, listener: Listener, stops: list[int], stop_s: float, window: int,
                  alive: Callable[[], bool]) -> None:
         self.listener, self.pending, self.stop_s, self.window, self.alive = listener, list(stops), stop_s, window, alive
         self.published = 0
         self.given_up = 0  # frames DDS dropped: never reported received, so no longer waited for
 
     def received(self) -> int:
-        return int(self.listener.diagnostics.get(f"vila_ros: camera {CAMERA}", {}).get("received", 0))
+        return int(self.listener.latest_diagnostics().get(f"vila_ros: camera {CAMERA}", {}).get("received", 0))
 
     def __call__(self, topic: str, stamp_ns: int) -> None:
         self.published += 1
@@ -124,7 +109,7 @@ def run_soak(out_dir: Path, config: SoakConfig = SoakConfig(), printer: Callable
     log_path = out_dir / "node.log"
     (out_dir / "alerts.jsonl").unlink(missing_ok=True)
     process = start_node(log_path, parameters)
-    listener = SoakListener()
+    listener = Listener()
     crashed_during_run = False
     try:
         if not _wait_for_node(listener, process, timeout=120):
@@ -139,8 +124,9 @@ def run_soak(out_dir: Path, config: SoakConfig = SoakConfig(), printer: Callable
             crashed_during_run = process.poll() is not None or rss.vanished
             if not crashed_during_run:
                 rss.sample()
-        node_stats = dict(listener.diagnostics.get(f"vila_ros: camera {CAMERA}", {}))
-        inference = dict(listener.diagnostics.get("vila_ros: inference", {}))
+        diagnostics = listener.latest_diagnostics()
+        node_stats = diagnostics.get(f"vila_ros: camera {CAMERA}", {})
+        inference = diagnostics.get("vila_ros: inference", {})
     finally:
         listener.close()
         code = stop_node(process)
@@ -152,7 +138,7 @@ def run_soak(out_dir: Path, config: SoakConfig = SoakConfig(), printer: Callable
     return report
 
 
-def _report(config: SoakConfig, truth: dict, listener: SoakListener, stops: list[int], rss: RssSampler,
+def _report(config: SoakConfig, truth: dict, listener: Listener, stops: list[int], rss: RssSampler,
             published: int, replay_s: float, node_stats: dict, inference: dict, out_dir: Path, exit_code: int,
             crashed: bool) -> dict:
     from vila_ros.msg import CornerCaseAlert

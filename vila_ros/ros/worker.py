@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vila_ros import tasks
@@ -50,6 +50,7 @@ class WorkerSettings:
     alert_rules: tuple[AlertRule, ...] = ()
     alert_max_new_tokens: int = 24
     query_max_new_tokens: int = 64
+    query_max_new_tokens_limit: int = 256
     temperature: float = 0.0
     backoff_initial_s: float = 1.0  # first wait before retrying a failed periodic job; doubles per failure
     backoff_max_s: float = 30.0
@@ -300,7 +301,8 @@ class InferenceWorker:
         if slots and slots != len(frames):
             raise QueryError(f"the question holds {slots} <image> placeholders but {len(frames)} frames were "
                              "selected: leave them out, or put one per frame")
-        max_new_tokens = query.max_new_tokens or settings.query_max_new_tokens
+        max_new_tokens = min(query.max_new_tokens or settings.query_max_new_tokens,
+                             settings.query_max_new_tokens_limit)
         try:
             text, timings = self._generate(question, frames, max_new_tokens, query.deadline)
         except PromptTooLongError as error:
