@@ -76,6 +76,8 @@ def test_fifty_concurrent_queries_are_each_answered_or_refused_and_cameras_keep_
     assert all(o.error is None for o in outcomes), [str(o.error) for o in outcomes if o.error][:3]
     assert len(answered) + len(busy) == 50 and len(answered) >= 4
     assert all("busy" in o.response.error_message for o in busy), busy[0].response.error_message if busy else ""
+    print(f"[figures] 50 concurrent queries: {len(answered)} answered, {len(busy)} refused busy, 0 unanswered; "
+          f"slowest answer {max(o.seconds for o in outcomes):.2f} s")
     # Meanwhile the camera callbacks kept running: frames received during the burst.
     time.sleep(1.5)
     during = _camera_values(diagnostics, since=started)
@@ -115,5 +117,7 @@ def test_queries_during_live_parameter_changes_and_lifecycle_transitions(live_no
         r = outcome.response
         assert r.success or any(e in r.error_message for e in expected), r.error_message
     assert sum(o.response.success for o in outcomes) >= 3
+    print(f"[figures] queries during reconfigure: {len(outcomes)} sent, {sum(o.response.success for o in outcomes)} "
+          f"answered, {len(outcomes) - sum(o.response.success for o in outcomes)} refused with a reason, 0 unanswered")
     assert operator.state() == "active"
     assert operator.ask(max_new_tokens=2).success

@@ -20,36 +20,46 @@ def test_no_unpickling_and_no_remote_code_in_the_package():
 
 
 def _policy_names():
-    profile = ET.parse(POLICY).getroot().find("./enclaves/enclave/profiles/profile")
-    assert profile is not None and profile.get("node") == "vila_perception"
+    """node -> {publish, subscribe, reply} -> the fully qualified names the policy allows."""
+    profiles = ET.parse(POLICY).getroot().findall("./enclaves/enclave/profiles/profile")
+    allowed = {}
+    for profile in profiles:
+        node = profile.get("node")
 
-    def expand(name):
-        return f"/{profile.get('node')}/{name[1:]}" if name.startswith("~") else name
+        def expand(name):
+            return f"/{node}/{name[1:]}" if name.startswith("~") else name
 
-    allowed = {"publish": set(), "subscribe": set(), "reply": set()}
-    for group in profile:
-        for mode in allowed:
-            if group.get(mode) == "ALLOW":
-                allowed[mode] |= {expand(child.text.strip()) for child in group}
+        modes = allowed.setdefault(node, {"publish": set(), "subscribe": set(), "reply": set()})
+        for group in profile:
+            for mode in modes:
+                if group.get(mode) == "ALLOW":
+                    modes[mode] |= {expand(child.text.strip()) for child in group}
     return allowed
+
+
+def _endpoints(node, name):
+    return {"publish": {n for n, _ in node.get_publisher_names_and_types_by_node(name, "/")},
+            "subscribe": {n for n, _ in node.get_subscriber_names_and_types_by_node(name, "/")},
+            "reply": {n for n, _ in node.get_service_names_and_types_by_node(name, "/")}}
 
 
 def test_the_sros2_policy_allows_every_endpoint_of_a_running_node(tiny_dir, tmp_path):
     allowed = _policy_names()
+    assert set(allowed) == {"vila_perception", "vila_perception_ingest"}
     params = {"model_dir": str(tiny_dir), "camera_names": "[front,rear]",
               "camera_topics": "[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]"}
     with running_node(tmp_path, params) as (process, listener, log):
-        node = listener.node
         deadline = time.monotonic() + 90
         while True:  # the graph fills in as discovery completes
-            publishers = {n for n, _ in node.get_publisher_names_and_types_by_node("vila_perception", "/")}
-            subscriptions = {n for n, _ in node.get_subscriber_names_and_types_by_node("vila_perception", "/")}
-            services = {n for n, _ in node.get_service_names_and_types_by_node("vila_perception", "/")}
-            if ("/vila_perception/alerts" in publishers and "/cameras/rear/image_raw/compressed" in subscriptions
-                    and "/vila_perception/query_scene" in services) or time.monotonic() > deadline:
+            found = {name: _endpoints(listener.node, name) for name in allowed}
+            if ("/vila_perception/alerts" in found["vila_perception"]["publish"]
+                    and "/cameras/rear/image_raw/compressed" in found["vila_perception_ingest"]["subscribe"]
+                    and "/vila_perception/query_scene" in found["vila_perception"]["reply"]) \
+                    or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-    assert "/vila_perception/description" in publishers and "/vila_perception/query_events" in services
-    assert publishers <= allowed["publish"], publishers - allowed["publish"]
-    assert subscriptions <= allowed["subscribe"], subscriptions - allowed["subscribe"]
-    assert services <= allowed["reply"], services - allowed["reply"]
+    assert "/vila_perception/description" in found["vila_perception"]["publish"]
+    assert "/cameras/front/image_raw" in found["vila_perception_ingest"]["subscribe"]
+    for name, modes in found.items():
+        for mode, names in modes.items():
+            assert names <= allowed[name][mode], (name, mode, names - allowed[name][mode])

@@ -69,6 +69,14 @@ def test_jpeg_from_real_bytes_and_reduced_decode():
     assert 112 <= min(reduced.shape[:2]) < 480
 
 
+def test_jpeg_decode_reduced_to_the_longer_side_the_node_keeps():
+    rgb = cv2.resize(gradient(), (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    msg = rgb_to_compressed(rgb, 5, "cam", quality=90)
+    assert compressed_to_rgb(msg, min_long_side=448).shape == (270, 480, 3)  # 1/4 keeps 480 >= 448
+    assert compressed_to_rgb(msg, min_long_side=500).shape == (405, 720, 3)  # 1/4 would be too small: 3/8
+    assert compressed_to_rgb(msg, min_long_side=4000).shape == (1080, 1920, 3)  # never upscaled
+
+
 def test_png_and_corrupt_compressed_images():
     rgb = gradient()
     ok, png = cv2.imencode(".png", rgb[..., ::-1])

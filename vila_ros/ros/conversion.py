@@ -5,6 +5,8 @@ Decoding honours `step` (row padding), `is_bigendian` and the encoding; anything
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
@@ -78,11 +80,13 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return np.array(pixels, dtype=np.uint8, copy=True)
 
 
-def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None) -> np.ndarray:
+def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None,
+                      min_long_side: int | None = None) -> np.ndarray:
     """Decode a JPEG or PNG `sensor_msgs/CompressedImage` into HxWx3 uint8 RGB.
 
-    With `min_size`, a JPEG may be decoded at a reduced scale (never below `min_size` on its shorter side): the model
-    resizes to a few hundred pixels anyway, and full-resolution decoding is the costliest step on small CPUs.
+    With `min_size` (shorter side) or `min_long_side` (longer side), a JPEG may be decoded at a reduced scale (DCT
+    domain, in eighths: 7/8 down to 1/8) that keeps at least that many pixels: the model resizes to a few hundred pixels anyway,
+    and full-resolution decoding is the costliest step of ingest (1080p: ~4x cheaper at 1/4).
     """
     data = bytes(msg.data)
     if not data:
@@ -94,6 +98,10 @@ def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None) -> np.n
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
             if height * width > MAX_COMPRESSED_PIXELS:
                 raise ImageDecodeError(f"JPEG declares {width}x{height} pixels, more than {MAX_COMPRESSED_PIXELS}")
+            if min_long_side and max(height, width) > min_long_side:
+                ratio = min_long_side / max(height, width)
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=math.ceil(height * ratio),
+                                              min_width=math.ceil(width * ratio), min_factor=1)
             if min_size:
                 return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_size, min_width=min_size,
                                               min_factor=1)
