@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
     ours_rate, hf_rate = rate(t_ours_n, t_ours_1), rate(t_hf_n, t_hf_1)
     eos = model.tokenizer.eos_token_id
-    first_eos = hf_ids.index(eos) if eos in hf_ids else len(hf_ids)  # HF suppresses EOS until N tokens
+    # HF's min_new_tokens suppresses EOS (it takes the runner-up there); ours only ignores it: compare up to it.
+    first_eos = ours_ids.index(eos) if eos in ours_ids else len(ours_ids)
     report = {
         "model": engine.model_id,
         "llm_parameters": sum(p.numel() for p in model.llm.parameters()),

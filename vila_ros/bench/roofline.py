@@ -75,6 +75,14 @@ def bytes_per_token(llm: Any, kv_positions: float) -> dict[str, int]:
     return {"weights": int(weights), "kv_cache": kv, "total": int(weights) + kv}
 
 
+def llm_parameters(llm: Any) -> int:
+    """Weights of the LLM, int4 ones included (an Int4Linear holds them as buffers, not parameters)."""
+    from vila_ros.quant.int4 import Int4Linear
+
+    quantized = sum(m.in_features * m.out_features for m in llm.modules() if isinstance(m, Int4Linear))
+    return quantized + sum(p.numel() for p in llm.parameters())
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "model": str(args.model),
         "int4_source": source,
-        "llm_parameters": sum(p.numel() for p in engines["int4"].model.llm.parameters()),
+        "llm_parameters": llm_parameters(engines["int4"].model.llm),
         "torch_threads": torch.get_num_threads(),
         "prompt_positions": prompt_positions,
         "new_tokens": n,

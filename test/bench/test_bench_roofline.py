@@ -1,0 +1,29 @@
+"""`vila-ros bench roofline` on the tiny checkpoint, in a subprocess: the bandwidth probe, bytes per token and the
+fraction of bandwidth are there and agree with each other (not how fast this machine is)."""
+import json
+import subprocess
+import sys
+
+from vila_ros.model.checkpoint import load_vila
+
+
+def test_bench_roofline_tiny(tiny_dir, tmp_path):
+    out = tmp_path / "roofline.json"
+    proc = subprocess.run([sys.executable, "-m", "vila_ros.cli", "bench", "roofline", "--model", str(tiny_dir),
+                           "--json", str(out), "--group", "64", "--new-tokens", "6", "--repeats", "1",
+                           "--threads", "1", "--buffer-mib", "64"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    bandwidth = report["bandwidth"]["read_bytes_s"]
+    assert bandwidth > 1e8 and report["bandwidth"]["buffer_bytes"] == 64 << 20
+    llm = load_vila(tiny_dir).llm
+    assert report["llm_parameters"] == sum(p.numel() for p in llm.parameters())  # int4 weights counted too
+    for name in ("bf16", "int4"):
+        row = report[name]
+        per_token = row["bytes_per_token"]
+        assert per_token["total"] == per_token["weights"] + per_token["kv_cache"] > 0
+        assert abs(row["achieved_bytes_s"] - row["decode_tok_s"] * per_token["total"]) <= 0.01 * row["achieved_bytes_s"] + 1
+        assert abs(row["bandwidth_fraction"] - row["achieved_bytes_s"] / bandwidth) < 2e-3
+        assert abs(row["roofline_tok_s"] - bandwidth / per_token["total"]) <= 1e-3 * row["roofline_tok_s"] + 1e-3
+    assert report["int4"]["bytes_per_token"]["weights"] < report["bf16"]["bytes_per_token"]["weights"]
+    assert "fraction of bandwidth" in out.with_suffix(".md").read_text()
