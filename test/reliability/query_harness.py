@@ -145,6 +145,15 @@ class Operator:
         return call_service(self.node, QueryScene, f"{self.target}/query_scene",
                             QueryScene.Request(question=question, **fields), timeout)
 
+    def answers_within(self, seconds: float) -> bool:
+        """Whether a plain question gets answered within `seconds` (frames must have arrived first)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.ask(max_new_tokens=2).success:
+                return True
+            time.sleep(0.3)
+        return False
+
 
 @dataclass
 class Outcome:

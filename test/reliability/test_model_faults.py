@@ -17,15 +17,6 @@ PARAMS = {"camera_names": "[front]", "camera_topics": "[/cameras/front/image_raw
           "alert_period_s": "1.0"}
 
 
-def _answers_within(operator, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if operator.ask(max_new_tokens=2).success:
-            return True
-        time.sleep(0.3)
-    return False
-
-
 def _broken_checkpoints(good, root):
     broken = {}
     truncated = root / "truncated"
@@ -79,7 +70,7 @@ def test_broken_checkpoints_leave_the_node_unconfigured_saying_why_until_a_good_
             assert operator.transition(Transition.TRANSITION_ACTIVATE)
             feed = CameraFeed()
             try:
-                assert _answers_within(operator, 30), log.read_text()[-2000:]
+                assert operator.answers_within(30), log.read_text()[-2000:]
             finally:
                 feed.close()
     text = log.read_text()

@@ -23,20 +23,10 @@ def live_node(tiny_dir, tmp_path_factory):
         try:
             with isolated_node("vila_ros_test_operator") as node:
                 operator = Operator(node)
-                assert _answers_within(operator, 30), log.read_text()[-2000:]
+                assert operator.answers_within(30), log.read_text()[-2000:]
                 yield operator, listener, feed, log
         finally:
             feed.close()
-
-
-def _answers_within(operator, seconds):
-    """Whether a plain question gets answered within `seconds` (frames must have arrived first)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if operator.ask(max_new_tokens=2).success:
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def _camera_values(diagnostics, since=0.0):
