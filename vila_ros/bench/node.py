@@ -52,6 +52,8 @@ def add_parser(bench_subparsers: Any) -> None:
     p.add_argument("--sample-period", type=float, default=5.0, help="seconds between RSS / queue samples")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds excluded from slopes (at most a quarter)")
     p.add_argument("--rss-slope-limit", type=float, default=0.5, help="MiB/min below which RSS counts as flat")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="a node parameter (repeatable), e.g. history_size:=100 to fill the bounded history early")
     p.add_argument("--dds-profile", default=None,
                    help="Fast DDS XML profile for the node and camera processes (default: "
                         "$FASTDDS_DEFAULT_PROFILES_FILE if set, else config/fastdds_local_large_frames.xml; "
@@ -79,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
                   "num_threads": str(args.num_threads), "event_log_path": str(work / "alerts.jsonl")}
     if args.model:
         parameters["model_dir"] = args.model
+    for item in args.node_param:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise SystemExit(f"--node-param expects NAME:=VALUE, got {item!r}")
+        parameters[name] = value
     node = start_node(work / "node.log", parameters, name=NODE_NAME)
     watcher = Listener(f"/{NODE_NAME}")
     publishers: list[subprocess.Popen] = []
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                    "width": args.width, "height": args.height, "fps": args.fps, "model": args.model or "default",
                    "num_threads": args.num_threads, "sample_period_s": args.sample_period,
                    "warmup_s": _warmup(args), "rss_slope_limit_mib_per_min": args.rss_slope_limit,
-                   "target_ms": TARGET_MS, "dds_profile": dds_profile},
+                   "target_ms": TARGET_MS, "dds_profile": dds_profile, "node_parameters": args.node_param},
         "ingest": ingest,
         "load": _load_report(cameras, camera_reports, final, described, alerted, wall_s,
                              _cpu(cpu_end) - _cpu(cpu_start)),
