@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image
 
 from vila_ros.ros.client import SERVICE_QOS, ServiceTimeoutError, call_service, isolated_node
 from vila_ros.ros.conversion import rgb_to_image
+from vila_ros.ros.fault_report import local_status_name
 from vila_ros.ros.replay_test import Listener, start_node, stop_node
 from vila_ros.srv import QueryScene
 
@@ -95,11 +96,12 @@ class Diagnostics:
                                                lambda m: self.arrays.append((time.monotonic(), m)), 50)
 
     def values(self, status_name: str, since: float = 0.0) -> list[tuple[float, dict[str, str], Any]]:
-        """(arrival, key -> value, status) of the named status in each array received after `since`."""
+        """(arrival, key -> value, status) of the node's status `status_name` ("camera front", "inference", ...:
+        the name after the node's prefix) in each array received after `since`."""
         found = []
         for arrived, array in list(self.arrays):
             for status in array.status:
-                if status.name == status_name and arrived >= since:
+                if local_status_name(status.name, self.listener.node_name) == status_name and arrived >= since:
                     found.append((arrived, {kv.key: kv.value for kv in status.values}, status))
         return found
 

@@ -1,7 +1,6 @@
 """Broken checkpoints and a model that outputs NaN, in a real node process, over DDS: the node stays alive, says
 why on /diagnostics and in its answers, backs off, and takes a good checkpoint without a restart.
 
-(A module of its own: /diagnostics status names are per node type, so no other perception node may run meanwhile.)
 """
 import json
 import shutil
@@ -50,7 +49,7 @@ def test_broken_checkpoints_leave_the_node_unconfigured_saying_why_until_a_good_
         diagnostics = Diagnostics(listener)
         with isolated_node("vila_ros_test_fault_operator") as node:
             operator = Operator(node, "/vila_broken")
-            status = diagnostics.wait_for("vila_ros: node", lambda v, s: v.get("configure_error"), 60)
+            status = diagnostics.wait_for("node", lambda v, s: v.get("configure_error"), 60)
             assert status is not None, log.read_text()[-2000:]
             assert first_error in status[1]["configure_error"] and str(first) in status[1]["configure_error"]
             assert status[2].level == DiagnosticStatus.ERROR
@@ -61,7 +60,7 @@ def test_broken_checkpoints_leave_the_node_unconfigured_saying_why_until_a_good_
                 assert operator.set("model_dir", str(directory)).successful
                 since = time.monotonic()
                 assert not operator.transition(Transition.TRANSITION_CONFIGURE), name
-                status = diagnostics.wait_for("vila_ros: node", lambda v, s: error in v.get("configure_error", ""),
+                status = diagnostics.wait_for("node", lambda v, s: error in v.get("configure_error", ""),
                                               10, since)
                 assert status is not None, (name, log.read_text()[-2000:])
                 assert operator.state() == "unconfigured" and process.poll() is None
@@ -95,7 +94,7 @@ def test_a_model_that_outputs_nan_is_reported_and_retried_and_the_node_lives(tin
         feed = CameraFeed()
         try:
             failing = diagnostics.wait_for(
-                "vila_ros: inference", lambda v, s: int(v.get("consecutive_failures", 0)) >= 3, 60)
+                "inference", lambda v, s: int(v.get("consecutive_failures", 0)) >= 3, 60)
             assert failing is not None, log.read_text()[-3000:]
             values, status = failing[1], failing[2]
             assert status.level == DiagnosticStatus.ERROR and "NonFiniteOutputError" in values["last_error"]
@@ -105,7 +104,7 @@ def test_a_model_that_outputs_nan_is_reported_and_retried_and_the_node_lives(tin
             assert not response.success and "NonFiniteOutputError" in response.error_message
             # Backing off: far fewer attempts than the 5 per second an alert period of 0.2 s would make.
             time.sleep(3.0)
-            late = diagnostics.values("vila_ros: inference")[-1][1]
+            late = diagnostics.values("inference")[-1][1]
             assert int(late["failures"]) < 5 * 8 and float(late["backoff_s"]) == 0.8
             assert process.poll() is None
         finally:

@@ -30,7 +30,7 @@ def live_node(tiny_dir, tmp_path_factory):
 
 
 def _camera_values(diagnostics, since=0.0):
-    return [values for _, values, _ in diagnostics.values("vila_ros: camera front", since)]
+    return [values for _, values, _ in diagnostics.values("camera front", since)]
 
 
 def test_bad_questions_are_refused_with_a_reason(live_node):

@@ -184,13 +184,13 @@ def test_diagnostics_report_each_camera_and_the_model(running_node):
     wait_until_configured(listener, log)
     arrays = []
     listener.node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
-    wanted = {"vila_ros: camera front", "vila_ros: camera rear", "vila_ros: inference"}
+    wanted = {"vila_perception: camera front", "vila_perception: camera rear", "vila_perception: inference"}
     assert listener.wait_for(lambda: any(wanted <= {s.name for s in a.status} for a in arrays), 10)
     statuses = {s.name: s for s in arrays[-1].status}
-    front = {kv.key: kv.value for kv in statuses["vila_ros: camera front"].values}
+    front = {kv.key: kv.value for kv in statuses["vila_perception: camera front"].values}
     assert int(front["kept"]) > 0 and int(front["skipped_rate"]) > 0
     assert int(front["decode_errors"]) >= 1  # from the bad frames test
-    inference = {kv.key: kv.value for kv in statuses["vila_ros: inference"].values}
+    inference = {kv.key: kv.value for kv in statuses["vila_perception: inference"].values}
     assert int(inference["descriptions"]) > 0 and int(inference["failures"]) == 0
 
 

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         "load": _load_report(cameras, camera_reports, final, described, alerted, wall_s,
                              _cpu(cpu_end) - _cpu(cpu_start)),
         **_memory_report(samples, _warmup(args), args.rss_slope_limit),
-        "description_overhead": _overhead_report(final.get("vila_ros: description latency", {})),
+        "description_overhead": _overhead_report(final.get("description latency", {})),
         "node_exit_code": node_code, "work_dir": str(work),
         "machine": {"cpu_count": os.cpu_count(), "load_average_1min_end": round(os.getloadavg()[0], 2),
                     "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
@@ -168,7 +168,7 @@ def _use_dds_profile(choice: str | None) -> str:
 
 
 def _sample(process: Any, watcher: Any, t_s: float) -> dict[str, Any]:
-    queues = watcher.latest_diagnostics().get("vila_ros: queues", {})
+    queues = watcher.latest_diagnostics().get("queues", {})
     return {"t_s": round(t_s, 2), "rss_mib": round(process.memory_info().rss / MIB, 2),
             "queues": {k: _number(v) for k, v in queues.items() if k != "rss_bytes"}}
 
@@ -206,7 +206,7 @@ def _load_report(cameras: list[tuple[str, str]], published: dict[str, dict], fin
                  described: int, alerted: int, wall_s: float, node_cpu_s: float) -> dict[str, Any]:
     per_camera = {}
     for name, encoding in cameras:
-        status = final.get(f"vila_ros: camera {name}", {})
+        status = final.get(f"camera {name}", {})
         sent, received = published[name]["published"], _number(status.get("received", "0")) or 0
         per_camera[name] = {
             "encoding": encoding, "published": sent, "received": received, "dropped": max(0, sent - received),
@@ -221,7 +221,7 @@ def _load_report(cameras: list[tuple[str, str]], published: dict[str, dict], fin
             "skipped_cpu_ms": _values(status, "skipped_cpu_ms."),
             "negative_frame_ages": _number(status.get("negative_frame_ages", "0")),
         }
-    inference = final.get("vila_ros: inference", {})
+    inference = final.get("inference", {})
     return {"wall_s": round(wall_s, 2), "cameras": per_camera,
             "node_cpu_percent": round(100.0 * node_cpu_s / wall_s, 1) if wall_s else None,
             "descriptions_published": _number(inference.get("descriptions", "0")),

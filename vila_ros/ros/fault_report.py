@@ -11,7 +11,19 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from vila_ros.ros.retry import JobHealth, JobKey
 
 JOB_KINDS = ("alerts", "describe")
-NODE_STATUS_NAME = "vila_ros: node"
+NODE_STATUS_NAME = "node"
+
+
+def status_prefix(fully_qualified_node_name: str) -> str:
+    """What every /diagnostics status name of a node starts with, before ": " (diagnostic_updater's convention):
+    two perception nodes in one system, e.g. in two namespaces, must not publish the same names."""
+    return fully_qualified_node_name.lstrip("/")
+
+
+def local_status_name(status_name: str, fully_qualified_node_name: str) -> str | None:
+    """"camera front" for "vila_perception: camera front" of that node; None for another node's status."""
+    prefix = status_prefix(fully_qualified_node_name) + ": "
+    return status_name[len(prefix):] if status_name.startswith(prefix) else None
 
 
 def key_values(**values: object) -> list[KeyValue]:

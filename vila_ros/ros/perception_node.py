@@ -31,7 +31,8 @@ from vila_ros.ros import parameters  # noqa: E402
 from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb,  # noqa: E402
                                      stamp_to_ns)
 from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
-from vila_ros.ros.fault_report import camera_job_values, inference_fault, unconfigured_status  # noqa: E402
+from vila_ros.ros.fault_report import (camera_job_values, inference_fault, status_prefix,  # noqa: E402
+                                       unconfigured_status)
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
 from vila_ros.ros.history import History  # noqa: E402
 from vila_ros.ros.node_stats import NodeStats, TimedEngine, container_sizes, process_rss_bytes  # noqa: E402
@@ -361,7 +362,7 @@ class PerceptionNode(LifecycleNode):
         health = self.worker.job_health() if self.worker is not None else {}
         for camera, buffer in self.buffers.items():
             stats = buffer.stats
-            status = DiagnosticStatus(name=f"vila_ros: camera {camera}", hardware_id=camera)
+            status = DiagnosticStatus(name=f"camera {camera}", hardware_id=camera)
             if camera in self._stale_alerts:
                 status.level = DiagnosticStatus.WARN
                 status.message = f"stale: no frames for {silent.get(camera, 0.0):.1f} s"
@@ -382,7 +383,7 @@ class PerceptionNode(LifecycleNode):
             array.status.append(status)
         if self.worker is not None:
             stats = self.worker.stats
-            status = DiagnosticStatus(name="vila_ros: inference", hardware_id=self.engine.model_id)
+            status = DiagnosticStatus(name="inference", hardware_id=self.engine.model_id)
             status.level, status.message, fault_values = inference_fault(health, stats.failures, stats.last_error,
                                                                          time.monotonic())
             status.values = _key_values(model=self.engine.model_id, descriptions=stats.descriptions,
@@ -395,13 +396,16 @@ class PerceptionNode(LifecycleNode):
                 status.level, status.message = DiagnosticStatus.WARN, f"event log: {self.event_log.last_error}"
             array.status.append(status)
         array.status.extend(self._stats_statuses())
+        prefix = status_prefix(self.get_fully_qualified_name())
+        for status in array.status:
+            status.name = f"{prefix}: {status.name}"
         self._diagnostics_pub.publish(array)
 
     def _stats_statuses(self) -> list[DiagnosticStatus]:
         """Description latency minus model time, and the size of every container (one that keeps growing leaks)."""
         if self.node_stats is None or self.worker is None:
             return []
-        latency = DiagnosticStatus(name="vila_ros: description latency", level=DiagnosticStatus.OK,
+        latency = DiagnosticStatus(name="description latency", level=DiagnosticStatus.OK,
                                    message="ms since activation, from receipt of the newest frame to publication")
         latency.values = _key_values(**self.node_stats.description_values())
         sizes = container_sizes({"node": self, "worker": self.worker, "tracker": self.worker.tracker,
@@ -410,7 +414,7 @@ class PerceptionNode(LifecycleNode):
         for camera, buffer in self.buffers.items():
             sizes.update({f"buffer.{camera}.frames": len(buffer), f"buffer.{camera}.frames.bound": buffer.max_frames,
                           f"buffer.{camera}.bytes": buffer.nbytes, f"buffer.{camera}.bytes.bound": buffer.max_bytes})
-        queues = DiagnosticStatus(name="vila_ros: queues", level=DiagnosticStatus.OK,
+        queues = DiagnosticStatus(name="queues", level=DiagnosticStatus.OK,
                                   message="sizes of containers that could grow; process memory")
         queues.values = _key_values(**sizes, rss_bytes=process_rss_bytes(), threads=threading.active_count())
         return [latency, queues]

@@ -75,12 +75,17 @@ class Listener:
             callback(message)
 
     def _on_diagnostics(self, array) -> None:
+        from vila_ros.ros.fault_report import local_status_name
+
         with self._diagnostics_lock:
             for status in array.status:
-                self._diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+                name = local_status_name(status.name, self.node_name)
+                if name is not None:  # statuses of other nodes on /diagnostics are not ours
+                    self._diagnostics[name] = {kv.key: kv.value for kv in status.values}
 
     def latest_diagnostics(self) -> dict[str, dict[str, str]]:
-        """The latest key -> value of each /diagnostics status name (a copy)."""
+        """The latest key -> value of each of the node's /diagnostics statuses, by local name ("camera front",
+        "inference", ...; a copy)."""
         with self._diagnostics_lock:
             return {name: dict(values) for name, values in self._diagnostics.items()}
 

@@ -61,7 +61,7 @@ class Pacer:
         self.given_up = 0  # frames DDS dropped: never reported received, so no longer waited for
 
     def received(self) -> int:
-        return int(self.listener.latest_diagnostics().get(f"vila_ros: camera {CAMERA}", {}).get("received", 0))
+        return int(self.listener.latest_diagnostics().get(f"camera {CAMERA}", {}).get("received", 0))
 
     def __call__(self, topic: str, stamp_ns: int) -> None:
         self.published += 1
@@ -125,8 +125,8 @@ def run_soak(out_dir: Path, config: SoakConfig = SoakConfig(), printer: Callable
             if not crashed_during_run:
                 rss.sample()
         diagnostics = listener.latest_diagnostics()
-        node_stats = diagnostics.get(f"vila_ros: camera {CAMERA}", {})
-        inference = diagnostics.get("vila_ros: inference", {})
+        node_stats = diagnostics.get(f"camera {CAMERA}", {})
+        inference = diagnostics.get("inference", {})
     finally:
         listener.close()
         code = stop_node(process)
