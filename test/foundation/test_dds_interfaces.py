@@ -12,7 +12,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 import samples
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.client import ServiceUnavailableError, call_service, isolated_node
+from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service, isolated_node
 from vila_ros.srv import QueryEvents, QueryScene
 
 HERE = pathlib.Path(__file__).parent
@@ -71,11 +71,11 @@ def test_both_services_are_called_and_answered(ros_node):
     peer = start_peer("serve")
     try:
         scene_request = samples.query_scene_request()
-        scene_response = call_service(ros_node, QueryScene, "test/query_scene", scene_request, timeout_sec=10,
-                                      discovery_timeout_sec=20)
+        scene_response = call_service(ros_node, QueryScene, "test/query_scene", scene_request, timeout_sec=20,
+                                      discovery_timeout_sec=20, resend_every_sec=2)
         events_request = samples.query_events_request()
-        events_response = call_service(ros_node, QueryEvents, "test/query_events", events_request, timeout_sec=10,
-                                       discovery_timeout_sec=20)
+        events_response = call_service(ros_node, QueryEvents, "test/query_events", events_request, timeout_sec=20,
+                                       discovery_timeout_sec=20, resend_every_sec=2)
     finally:
         stop_peer(peer)
     assert scene_response == samples.query_scene_response(scene_request)
@@ -90,3 +90,42 @@ def test_absent_peer_fails_clearly_instead_of_hanging(ros_node):
         call_service(ros_node, QueryScene, "test/nobody_serves_this", samples.query_scene_request(),
                      discovery_timeout_sec=1.0)
     assert time.monotonic() - started < 10
+
+
+def test_a_lost_response_is_recovered_by_resending(ros_node):
+    import threading
+
+    import rclpy.task
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
+    # The server never answers its first request, as when Fast DDS drops a response to a client it has not yet
+    # discovered: only a resent request gets an answer.
+    with isolated_node("vila_ros_test_forgetful_server") as server:
+        seen = []
+        never = rclpy.task.Future()
+
+        async def answer_all_but_the_first(request, response):
+            seen.append(request.question)
+            if len(seen) == 1:
+                await never
+            return samples.query_scene_response(request)
+
+        server.create_service(QueryScene, "test/forgetful_query_scene", answer_all_but_the_first,
+                              callback_group=ReentrantCallbackGroup())  # a stuck request must not block the next
+        executor = SingleThreadedExecutor(context=server.context)
+        executor.add_node(server)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            request = samples.query_scene_request()
+            with pytest.raises(ServiceTimeoutError):
+                call_service(ros_node, QueryScene, "test/forgetful_query_scene", request, timeout_sec=3,
+                             discovery_timeout_sec=20)
+            seen.clear()
+            response = call_service(ros_node, QueryScene, "test/forgetful_query_scene", request, timeout_sec=20,
+                                    discovery_timeout_sec=20, resend_every_sec=1)
+        finally:
+            executor.shutdown()
+            spinner.join(timeout=5)
+    assert response == samples.query_scene_response(request)
+    assert len(seen) == 2

@@ -38,8 +38,15 @@ class ServiceTimeoutError(TimeoutError):
 
 
 def call_service(node: Node, service_type: Any, service_name: str, request: Any, timeout_sec: float = 10.0,
-                 discovery_timeout_sec: float = 5.0, qos: QoSProfile = SERVICE_QOS) -> Any:
-    """Call ``service_name`` once and return its response.
+                 discovery_timeout_sec: float = 5.0, qos: QoSProfile = SERVICE_QOS,
+                 resend_every_sec: float | None = None) -> Any:
+    """Call ``service_name`` and return its response.
+
+    ``resend_every_sec``: for cheap, read-only services only: send the request again whenever no answer has come
+    for this long, and take the first answer. Fast DDS drops a response when the server has not yet discovered the
+    client's response reader 100 ms after the request (rmw_fastrtps waits that long), which a loaded machine can
+    exceed right after ``wait_for_service``; the one request is then never answered. Never use it on the model's
+    queries: a resent question only lands on a busy model.
 
     ``node`` must not be spun by another executor while this runs: the call spins it until the answer comes. So
     never call this from several threads on one node (each call's executor would take the node from the others';
@@ -54,21 +61,27 @@ def call_service(node: Node, service_type: Any, service_name: str, request: Any,
                 f"service {service_name!r} ({service_type.__name__}) is not available after "
                 f"{discovery_timeout_sec:.1f} s: is the vila_ros perception node running in this ROS_DOMAIN_ID "
                 "with the same ROS_AUTOMATIC_DISCOVERY_RANGE?")
-        future = client.call_async(request)
+        futures = [client.call_async(request)]
+        last_sent = time.monotonic()
         executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         deadline = time.monotonic() + timeout_sec
         try:
-            while not future.done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    client.remove_pending_request(future)
+            while not any(future.done() for future in futures):
+                now = time.monotonic()
+                if now >= deadline:
                     raise ServiceTimeoutError(f"service {service_name!r} did not answer within {timeout_sec:.1f} s")
-                executor.spin_once(timeout_sec=min(remaining, 0.1))
+                if resend_every_sec is not None and now - last_sent >= resend_every_sec:
+                    futures.append(client.call_async(request))
+                    last_sent = now
+                executor.spin_once(timeout_sec=min(deadline - now, 0.1))
         finally:
+            for future in futures:
+                if not future.done():
+                    client.remove_pending_request(future)
             executor.remove_node(node)
             executor.shutdown()
-        return future.result()
+        return next(future for future in futures if future.done()).result()
     finally:
         node.destroy_client(client)
 
