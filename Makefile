@@ -33,6 +33,9 @@ $(VENV)/.stamp-build: $(VENV)/.stamp-venv CMakeLists.txt package.xml $(wildcard 
 	    > $(BUILD_DIR).log 2>&1 || (cat $(BUILD_DIR).log; exit 1)
 	cmake --build $(BUILD_DIR) -j2 >> $(BUILD_DIR).log 2>&1 || (tail -50 $(BUILD_DIR).log; exit 1)
 	cmake --install $(BUILD_DIR) >> $(BUILD_DIR).log 2>&1 || (tail -50 $(BUILD_DIR).log; exit 1)
+	# Our CPU kernels compile now rather than inside the first node or test that needs them (~30 s); where they
+	# cannot (no AVX-512 BF16, no compiler), everything runs on aten's kernels and this only says so.
+	$(PY) -m vila_ros.engine.kernels
 	touch $@
 
 test: build

@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["vila_ros", "vila_ros.*"]),
     include_package_data=True,
-    package_data={"vila_ros": ["default_model/**/*"]},
+    package_data={"vila_ros": ["default_model/**/*", "engine/kernels/*.cpp"]},
     # torch is deliberately not listed: install the build for your platform first (CPU, CUDA or JetPack).
     install_requires=[
         "numpy>=1.23",
@@ -24,6 +24,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "rosbags>=0.10",
+        "ninja>=1.11",  # builds the optional CPU kernels on first use
     ],
     extras_require={
         # Cross-checks our AWQ and TensorRT-LLM export against NVIDIA's own (CPU is enough).

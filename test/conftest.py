@@ -31,3 +31,19 @@ def tiny_model(tiny_dir):
     from vila_ros.model.checkpoint import load_vila
 
     return load_vila(tiny_dir)
+
+
+@pytest.fixture(params=["tinygemm", "vila_ros"])
+def kernel(request, monkeypatch):
+    """Which CPU kernels the code under test picks (read when a module is prepared / a decoder is built): aten's
+    ("tinygemm"), or ours, which must build and load here unless this CPU lacks AVX-512 BF16."""
+    from vila_ros.engine import kernels
+
+    if request.param == "vila_ros":
+        missing = kernels._missing_requirement()
+        if missing:
+            pytest.skip(f"our CPU kernels cannot run here: {missing}")
+        monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+    else:
+        monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "off")
+    return request.param

@@ -1,4 +1,5 @@
-"""int4 group quantization math, the nibble packing and Int4Linear against a dequantized bf16 matmul."""
+"""int4 group quantization math, the nibble packing and Int4Linear against a dequantized bf16 matmul, on both
+CPU kernels: aten's tinygemm and ours (vila_ros/engine/kernels; skipped only where this CPU cannot run it)."""
 import pytest
 import torch
 
@@ -43,22 +44,25 @@ def test_clip_shrinks_range():
     assert torch.allclose(s2, s1 * 0.5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("n,k,group", [(64, 128, 32), (40, 200, 64), (256, 688, 128), (32, 64, 128)])
-def test_int4_linear_matches_dequantized_bf16_matmul(n, k, group):
+@pytest.mark.parametrize("rows", [1, 2, 15, 70])  # decode GEMV up to 64 rows, dequantized tiles + GEMM above
+@pytest.mark.parametrize("n,k,group", [(64, 128, 32), (40, 200, 64), (256, 688, 128), (32, 64, 128),
+                                       (1030, 256, 256)])
+def test_int4_linear_matches_dequantized_bf16_matmul(n, k, group, rows, kernel):
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(n, k, generator=gen) * 0.05
     q, scales, zeros = quantize_weight(w, group)
     lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group)
     ref_w = lin.dequantized()  # from the stored (bf16) scales
-    x = torch.randn(3, 5, k, generator=gen).to(torch.bfloat16)
+    x = torch.randn(rows, 1, k, generator=gen).to(torch.bfloat16)
     y = lin.prepare()(x)
-    assert y.shape == (3, 5, n) and y.dtype == torch.bfloat16
+    assert lin.kernel == kernel
+    assert y.shape == (rows, 1, n) and y.dtype == torch.bfloat16
     ref = x.float() @ ref_w.t()
     # tinygemm keeps bf16 scale/zero products and a bf16 result: bf16 rounding of the output and of the zeros
     assert float((y.float() - ref).abs().max()) <= 0.02 * float(ref.abs().max()) + 1e-3
     assert lin.qweight.numel() == 0  # prepare() freed the storage copy
     y32 = lin(x.float())
-    assert y32.dtype == torch.float32 and torch.allclose(y32, y.float())
+    assert y32.dtype == torch.float32 and torch.equal(y32.to(torch.bfloat16), y)  # only the output rounding differs
 
 
 def test_fake_quantize_equals_int4_linear_weights():
@@ -76,13 +80,17 @@ def test_unsupported_kernel_group_is_a_clear_error():
         quantize_weight(torch.randn(16, 64), 32, scheme="nf4")
 
 
+def _weight_storage(module):
+    return (module._gemv[0] if module.kernel == "vila_ros" else module._packed).untyped_storage().data_ptr()
+
+
 def _prepared(n, k, group, seed):
     w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
     q, scales, zeros = quantize_weight(w, group)
     return Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare()
 
 
-def test_fused_int4_linear_equals_its_parts_concatenated():
+def test_fused_int4_linear_equals_its_parts_concatenated(kernel):
     parts = [_prepared(n, 256, 64, seed) for seed, n in enumerate((128, 64, 192))]
     x = torch.randn(2, 3, 256, generator=torch.Generator().manual_seed(9)).to(torch.bfloat16)
     separate = torch.cat([p(x) for p in parts], -1)
@@ -91,10 +99,12 @@ def test_fused_int4_linear_equals_its_parts_concatenated():
     assert torch.equal(fused(x), separate)
     # the parts now view the fused storage and still compute what they did
     assert torch.equal(torch.cat([p(x) for p in parts], -1), separate)
-    assert all(p._packed.untyped_storage().data_ptr() == fused._packed.untyped_storage().data_ptr() for p in parts)
+    assert fused.kernel == kernel and all(_weight_storage(p) == _weight_storage(fused) for p in parts)
 
 
-def test_parts_that_end_mid_block_are_not_fused():
-    # aten's CPU packing interleaves rows in blocks of 64: a 40-row part would scramble its neighbour's rows
-    assert Int4Linear.fused([_prepared(40, 128, 64, 0), _prepared(64, 128, 64, 1)]) is None
+def test_parts_that_end_mid_block_are_not_fused(kernel):
+    # aten's CPU packing interleaves rows in blocks of 64, ours in blocks of 4: a part ending mid-block would
+    # scramble its neighbour's rows
+    ragged = 40 if kernel == "tinygemm" else 42
+    assert Int4Linear.fused([_prepared(ragged, 128, 64, 0), _prepared(64, 128, 64, 1)]) is None
     assert Int4Linear.fused([_prepared(64, 128, 64, 0), _prepared(64, 256, 64, 1)]) is None  # other in_features

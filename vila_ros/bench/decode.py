@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from vila_ros.bench.common import write_report
+    from vila_ros.bench.common import cpu_kernels_status, write_report
     from vila_ros.engine.torch_engine import PRECISIONS, TorchEngine
     from vila_ros.engine.types import GenerationConfig
     from vila_ros.model.checkpoint import load_vila
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         "speedup": round(ours_rate / hf_rate, 3),
         "time_to_first_token_ratio": round(med(t_hf_1) / max(med(t_ours_1), 1e-9), 3),
         "tokens_match": ours_ids[:first_eos] == hf_ids[:first_eos],
+        "cpu_kernels": cpu_kernels_status(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     write_report(args.json, report, "vila-ros bench decode: ours vs transformers generate", {

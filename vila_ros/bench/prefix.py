@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from vila_ros.bench.common import cpu_kernels_status
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.engine.types import GenerationConfig
     from vila_ros.model.prompt import text_prefix
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         "output_text": out_off.text,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "cpu_kernels": cpu_kernels_status(),
         "versions": {"torch": torch.__version__},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ def rtn_in_memory(model: Any, group: int) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vila_ros.bench.common import decode_session, synthetic_prompt, write_report
+    from vila_ros.bench.common import cpu_kernels_status, decode_session, synthetic_prompt, write_report
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
     from vila_ros.quant.checkpoint import load_quantized_vila, weight_bytes
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                       "bf16_load_delta": rss1 - rss0, "int4_load_delta": rss2 - rss1},
         "load_s": {"bf16": round(load_bf16_s, 2), "int4": round(load_int4_s, 2)},
         "greedy_tokens_equal_first_8": outputs["bf16"][:8] == outputs["int4"][:8],
+        "cpu_kernels": cpu_kernels_status(),
         "versions": {"torch": torch.__version__},
     }
     write_report(args.json, report, "vila-ros bench quant: bf16 vs int4 decode", {

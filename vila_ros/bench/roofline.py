@@ -53,8 +53,9 @@ def read_bandwidth(buffer_mib: int, repeats: int = 7) -> dict[str, float]:
             "buffer_bytes": nbytes}
 
 
-def bytes_per_token(llm: Any, kv_positions: float) -> dict[str, int]:
-    """Bytes one decode step reads from memory: weights (an embedding contributes one row) and the KV cache."""
+def bytes_per_token(llm: Any, kv_positions: float, cache_dtype: Any = None) -> dict[str, int]:
+    """Bytes one decode step reads from memory: weights (an embedding contributes one row) and the KV cache (of
+    ``cache_dtype``, default the embedding's: the decoder keeps fp32 caches for 16-bit models without our kernels)."""
     import torch
 
     from vila_ros.quant.int4 import Int4Linear
@@ -70,7 +71,7 @@ def bytes_per_token(llm: Any, kv_positions: float) -> dict[str, int]:
             weights += sum(t.numel() * t.element_size() for t in module.parameters(recurse=False))
     cfg = llm.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    kv_dtype_bytes = torch.finfo(embed.weight.dtype).bits // 8
+    kv_dtype_bytes = torch.finfo(cache_dtype or embed.weight.dtype).bits // 8
     kv = int(2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * kv_positions * kv_dtype_bytes)
     return {"weights": int(weights), "kv_cache": kv, "total": int(weights) + kv}
 
@@ -86,7 +87,7 @@ def llm_parameters(llm: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vila_ros.bench.common import decode_session, synthetic_prompt, write_report
+    from vila_ros.bench.common import cpu_kernels_status, decode_session, synthetic_prompt, write_report
     from vila_ros.bench.quant import rtn_in_memory
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     rows = {}
     for name, engine in engines.items():
         tok_s = (n - 1) / max(statistics.median(times[name]), 1e-9)
-        per_token = bytes_per_token(engine.model.llm, mean_kv_positions)
+        per_token = bytes_per_token(engine.model.llm, mean_kv_positions, engine.decoder.cache_dtype)
         achieved = tok_s * per_token["total"]
         rows[name] = {
             "decode_tok_s": round(tok_s, 3),
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "new_tokens": n,
         "bandwidth": {key: round(value) for key, value in bandwidth.items()},
         **rows,
+        "cpu_kernels": cpu_kernels_status(),
         "versions": {"torch": torch.__version__},
     }
     gb = 1e9

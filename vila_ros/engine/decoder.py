@@ -13,6 +13,10 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 
+# Above this many rows (prefill) aten's bf16 GEMM is the faster one.
+BF16_GEMV_MAX_ROWS = 4
+
+
 class KVCache:
     """Keys/values of every layer, [B, kv_heads, capacity, head_dim]; positions [0, length) are filled."""
 
@@ -49,6 +53,15 @@ def _fuse(projections: list[torch.nn.Module]) -> torch.nn.Module | None:
     return Int4Linear.fused(projections)
 
 
+def _decode_attention_kernels(device: torch.device, dtype: torch.dtype):
+    """Our compiled kernels when they can run this model's one-token attention (CPU, fp32 or bf16), else None."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
+        return None
+    from vila_ros.engine.kernels import cpu_kernels
+
+    return cpu_kernels()
+
+
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """HF LlamaRMSNorm's math (fp32 statistics, cast back, then the weight) in one fused op instead of six."""
     eps = getattr(norm, "variance_epsilon", None)
@@ -77,11 +90,15 @@ class LlamaDecoder:
         self.vocab_size = cfg.vocab_size
         self.gqa = self.num_kv_heads != self.num_heads
         self._cos = self._sin = None
-        # CPUs without bf16 matrix units run 16-bit attention several times slower than fp32 (measured on this
-        # machine: 3B-shaped decode attention 0.44 ms per layer bf16 vs 0.07 ms with an fp32 cache), and
-        # upcasting the cache every step costs more than keeping it in fp32. Weights stay 16-bit.
+        # One new token's attention runs on our CPU kernel where it loads (it streams a bf16 or fp32 cache at
+        # memory speed: 3b shapes, 256 positions, 2 threads: ~4x aten's SDPA on bf16). Without it, aten's SDPA runs
+        # a 16-bit cache several times slower than fp32 on CPUs without bf16 matrix units, so 16-bit models then
+        # keep an fp32 cache (upcasting it every step costs more). Weights stay 16-bit either way.
+        self._kernels = _decode_attention_kernels(self.device, self.dtype)
         sixteen_bit = self.dtype in (torch.bfloat16, torch.float16)
-        self.cache_dtype = torch.float32 if sixteen_bit and self.device.type == "cpu" else self.dtype
+        cpu_upcast = sixteen_bit and self.device.type == "cpu" and not (self._kernels and self.dtype == torch.bfloat16)
+        self.cache_dtype = torch.float32 if cpu_upcast else self.dtype
+        self._scale = self.head_dim ** -0.5  # SDPA's default, which the other path uses
         self._fused_qkv = [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in self.layers]
         self._fused_gate_up = [_fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers]
 
@@ -142,7 +159,7 @@ class LlamaDecoder:
                 q, k, v = self._fused_qkv[i](h).split([attn.q_proj.out_features, attn.k_proj.out_features,
                                                        attn.v_proj.out_features], dim=-1)
             else:
-                q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+                q, k, v = self._project(attn.q_proj, h), self._project(attn.k_proj, h), self._project(attn.v_proj, h)
             q = q.view(bsz, n, self.num_heads, self.head_dim).transpose(1, 2)
             k = k.view(bsz, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(bsz, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -150,26 +167,43 @@ class LlamaDecoder:
             k = k * cos + _rotate_half(k) * sin
             cache.k[i][:, :, start:end] = k
             cache.v[i][:, :, start:end] = v
-            o = F.scaled_dot_product_attention(
-                q.to(self.cache_dtype), cache.k[i][:, :, :end], cache.v[i][:, :, :end], attn_mask=mask,
-                is_causal=causal, enable_gqa=self.gqa,
-            ).to(x.dtype)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(bsz, n, self.num_heads * self.head_dim))
+            if n == 1 and mask is None and self._kernels is not None:
+                o = self._kernels.decode_attention(q, cache.k[i], cache.v[i], end, self._scale).to(x.dtype)
+            else:
+                o = F.scaled_dot_product_attention(
+                    q.to(self.cache_dtype), cache.k[i][:, :, :end], cache.v[i][:, :, :end], attn_mask=mask,
+                    is_causal=causal, enable_gqa=self.gqa,
+                ).to(x.dtype)
+            x = x + self._project(attn.o_proj, o.transpose(1, 2).reshape(bsz, n, self.num_heads * self.head_dim))
             x = x + self._mlp(i, layer.mlp, _rms_norm(layer.post_attention_layernorm, x))
         cache.length = end
         return x
 
     def _mlp(self, i: int, mlp: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
         fused = self._fused_gate_up[i]
-        if fused is None:
+        if fused is not None:
+            gate, up = fused(h).split([mlp.gate_proj.out_features, mlp.up_proj.out_features], dim=-1)
+        elif all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):  # LlamaMLP's math
+            gate, up = self._project(mlp.gate_proj, h), self._project(mlp.up_proj, h)
+        else:
             return mlp(h)
-        gate, up = fused(h).split([mlp.gate_proj.out_features, mlp.up_proj.out_features], dim=-1)
-        return mlp.down_proj(mlp.act_fn(gate) * up)
+        return self._project(mlp.down_proj, mlp.act_fn(gate) * up)
+
+    def _project(self, linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``linear(x)``, through our bf16 GEMV for a bf16 nn.Linear and a few rows (decode) where it loads."""
+        rows = x.numel() // x.shape[-1]
+        if (self._kernels is None or rows > BF16_GEMV_MAX_ROWS or type(linear) is not torch.nn.Linear
+                or linear.weight.dtype != torch.bfloat16 or x.dtype != torch.bfloat16
+                or not linear.weight.is_contiguous()):
+            return linear(x)
+        y = self._kernels.bf16_gemv(x.reshape(rows, x.shape[-1]).contiguous(), linear.weight)
+        y = y.to(x.dtype).view(*x.shape[:-1], linear.out_features)
+        return y if linear.bias is None else y + linear.bias
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the given hidden states (callers pass only the positions they sample from)."""
-        return self.lm_head(_rms_norm(self.norm, hidden)).float()
+        return self._project(self.lm_head, _rms_norm(self.norm, hidden)).float()
 
     @torch.inference_mode()
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ Quantization of a weight W [out, in] in groups of ``group`` consecutive input co
 On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
-Kernels: tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
+Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/engine/kernels``): a GEMV for decode (1.6-1.8x aten's
+on 3b shapes, 2 threads) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600
+rows). Elsewhere tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
 ``w = (q - 8) * scale + zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16
 activations (the CPU kernel is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in
 32/64/128/256: ``Int4Linear`` pads rows/columns with zero weights where needed and slices the result.
@@ -18,6 +20,7 @@ activations (the CPU kernel is only fast with bf16), ``out % 16 == 0`` and ``in 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +90,12 @@ def fake_quantize(w: torch.Tensor, group: int, scheme: str = "asym", clip: torch
     return dequantize_weight(q, scales.to(scale_dtype), zeros, group).to(w.dtype)
 
 
+def _cpu_kernels():
+    from vila_ros.engine.kernels import cpu_kernels
+
+    return cpu_kernels()
+
+
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
     """uint8 [out, in] values 0..15 -> uint8 [out, ceil(in/2)]: column 2c low nibble, 2c+1 high nibble."""
     if q.shape[1] % 2:
@@ -105,6 +114,32 @@ def unpack_nibbles(packed: torch.Tensor, in_features: int) -> torch.Tensor:
 # aten's CPU int4 packing interleaves weight rows in blocks of this many (found by test: concatenating parts whose
 # row counts are not multiples of it gives wrong outputs).
 CPU_PACK_BLOCK_N = 64
+# Our CPU kernels: rows in blocks of 4 (kRows in cpu_kernels.cpp), columns in blocks of 128; above this many
+# activation rows, dequantizing to bf16 tiles + GEMM beats converting every weight once per row.
+GEMV_ROW_BLOCK, GEMV_COLUMN_BLOCK, GEMV_MAX_ROWS = 4, 128, 64
+DEQUANT_TILE_ROWS = 1024
+
+
+def pack_for_gemv(q: torch.Tensor) -> torch.Tensor:
+    """q [N, K] values 0..15 (N % 4 == 0, K % 128 == 0) -> the uint8 layout of cpu_kernels.cpp: row blocks of 4,
+    each a run of 128-column blocks holding its 4 rows one after the other; a row's 128 columns are 32 16-bit words,
+    word j holding columns j, j+32, j+64, j+96 in nibbles 0..3."""
+    n, k = q.shape
+    q4 = q.to(torch.int32).view(n, k // GEMV_COLUMN_BLOCK, 4, 32)
+    words = q4[:, :, 0] | (q4[:, :, 1] << 4) | (q4[:, :, 2] << 8) | (q4[:, :, 3] << 12)
+    words = words.to(torch.int16).view(n // GEMV_ROW_BLOCK, GEMV_ROW_BLOCK, k // GEMV_COLUMN_BLOCK, 32)
+    return words.transpose(1, 2).contiguous().view(torch.uint8).reshape(n // GEMV_ROW_BLOCK, -1)
+
+
+_dequant_scratch = threading.local()
+
+
+def _scratch(numel: int) -> torch.Tensor:
+    """A per-thread bf16 buffer reused across calls (a fresh 10+ MB tensor per layer costs its page faults)."""
+    buffer = getattr(_dequant_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = _dequant_scratch.buffer = torch.empty(numel, dtype=torch.bfloat16)
+    return buffer[:numel]
 
 
 class Int4Linear(nn.Module):
@@ -130,6 +165,7 @@ class Int4Linear(nn.Module):
         self._kernel_group = group_size
         self._k_pad = in_features
         self._n_pad = out_features
+        self._gemv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # weight, scales, zeros
 
     @classmethod
     def from_quantized(cls, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> "Int4Linear":
@@ -150,12 +186,17 @@ class Int4Linear(nn.Module):
 
     @property
     def prepared(self) -> bool:
-        return self._packed is not None
+        return self._packed is not None or self._gemv is not None
+
+    @property
+    def kernel(self) -> str:
+        """Which kernel forward runs: "vila_ros" (our CPU kernels), "tinygemm", or "" before prepare()."""
+        return "vila_ros" if self._gemv is not None else "tinygemm" if self._packed is not None else ""
 
     @torch.no_grad()
     def prepare(self, keep_storage: bool = False) -> "Int4Linear":
         """Convert the storage buffers to the kernel layout of their device (once)."""
-        if self._packed is not None:
+        if self.prepared:
             return self
         device = self.qweight.device
         g = self.group_size
@@ -163,6 +204,9 @@ class Int4Linear(nn.Module):
             raise ValueError(f"group size {g} has no int4 kernel (supported: {KERNEL_GROUP_SIZES})")
         k, n = self.in_features, self.out_features
         groups = num_groups(k, g)
+        if device.type == "cpu" and _cpu_kernels() is not None:
+            self._prepare_gemv(keep_storage)
+            return self
         inner_k_tiles = 2 if device.type == "cuda" else 1
         k_mult = max(g, 16 * inner_k_tiles * 2) if device.type == "cuda" else g
         k_pad = math.ceil(groups * g / k_mult) * k_mult
@@ -179,26 +223,59 @@ class Int4Linear(nn.Module):
         else:
             self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), inner_k_tiles)
         self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
-        if not keep_storage:  # the kernel copy is all forward needs: free the storage format
-            for name in ("qweight", "scales", "zeros"):
-                self._buffers[name] = torch.empty(0, dtype=self._buffers[name].dtype, device=device)
+        if not keep_storage:
+            self._free_storage()
         return self
 
+    def _prepare_gemv(self, keep_storage: bool) -> None:
+        g, k, n = self.group_size, self.in_features, self.out_features
+        k_pad = math.ceil(k / max(g, GEMV_COLUMN_BLOCK)) * max(g, GEMV_COLUMN_BLOCK)
+        n_pad = math.ceil(n / GEMV_ROW_BLOCK) * GEMV_ROW_BLOCK
+        groups = num_groups(k, g)
+        q = F.pad(unpack_nibbles(self.qweight, k), (0, k_pad - k, 0, n_pad - n), value=8)
+        scales = F.pad(self.scales, (0, k_pad // g - groups, 0, n_pad - n))  # padded weights: scale 0
+        zeros = F.pad(self.zeros, (0, k_pad // g - groups, 0, n_pad - n), value=8)
+        self._gemv = (pack_for_gemv(q), scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
+        self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
+        if not keep_storage:
+            self._free_storage()
+
+    def _free_storage(self) -> None:
+        """The kernel copy is all forward needs: free the storage format."""
+        for name in ("qweight", "scales", "zeros"):
+            buffer = self._buffers[name]
+            self._buffers[name] = torch.empty(0, dtype=buffer.dtype, device=buffer.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
+        if not self.prepared:
             self.prepare(keep_storage=True)
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)
         if self._k_pad != self.in_features:
             x2 = F.pad(x2, (0, self._k_pad - self.in_features))
         x2 = x2.contiguous()
-        if x2.device.type == "cuda":
+        if self._gemv is not None:
+            y = self._forward_vila_ros(x2)
+        elif x2.device.type == "cuda":
             y = torch.ops.aten._weight_int4pack_mm(x2, self._packed, self._kernel_group, self._scale_zeros)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self._packed, self._kernel_group, self._scale_zeros)
         if self._n_pad != self.out_features:
             y = y[:, : self.out_features]
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def _forward_vila_ros(self, x2: torch.Tensor) -> torch.Tensor:
+        kernels = _cpu_kernels()
+        weight, scales, zeros = self._gemv
+        if x2.shape[0] <= GEMV_MAX_ROWS:
+            return kernels.w4a16_gemv(x2, weight, scales, zeros, self._kernel_group)
+        y = torch.empty(x2.shape[0], self._n_pad, dtype=torch.bfloat16)
+        tile = _scratch(min(DEQUANT_TILE_ROWS, self._n_pad) * self._k_pad).view(-1, self._k_pad)
+        for start in range(0, self._n_pad, DEQUANT_TILE_ROWS):
+            rows = min(DEQUANT_TILE_ROWS, self._n_pad - start)
+            kernels.w4_dequantize(weight, scales, zeros, self._k_pad, self._kernel_group, start, rows, tile)
+            y[:, start:start + rows] = x2 @ tile[:rows].t()
+        return y
 
     @classmethod
     def fused(cls, parts: list["Int4Linear"]) -> "Int4Linear | None":
@@ -208,19 +285,30 @@ class Int4Linear(nn.Module):
         stays resident).
         """
         first = parts[0]
-        if not all(isinstance(p, Int4Linear) and p.prepared and p._packed.device.type == "cpu" for p in parts):
+        if not all(isinstance(p, Int4Linear) and p.prepared and p.kernel == first.kernel for p in parts):
+            return None
+        row_block = GEMV_ROW_BLOCK if first.kernel == "vila_ros" else CPU_PACK_BLOCK_N
+        if first.kernel == "tinygemm" and first._packed.device.type != "cpu":
             return None
         if any(p._kernel_group != first._kernel_group or p._k_pad != first._k_pad or p.in_features !=
-               first.in_features or p.out_features % CPU_PACK_BLOCK_N for p in parts):
-            return None  # the CPU kernel packs rows in blocks: a part ending mid-block would scramble the next
+               first.in_features or p.out_features % row_block for p in parts):
+            return None  # the kernels pack rows in blocks: a part ending mid-block would scramble the next
         out = sum(p.out_features for p in parts)
-        fused = cls(first.in_features, out, first.group_size, device=first._packed.device)
+        fused = cls(first.in_features, out, first.group_size, device=first.qweight.device)
         for name in ("qweight", "scales", "zeros"):  # kernel layout only, like a prepared module
             fused._buffers[name] = torch.empty(0, dtype=fused._buffers[name].dtype)
-        fused._packed = torch.cat([p._packed for p in parts], 0)
-        fused._scale_zeros = torch.cat([p._scale_zeros for p in parts], 1)
         fused._kernel_group, fused._k_pad, fused._n_pad = first._kernel_group, first._k_pad, out
         start = 0
+        if first.kernel == "vila_ros":
+            fused._gemv = tuple(torch.cat([p._gemv[i] for p in parts], 0) for i in range(3))
+            weight, scales, zeros = fused._gemv
+            for p in parts:
+                end = start + p.out_features
+                p._gemv = (weight[start // row_block:end // row_block], scales[start:end], zeros[start:end])
+                start = end
+            return fused
+        fused._packed = torch.cat([p._packed for p in parts], 0)
+        fused._scale_zeros = torch.cat([p._scale_zeros for p in parts], 1)
         for p in parts:
             p._packed = fused._packed[start:start + p.out_features]
             start += p.out_features
@@ -228,5 +316,6 @@ class Int4Linear(nn.Module):
 
     def resident_bytes(self) -> int:
         tensors = [self._packed, self._scale_zeros] if self._packed is not None else []
+        tensors += list(self._gemv) if self._gemv is not None else []
         tensors += [b for b in self._buffers.values() if b is not None]
         return sum(t.numel() * t.element_size() for t in tensors)

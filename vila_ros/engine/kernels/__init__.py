@@ -1,0 +1,104 @@
+"""Compiled CPU kernels (``cpu_kernels.cpp``): int4 GEMV, int4 -> bf16 dequantization and one-token attention.
+
+They need x86-64 with AVX-512 BF16 (Zen 4 and later, Sapphire Rapids and later), a C++ compiler and ninja; torch's
+extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``) and later processes load the cached build. Where any of that is missing everything
+runs on aten's kernels instead: same results to rounding, slower. ``VILA_ROS_CPU_KERNELS``: ``auto`` (default),
+``off`` (always aten), ``require`` (fail loudly instead of falling back: benchmarks and tests of the kernels).
+
+``python -m vila_ros.engine.kernels`` builds them ahead of time (``make build`` does) and prints what loaded.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pathlib
+import platform
+from types import ModuleType
+
+_LOG = logging.getLogger(__name__)
+_SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cpp")
+_REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
+_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+# -fopenmp matters: without it at::parallel_for compiles to a serial loop. The extension's libgomp.so.1 resolves to
+# the copy torch already loaded (same soname), so there is one OpenMP thread pool.
+_LDFLAGS = ["-fopenmp"]
+
+
+class KernelsUnavailable(RuntimeError):
+    """VILA_ROS_CPU_KERNELS=require and the kernels could not be built or loaded."""
+
+
+def _mode() -> str:
+    mode = os.environ.get("VILA_ROS_CPU_KERNELS", "auto").strip().lower()
+    if mode not in ("auto", "off", "require"):
+        raise ValueError(f"VILA_ROS_CPU_KERNELS={mode!r}: expected auto, off or require")
+    return mode
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _missing_requirement() -> str | None:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"{platform.machine()} is not x86-64"
+    missing = [flag for flag in _REQUIRED_CPU_FLAGS if flag not in _cpu_flags()]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _build() -> tuple[ModuleType | None, str | None]:
+    missing = _missing_requirement()
+    if missing:
+        return None, missing
+    try:
+        import ninja  # the pip package: put its binary where torch's loader looks (PATH)
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass  # a system ninja may still be on PATH
+    try:
+        from torch.utils.cpp_extension import load
+
+        module = load("vila_ros_cpu_kernels", [str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+                      verbose=False)
+    except Exception as error:  # no compiler, no ninja, a failed build: all mean "use aten"
+        return None, f"build failed: {type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error) else ''}"
+    return module, None
+
+
+def cpu_kernels() -> ModuleType | None:
+    """The compiled module, or None (aten fallback) when unavailable or switched off."""
+    mode = _mode()
+    if mode == "off":
+        return None
+    module, reason = _build()
+    if module is None:
+        if mode == "require":
+            raise KernelsUnavailable(f"vila_ros CPU kernels unavailable: {reason}")
+        _warn_once(reason)
+    return module
+
+
+def unavailable_reason() -> str | None:
+    """Why ``cpu_kernels()`` is None, or None when it is not."""
+    if _mode() == "off":
+        return "VILA_ROS_CPU_KERNELS=off"
+    return _build()[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_once(reason: str | None) -> None:
+    _LOG.info("vila_ros CPU kernels unavailable (%s): using aten's", reason)
+
