@@ -35,7 +35,7 @@ $(VENV)/.stamp-build: $(VENV)/.stamp-venv CMakeLists.txt package.xml $(wildcard 
 	cmake --install $(BUILD_DIR) >> $(BUILD_DIR).log 2>&1 || (tail -50 $(BUILD_DIR).log; exit 1)
 	# Our CPU kernels compile now rather than inside the first node or test that needs them (~30 s); where they
 	# cannot (no AVX-512 BF16, no compiler), everything runs on aten's kernels and this only says so.
-	$(PY) -m vila_ros.engine.kernels
+	$(PY) -m vila_ros.kernels
 	touch $@
 
 test: build

@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["vila_ros", "vila_ros.*"]),
     include_package_data=True,
-    package_data={"vila_ros": ["default_model/**/*", "engine/kernels/*.cpp"]},
+    package_data={"vila_ros": ["default_model/**/*", "kernels/*.cpp"]},
     # torch is deliberately not listed: install the build for your platform first (CPU, CUDA or JetPack).
     install_requires=[
         "numpy>=1.23",

@@ -37,7 +37,7 @@ def tiny_model(tiny_dir):
 def kernel(request, monkeypatch):
     """Which CPU kernels the code under test picks (read when a module is prepared / a decoder is built): aten's
     ("tinygemm"), or ours, which must build and load here unless this CPU lacks AVX-512 BF16."""
-    from vila_ros.engine import kernels
+    from vila_ros import kernels
 
     if request.param == "vila_ros":
         missing = kernels._missing_requirement()

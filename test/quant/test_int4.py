@@ -1,5 +1,5 @@
 """int4 group quantization math, the nibble packing and Int4Linear against a dequantized bf16 matmul, on both
-CPU kernels: aten's tinygemm and ours (vila_ros/engine/kernels; skipped only where this CPU cannot run it)."""
+CPU kernels: aten's tinygemm and ours (vila_ros/kernels; skipped only where this CPU cannot run it)."""
 import pytest
 import torch
 

@@ -93,6 +93,6 @@ def write_report(json_path: str | Path, report: dict[str, Any], title: str,
 
 def cpu_kernels_status() -> str:
     """For every report: whether our compiled CPU kernels ran ("vila_ros") or aten's did, and why."""
-    from vila_ros.engine.kernels import cpu_kernels, unavailable_reason
+    from vila_ros.kernels import cpu_kernels, unavailable_reason
 
     return "vila_ros" if cpu_kernels() is not None else f"aten ({unavailable_reason()})"

@@ -57,7 +57,7 @@ def _decode_attention_kernels(device: torch.device, dtype: torch.dtype):
     """Our compiled kernels when they can run this model's one-token attention (CPU, fp32 or bf16), else None."""
     if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
         return None
-    from vila_ros.engine.kernels import cpu_kernels
+    from vila_ros.kernels import cpu_kernels
 
     return cpu_kernels()
 

@@ -10,7 +10,7 @@ Quantization of a weight W [out, in] in groups of ``group`` consecutive input co
 On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
-Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/engine/kernels``): a GEMV for decode (1.6-1.8x aten's
+Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/kernels``): a GEMV for decode (1.6-1.8x aten's
 on 3b shapes, 2 threads) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600
 rows). Elsewhere tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
 ``w = (q - 8) * scale + zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16
@@ -91,7 +91,7 @@ def fake_quantize(w: torch.Tensor, group: int, scheme: str = "asym", clip: torch
 
 
 def _cpu_kernels():
-    from vila_ros.engine.kernels import cpu_kernels
+    from vila_ros.kernels import cpu_kernels
 
     return cpu_kernels()
 

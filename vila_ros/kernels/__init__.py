@@ -6,7 +6,7 @@ extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_E
 runs on aten's kernels instead: same results to rounding, slower. ``VILA_ROS_CPU_KERNELS``: ``auto`` (default),
 ``off`` (always aten), ``require`` (fail loudly instead of falling back: benchmarks and tests of the kernels).
 
-``python -m vila_ros.engine.kernels`` builds them ahead of time (``make build`` does) and prints what loaded.
+``python -m vila_ros.kernels`` builds them ahead of time (``make build`` does) and prints what loaded.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// CPU kernels for decode (AVX-512 BF16), compiled on first use by vila_ros/engine/kernels/__init__.py.
+// CPU kernels for decode (AVX-512 BF16), compiled on first use by vila_ros/kernels/__init__.py.
 //
 // 1. int4-weight x bf16-activation matrix-vector products (a few rows of activations), and the same weights
 //    dequantized to bf16 for prefill.

@@ -1,9 +1,9 @@
-"""Our compiled CPU kernels (vila_ros/engine/kernels) against aten, built for real on this machine."""
+"""Our compiled CPU kernels (vila_ros/kernels) against aten, built for real on this machine."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vila_ros.engine import kernels
+from vila_ros import kernels
 
 
 @pytest.fixture
