@@ -114,21 +114,10 @@ def unpack_nibbles(packed: torch.Tensor, in_features: int) -> torch.Tensor:
 # aten's CPU int4 packing interleaves weight rows in blocks of this many (found by test: concatenating parts whose
 # row counts are not multiples of it gives wrong outputs).
 CPU_PACK_BLOCK_N = 64
-# Our CPU kernels: rows in blocks of 4 (kRows in cpu_kernels.cpp), columns in blocks of 128; above this many
-# activation rows, dequantizing to bf16 tiles + GEMM beats converting every weight once per row.
+# Our CPU kernels (layout: w4_pack in vila_ros/kernels/cpu_kernels.cpp): rows in blocks of 4, columns in blocks of
+# 128; above this many activation rows, dequantizing to bf16 tiles + GEMM beats converting every weight once per row.
 GEMV_ROW_BLOCK, GEMV_COLUMN_BLOCK, GEMV_MAX_ROWS = 4, 128, 64
 DEQUANT_TILE_ROWS = 1024
-
-
-def pack_for_gemv(q: torch.Tensor) -> torch.Tensor:
-    """q [N, K] values 0..15 (N % 4 == 0, K % 128 == 0) -> the uint8 layout of cpu_kernels.cpp: row blocks of 4,
-    each a run of 128-column blocks holding its 4 rows one after the other; a row's 128 columns are 32 16-bit words,
-    word j holding columns j, j+32, j+64, j+96 in nibbles 0..3."""
-    n, k = q.shape
-    q4 = q.to(torch.int32).view(n, k // GEMV_COLUMN_BLOCK, 4, 32)
-    words = q4[:, :, 0] | (q4[:, :, 1] << 4) | (q4[:, :, 2] << 8) | (q4[:, :, 3] << 12)
-    words = words.to(torch.int16).view(n // GEMV_ROW_BLOCK, GEMV_ROW_BLOCK, k // GEMV_COLUMN_BLOCK, 32)
-    return words.transpose(1, 2).contiguous().view(torch.uint8).reshape(n // GEMV_ROW_BLOCK, -1)
 
 
 _dequant_scratch = threading.local()
@@ -232,10 +221,10 @@ class Int4Linear(nn.Module):
         k_pad = math.ceil(k / max(g, GEMV_COLUMN_BLOCK)) * max(g, GEMV_COLUMN_BLOCK)
         n_pad = math.ceil(n / GEMV_ROW_BLOCK) * GEMV_ROW_BLOCK
         groups = num_groups(k, g)
-        q = F.pad(unpack_nibbles(self.qweight, k), (0, k_pad - k, 0, n_pad - n), value=8)
         scales = F.pad(self.scales, (0, k_pad // g - groups, 0, n_pad - n))  # padded weights: scale 0
         zeros = F.pad(self.zeros, (0, k_pad // g - groups, 0, n_pad - n), value=8)
-        self._gemv = (pack_for_gemv(q), scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
+        packed = _cpu_kernels().w4_pack(self.qweight.contiguous(), k, n_pad, k_pad)
+        self._gemv = (packed, scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
         self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
         if not keep_storage:
             self._free_storage()
