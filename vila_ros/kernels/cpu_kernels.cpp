@@ -1,11 +1,12 @@
 // CPU kernels for decode (AVX-512 BF16), compiled on first use by vila_ros/kernels/__init__.py.
 //
-// 1. int4-weight x bf16-activation matrix-vector products (a few rows of activations), and the same weights
-//    dequantized to bf16 for prefill.
-// 2. Attention of one new token over a bf16 or fp32 KV cache.
+// 1. int4-weight x bf16-activation matrix-vector products (a few rows of activations), the repacking into their
+//    layout, and the same weights dequantized to bf16 tiles for prefill.
+// 2. bf16 matrix-vector products in torch's Linear layout.
+// 3. Attention of one new token over a bf16 or fp32 KV cache.
 //
-// Why not aten's tinygemm: on decode it spends its time unpacking nibbles (3b shapes, 2 threads: ours is 1.6-1.8x
-// faster per matrix; 1.7x on one thread). Here a nibble becomes a bf16 in one instruction: the 16-bit pattern
+// Why not aten's tinygemm: on decode it spends its time unpacking nibbles (3b shapes: ours is 1.15-1.4x faster per
+// matrix on 2 threads, ~1.5x on one, interleaved runs on this VM). Here a nibble becomes a bf16 in one instruction: the 16-bit pattern
 // 0x4300 | q is exactly the bf16 value 128 + q, so a masked shift-and-or (vpternlogd) turns 32 packed weights into
 // 32 bf16 operands of vdpbf16ps. The offset comes back out per group:
 //     y_n = sum_g s_g * sum_{k in g} x_k (128 + q_k)  -  sum_g s_g (128 + z_g) * sum_{k in g} x_k
@@ -25,10 +26,7 @@
 namespace {
 
 constexpr int kRows = 4;  // rows in flight: independent accumulators hide vdpbf16ps latency
-#ifndef BF16_PF
-#define BF16_PF 512
-#endif
-constexpr int64_t kBf16PrefetchElements = BF16_PF;  // 1 KB ahead in each row (best of 256 B to 2 KB here)
+constexpr int64_t kBf16PrefetchElements = 512;  // 1 KB ahead in each row (best of 256 B to 2 KB here)
 
 inline __m512bh as_bf16(__m512i v) {
   __m512bh out;
@@ -36,8 +34,6 @@ inline __m512bh as_bf16(__m512i v) {
   return out;
 }
 
-// One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
-// prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
 inline float bf16_to_float(uint16_t bits) {
   const uint32_t wide = static_cast<uint32_t>(bits) << 16;
   float out;
@@ -45,9 +41,10 @@ inline float bf16_to_float(uint16_t bits) {
   return out;
 }
 
+// One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
+// prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
 void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const uint16_t* scales,
-                   const uint8_t* zeros,
-                   float* y, int64_t k, int64_t groups, int64_t chunks_per_group) {
+                   const uint8_t* zeros, float* y, int64_t k, int64_t groups, int64_t chunks_per_group) {
   const __m512i nibble = _mm512_set1_epi32(0x000F000F);
   const __m512i bf16_128 = _mm512_set1_epi32(0x43004300);
   __m512 acc[kRows], group_acc[kRows];
@@ -206,10 +203,7 @@ void w4_dequantize(torch::Tensor weight, torch::Tensor scales, torch::Tensor zer
 // y [M, N] = x [M, K] @ w [N, K]^T for bf16 x and w in torch's own Linear layout (no repacking), fp32 out. Rows
 // go 4 at a time with software prefetch ahead in each: a row is a short stream (2560 bf16 = 5 KB) that the
 // hardware prefetcher barely ramps up on, which held aten's bf16 GEMV to about half the memory bandwidth.
-#ifndef BF16_ROWS
-#define BF16_ROWS 4
-#endif
-constexpr int kBf16Rows = BF16_ROWS;
+constexpr int kBf16Rows = 4;  // 2 was slower, 8 no faster
 
 void bf16_rows_dot(const uint16_t* x, const uint16_t* w, float* y, int64_t rows, int64_t k) {
   __m512 acc[kBf16Rows];
@@ -260,12 +254,9 @@ inline __m512 load_row16<at::BFloat16>(const at::BFloat16* p, __mmask16 mask) {
 }
 
 constexpr int kMaxHeadDim = 256;
-#ifndef ATT_PF
-#define ATT_PF 64
-#endif
 // Cache rows are short (a head's 80 bf16 = 160 bytes) and each head's run is a fresh stream: without prefetching
 // ahead, one-token attention read the cache at a quarter of the memory bandwidth.
-constexpr int64_t kPrefetchRows = ATT_PF;
+constexpr int64_t kPrefetchRows = 8;  // best of 8 to 64 here
 
 inline void prefetch_row(const void* row, int64_t bytes) {
   const char* p = static_cast<const char*>(row);
