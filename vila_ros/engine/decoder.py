@@ -53,8 +53,9 @@ def _fuse(projections: list[torch.nn.Module]) -> torch.nn.Module | None:
     return Int4Linear.fused(projections)
 
 
-def _decode_attention_kernels(device: torch.device, dtype: torch.dtype):
-    """Our compiled kernels when they can run this model's one-token attention (CPU, fp32 or bf16), else None."""
+def _cpu_kernels_for(device: torch.device, dtype: torch.dtype):
+    """Our compiled kernels when this model can use them (CPU, fp32 or bf16: one-token attention, and the bf16 GEMV
+    for bf16 weights), else None."""
     if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
         return None
     from vila_ros.kernels import cpu_kernels
@@ -94,9 +95,10 @@ class LlamaDecoder:
         # memory speed: 3b shapes, 256 positions, 2 threads: ~4x aten's SDPA on bf16). Without it, aten's SDPA runs
         # a 16-bit cache several times slower than fp32 on CPUs without bf16 matrix units, so 16-bit models then
         # keep an fp32 cache (upcasting it every step costs more). Weights stay 16-bit either way.
-        self._kernels = _decode_attention_kernels(self.device, self.dtype)
+        self._kernels = _cpu_kernels_for(self.device, self.dtype)
         sixteen_bit = self.dtype in (torch.bfloat16, torch.float16)
-        cpu_upcast = sixteen_bit and self.device.type == "cpu" and not (self._kernels and self.dtype == torch.bfloat16)
+        bf16_cache_ok = self._kernels is not None and self.dtype == torch.bfloat16
+        cpu_upcast = sixteen_bit and self.device.type == "cpu" and not bf16_cache_ok
         self.cache_dtype = torch.float32 if cpu_upcast else self.dtype
         self._scale = self.head_dim ** -0.5  # SDPA's default, which the other path uses
         self._fused_qkv = [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in self.layers]

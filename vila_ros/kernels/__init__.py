@@ -87,7 +87,7 @@ def cpu_kernels() -> ModuleType | None:
     if module is None:
         if mode == "require":
             raise KernelsUnavailable(f"vila_ros CPU kernels unavailable: {reason}")
-        _warn_once(reason)
+        _log_once(reason)
     return module
 
 
@@ -99,6 +99,6 @@ def unavailable_reason() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _warn_once(reason: str | None) -> None:
+def _log_once(reason: str | None) -> None:
     _LOG.info("vila_ros CPU kernels unavailable (%s): using aten's", reason)
 

@@ -10,9 +10,9 @@ Quantization of a weight W [out, in] in groups of ``group`` consecutive input co
 On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
-Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/kernels``): a GEMV for decode (1.6-1.8x aten's
-on 3b shapes, 2 threads) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600
-rows). Elsewhere tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
+Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/kernels``): a GEMV for decode (1.15-1.4x aten's
+per matrix on 3b shapes, 2 threads) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's
+at 600 rows). Elsewhere tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
 ``w = (q - 8) * scale + zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16
 activations (the CPU kernel is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in
 32/64/128/256: ``Int4Linear`` pads rows/columns with zero weights where needed and slices the result.
@@ -191,11 +191,11 @@ class Int4Linear(nn.Module):
         g = self.group_size
         if g not in KERNEL_GROUP_SIZES:
             raise ValueError(f"group size {g} has no int4 kernel (supported: {KERNEL_GROUP_SIZES})")
-        k, n = self.in_features, self.out_features
-        groups = num_groups(k, g)
         if device.type == "cpu" and _cpu_kernels() is not None:
             self._prepare_gemv(keep_storage)
             return self
+        k, n = self.in_features, self.out_features
+        groups = num_groups(k, g)
         inner_k_tiles = 2 if device.type == "cuda" else 1
         k_mult = max(g, 16 * inner_k_tiles * 2) if device.type == "cuda" else g
         k_pad = math.ceil(groups * g / k_mult) * k_mult
