@@ -6,9 +6,9 @@
 // 3. Attention of one new token over a bf16 or fp32 KV cache.
 //
 // Why not aten's tinygemm: on decode it spends its time unpacking nibbles (3b shapes: ours is 1.15-1.4x faster per
-// matrix on 2 threads, ~1.5x on one, interleaved runs on this VM). Here a nibble becomes a bf16 in one instruction: the 16-bit pattern
-// 0x4300 | q is exactly the bf16 value 128 + q, so a masked shift-and-or (vpternlogd) turns 32 packed weights into
-// 32 bf16 operands of vdpbf16ps. The offset comes back out per group:
+// matrix on 2 threads, ~1.5x on one, interleaved runs on this VM). Here a nibble becomes a bf16 in one
+// instruction: the 16-bit pattern 0x4300 | q is exactly the bf16 value 128 + q, so a masked shift-and-or
+// (vpternlogd) turns 32 packed weights into 32 bf16 operands of vdpbf16ps. The offset comes back out per group:
 //     y_n = sum_g s_g * sum_{k in g} x_k (128 + q_k)  -  sum_g s_g (128 + z_g) * sum_{k in g} x_k
 // where s_g (128 + z_g) is exact in fp32 (bf16 scale times a 9-bit integer).
 //
