@@ -108,3 +108,13 @@ def test_parts_that_end_mid_block_are_not_fused(kernel):
     ragged = 40 if kernel == "tinygemm" else 42
     assert Int4Linear.fused([_prepared(ragged, 128, 64, 0), _prepared(64, 128, 64, 1)]) is None
     assert Int4Linear.fused([_prepared(64, 128, 64, 0), _prepared(64, 256, 64, 1)]) is None  # other in_features
+
+
+def test_a_prepared_module_keeps_its_kernel_when_the_switch_changes(kernel, monkeypatch):
+    # The layout is fixed at prepare(): switching our kernels off afterwards must not strand a module in it.
+    q, scales, zeros = quantize_weight(torch.randn(64, 256, generator=torch.Generator().manual_seed(3)) * 0.05, 64)
+    lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, 64).prepare()
+    x = torch.randn(2, 256, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    before = lin(x)
+    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "off")
+    assert lin.kernel == kernel and torch.equal(lin(x), before)

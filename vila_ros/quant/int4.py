@@ -155,6 +155,7 @@ class Int4Linear(nn.Module):
         self._k_pad = in_features
         self._n_pad = out_features
         self._gemv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # weight, scales, zeros
+        self._kernels = None  # the compiled module the _gemv layout was made for (kept: the layout needs it)
 
     @classmethod
     def from_quantized(cls, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> "Int4Linear":
@@ -191,8 +192,9 @@ class Int4Linear(nn.Module):
         g = self.group_size
         if g not in KERNEL_GROUP_SIZES:
             raise ValueError(f"group size {g} has no int4 kernel (supported: {KERNEL_GROUP_SIZES})")
-        if device.type == "cpu" and _cpu_kernels() is not None:
-            self._prepare_gemv(keep_storage)
+        kernels = _cpu_kernels() if device.type == "cpu" else None
+        if kernels is not None:
+            self._prepare_gemv(kernels, keep_storage)
             return self
         k, n = self.in_features, self.out_features
         groups = num_groups(k, g)
@@ -216,15 +218,16 @@ class Int4Linear(nn.Module):
             self._free_storage()
         return self
 
-    def _prepare_gemv(self, keep_storage: bool) -> None:
+    def _prepare_gemv(self, kernels, keep_storage: bool) -> None:
         g, k, n = self.group_size, self.in_features, self.out_features
         k_pad = math.ceil(k / max(g, GEMV_COLUMN_BLOCK)) * max(g, GEMV_COLUMN_BLOCK)
         n_pad = math.ceil(n / GEMV_ROW_BLOCK) * GEMV_ROW_BLOCK
         groups = num_groups(k, g)
         scales = F.pad(self.scales, (0, k_pad // g - groups, 0, n_pad - n))  # padded weights: scale 0
         zeros = F.pad(self.zeros, (0, k_pad // g - groups, 0, n_pad - n), value=8)
-        packed = _cpu_kernels().w4_pack(self.qweight.contiguous(), k, n_pad, k_pad)
+        packed = kernels.w4_pack(self.qweight.contiguous(), k, n_pad, k_pad)
         self._gemv = (packed, scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
+        self._kernels = kernels
         self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
         if not keep_storage:
             self._free_storage()
@@ -254,7 +257,7 @@ class Int4Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def _forward_vila_ros(self, x2: torch.Tensor) -> torch.Tensor:
-        kernels = _cpu_kernels()
+        kernels = self._kernels
         weight, scales, zeros = self._gemv
         if x2.shape[0] <= GEMV_MAX_ROWS:
             return kernels.w4a16_gemv(x2, weight, scales, zeros, self._kernel_group)
@@ -290,6 +293,7 @@ class Int4Linear(nn.Module):
         start = 0
         if first.kernel == "vila_ros":
             fused._gemv = tuple(torch.cat([p._gemv[i] for p in parts], 0) for i in range(3))
+            fused._kernels = first._kernels
             weight, scales, zeros = fused._gemv
             for p in parts:
                 end = start + p.out_features
