@@ -33,7 +33,9 @@ def test_bench_node_short(tmp_path):
         for outcome in ("kept", "skipped"):
             wall, cpu = row[outcome]["wall_ms"], row[outcome]["cpu_ms"]
             assert 0 < wall["p50"] <= wall["p99"] <= wall["max"] and 0 <= cpu["p50"] <= cpu["max"]
-            assert row[outcome]["wall_fraction_of_period"] == round(wall["p50"] / ingest["frame_period_ms"], 5)
+            # of the exact period (the reported frame_period_ms is rounded to 3 places: dividing by it flipped the
+            # 5th place now and then)
+            assert row[outcome]["wall_fraction_of_period"] == round(wall["p50"] / (1000 / 15), 5)
         assert row["kept"]["wall_ms"]["p50"] > row["skipped"]["wall_ms"]["p50"]  # decoding and shrinking cost more
         assert 0 < row["core_share_at_fps"] < 1
     assert ingest["rgb8"]["payload_bytes"] >= 640 * 360 * 3  # CDR: the pixels plus the header
