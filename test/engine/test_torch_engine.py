@@ -78,6 +78,39 @@ def test_decoder_logits_match_transformers_step_by_step(tiny_engine, frames, ker
     assert torch.allclose(got, ref[split:], atol=tolerance), (got - ref[split:]).abs().max()
 
 
+def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, monkeypatch):
+    """bf16 one-token steps through our layer-step kernels against the same decoder's aten ops: identical KV caches
+    and logits but for fp32 sums taken in another order inside attention."""
+    import copy
+
+    from vila_ros import kernels
+    from vila_ros.engine.decoder import LlamaDecoder
+
+    if kernels._missing_requirement():
+        pytest.skip(f"our CPU kernels cannot run here: {kernels._missing_requirement()}")
+    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+    feats = tiny_engine.encode_frames(frames[:2])
+    x = tiny_engine._embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
+    dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).to(torch.bfloat16))
+    assert dec._fused_step
+    steps = dec.embed(torch.tensor([[5, 77, 300, 12, 9, 41]]))
+
+    def run(fused: bool):
+        dec._fused_step = fused
+        cache = dec.new_cache(1, x.shape[1] + steps.shape[1])
+        logits = [dec.logits(dec.forward(x.to(torch.bfloat16), cache)[:, -1])]
+        for i in range(steps.shape[1]):
+            logits.append(dec.logits(dec.forward(steps[:, i:i + 1], cache)[:, -1]))
+        return torch.cat(logits), cache
+
+    (fused, fused_cache), (general, general_cache) = run(True), run(False)
+    assert not torch.equal(fused[1:], torch.zeros_like(fused[1:]))
+    n = fused_cache.length
+    assert all(torch.allclose(a[:, :, :n].float(), b[:, :, :n].float(), atol=0.02, rtol=0.02)
+               for a, b in zip(fused_cache.k + fused_cache.v, general_cache.k + general_cache.v))
+    assert torch.allclose(fused, general, atol=0.005 * float(general.abs().max())), (fused - general).abs().max()
+
+
 def prefill_logits(engine, question, feats):
     cfg = GenerationConfig()
     ids = engine.prompt_ids(question, len(feats), cfg)

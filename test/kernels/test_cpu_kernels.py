@@ -63,3 +63,71 @@ def test_the_switch(monkeypatch):
     monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "fast please")
     with pytest.raises(ValueError, match="expected auto, off or require"):
         kernels.cpu_kernels()
+
+
+# The one-token layer steps reproduce HF Llama's bf16 math, rounding points included: compared with the very aten
+# ops our decoder's general path runs (HF's own modules where they exist).
+
+@pytest.mark.parametrize("rows,hidden", [(1, 2560), (3, 100)])
+def test_rms_norm_bf16_equals_llama_rms_norm(compiled, rows, hidden):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    gen = torch.Generator().manual_seed(hidden)
+    norm = LlamaRMSNorm(hidden, eps=1e-5).to(torch.bfloat16)
+    norm.weight.data = (torch.randn(hidden, generator=gen) * 0.3 + 1).to(torch.bfloat16)
+    x = (torch.randn(rows, 1, hidden, generator=gen) * 4).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(compiled.rms_norm_bf16(x, norm.weight, 1e-5), norm(x))
+
+
+@pytest.mark.parametrize("n", [6912, 37])
+def test_silu_mul_bf16_equals_aten(compiled, n):
+    gen = torch.Generator().manual_seed(n)
+    gate_up = (torch.randn(1, 1, 2 * n, generator=gen) * 6).to(torch.bfloat16)
+    gate_up[0, 0, :4] = torch.tensor([0.0, -0.0, 90.0, -90.0])  # zero and saturated ends of the sigmoid
+    gate, up = gate_up.split([n, n], dim=-1)
+    got = compiled.silu_mul_bf16(gate, up)
+    assert got.shape == (1, 1, n) and torch.equal(got, F.silu(gate) * up)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim,position", [(32, 32, 80, 0), (8, 2, 72, 137), (4, 1, 16, 299)])
+def test_rope_cache_attention_equals_the_aten_steps(compiled, heads, kv_heads, head_dim, position):
+    from vila_ros.engine.decoder import _rotate_half
+
+    gen = torch.Generator().manual_seed(position + heads)
+    capacity = 300
+    q, k, v = (torch.randn(1, 1, h * head_dim, generator=gen).to(torch.bfloat16) for h in (heads, kv_heads, kv_heads))
+    k_cache, v_cache = (torch.randn(1, kv_heads, capacity, head_dim, generator=gen).to(torch.bfloat16)
+                        for _ in range(2))
+    k_cache[:, :, position + 1:] = float("nan")  # past the new token: never read
+    angles = position / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    cos, sin = torch.cat([angles, angles]).cos().to(torch.bfloat16), torch.cat([angles, angles]).sin().to(torch.bfloat16)
+    ref_k, ref_v = k_cache.clone(), v_cache.clone()
+
+    def heads_first(t, h):
+        return t.view(1, 1, h, head_dim).transpose(1, 2)
+
+    qh, kh = heads_first(q, heads), heads_first(k, kv_heads)
+    qh, kh = qh * cos + _rotate_half(qh) * sin, kh * cos + _rotate_half(kh) * sin
+    ref_k[:, :, position:position + 1], ref_v[:, :, position:position + 1] = kh, heads_first(v, kv_heads)
+    ref = F.scaled_dot_product_attention(qh.float(), ref_k[:, :, :position + 1].float(),
+                                         ref_v[:, :, :position + 1].float(), enable_gqa=heads != kv_heads)
+    ref = ref.to(torch.bfloat16).transpose(1, 2).reshape(1, 1, heads * head_dim)
+    got = compiled.rope_cache_attention(q, k, v, cos, sin, k_cache, v_cache, position, head_dim ** -0.5)
+    assert torch.equal(k_cache[:, :, :position + 1], ref_k[:, :, :position + 1])
+    assert torch.equal(v_cache, ref_v)
+    # fp32 sums in another order: at most one bf16 step apart
+    assert got.shape == ref.shape and torch.allclose(got.float(), ref.float(), rtol=8e-3, atol=1e-5)
+
+
+def test_layer_step_arguments_are_checked(compiled):
+    cache = torch.zeros(1, 2, 8, 16, dtype=torch.bfloat16)
+    row = torch.zeros(32, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="position 8 outside"):
+        compiled.rope_cache_attention(row, row, row, row[:16], row[:16], cache, cache, 8, 0.25)
+    with pytest.raises(RuntimeError, match="contiguous bf16"):
+        compiled.rope_cache_attention(row.float(), row, row, row[:16], row[:16], cache, cache, 0, 0.25)
+    with pytest.raises(RuntimeError, match="one shape"):
+        compiled.silu_mul_bf16(row, row[:16])
+    with pytest.raises(RuntimeError, match="weight: contiguous bf16"):
+        compiled.rms_norm_bf16(row, row[:16], 1e-6)

@@ -27,6 +27,9 @@ namespace {
 
 constexpr int kRows = 4;  // rows in flight: independent accumulators hide vdpbf16ps latency
 constexpr int64_t kBf16PrefetchElements = 512;  // 1 KB ahead in each row (best of 256 B to 2 KB here)
+// int4 weights are prefetched 8 KB ahead of their stream into L2: the hardware prefetcher alone left decode GEMVs at
+// ~19 GB/s median (3b shapes, 2 threads), 30-35 with it (4-32 KB ahead all helped; into L1 or L2 alike).
+constexpr int64_t kInt4PrefetchBytes = 8192;
 
 inline __m512bh as_bf16(__m512i v) {
   __m512bh out;
@@ -43,30 +46,49 @@ inline float bf16_to_float(uint16_t bits) {
 
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
 // prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
+// kChunksPerGroup = group / 32. Every (row, 32-column chunk) pair has its own accumulator: with one per row the
+// chain of dependent vdpbf16ps capped the in-cache rate (3b shapes, 2 threads: 31 -> 39 GB/s of int4 in L3).
+template <int kChunksPerGroup>
 void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const uint16_t* scales,
-                   const uint8_t* zeros, float* y, int64_t k, int64_t groups, int64_t chunks_per_group) {
+                   const uint8_t* zeros, float* y, int64_t k, int64_t groups) {
   const __m512i nibble = _mm512_set1_epi32(0x000F000F);
   const __m512i bf16_128 = _mm512_set1_epi32(0x43004300);
-  __m512 acc[kRows], group_acc[kRows];
-  for (int r = 0; r < kRows; ++r) acc[r] = group_acc[r] = _mm512_setzero_ps();
-  int64_t chunk = 0;
+  __m512 acc[kRows], chunk_acc[kRows][4];
+  for (int r = 0; r < kRows; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    for (int m = 0; m < 4; ++m) chunk_acc[r][m] = _mm512_setzero_ps();
+  }
+  // Scale the chunks [first, first + count) of every row by their group's scale into acc, and restart them.
+  auto close_group = [&](int64_t g, int first, int count) {
+    for (int r = 0; r < kRows; ++r) {
+      __m512 sum = chunk_acc[r][first];
+      for (int m = first + 1; m < first + count; ++m) sum = _mm512_add_ps(sum, chunk_acc[r][m]);
+      acc[r] = _mm512_fmadd_ps(sum, _mm512_set1_ps(bf16_to_float(scales[r * groups + g])), acc[r]);
+      for (int m = first; m < first + count; ++m) chunk_acc[r][m] = _mm512_setzero_ps();
+    }
+  };
   for (int64_t block = 0; block < k / 128; ++block) {
+    const uint8_t* block_weights = w + block * kRows * 64;
     __m512i packed[kRows];
-    for (int r = 0; r < kRows; ++r) packed[r] = _mm512_loadu_si512(w + (block * kRows + r) * 64);
-    for (int m = 0; m < 4; ++m, ++chunk) {
+    for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(block_weights + r * 64 + kInt4PrefetchBytes), _MM_HINT_T1);
+      packed[r] = _mm512_loadu_si512(block_weights + r * 64);
+    }
+    for (int m = 0; m < 4; ++m) {
       const __m512bh xs = as_bf16(_mm512_loadu_si512(x + block * 128 + m * 32));
       for (int r = 0; r < kRows; ++r) {
-        const __m512i shifted = _mm512_srli_epi16(packed[r], 4 * m);
-        const __m512i weights = _mm512_ternarylogic_epi32(shifted, nibble, bf16_128, 0xEA);  // (a & b) | c
-        group_acc[r] = _mm512_dpbf16_ps(group_acc[r], xs, as_bf16(weights));
+        // nibble m of each 16-bit word -> 0x4300 | q (no shift for the lowest, no mask for the highest)
+        const __m512i shifted = m == 0 ? packed[r] : _mm512_srli_epi16(packed[r], 4 * m);
+        const __m512i weights = m == 3 ? _mm512_or_si512(shifted, bf16_128)
+                                       : _mm512_ternarylogic_epi32(shifted, nibble, bf16_128, 0xEA);  // (a&b)|c
+        chunk_acc[r][m] = _mm512_dpbf16_ps(chunk_acc[r][m], xs, as_bf16(weights));
       }
-      if ((chunk + 1) % chunks_per_group == 0) {
-        const int64_t g = chunk / chunks_per_group;
-        for (int r = 0; r < kRows; ++r) {
-          acc[r] = _mm512_fmadd_ps(group_acc[r], _mm512_set1_ps(bf16_to_float(scales[r * groups + g])), acc[r]);
-          group_acc[r] = _mm512_setzero_ps();
-        }
+      if (kChunksPerGroup < 4 && (m + 1) % kChunksPerGroup == 0) {
+        close_group((block * 4 + m) / kChunksPerGroup, m + 1 - kChunksPerGroup, kChunksPerGroup);
       }
+    }
+    if (kChunksPerGroup >= 4 && (block + 1) % (kChunksPerGroup / 4) == 0) {
+      close_group(block / (kChunksPerGroup / 4), 0, 4);
     }
   }
   for (int r = 0; r < kRows; ++r) {
@@ -82,6 +104,19 @@ void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const
     }
     y[r] = _mm512_reduce_add_ps(acc[r]) - _mm512_reduce_add_ps(offset);
   }
+}
+
+using RowBlockDot = void (*)(const uint16_t*, const float*, const uint8_t*, const uint16_t*, const uint8_t*, float*,
+                             int64_t, int64_t);
+
+RowBlockDot row_block_dot_for(int64_t group) {
+  switch (group) {
+    case 32: return row_block_dot<1>;
+    case 64: return row_block_dot<2>;
+    case 128: return row_block_dot<4>;
+    case 256: return row_block_dot<8>;
+  }
+  TORCH_CHECK(false, "int4 group size must be 32, 64, 128 or 256, not ", group);
 }
 
 void check_int4_operands(const torch::Tensor& weight, const torch::Tensor& scales, const torch::Tensor& zeros,
@@ -115,13 +150,13 @@ torch::Tensor w4a16_gemv(torch::Tensor x, torch::Tensor weight, torch::Tensor sc
   const uint8_t* zp = zeros.data_ptr<uint8_t>();
   const float* xsp = xsum.data();
   float* yp = y.data_ptr<float>();
-  const int64_t chunks_per_group = group / 32;
+  const RowBlockDot dot = row_block_dot_for(group);
   at::parallel_for(0, n / kRows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n0 = b * kRows;
       for (int64_t i = 0; i < m_rows; ++i)
-        row_block_dot(xp + i * k, xsp + i * groups, wp + n0 * (k / 2), sp + n0 * groups, zp + n0 * groups,
-                      yp + i * n + n0, k, groups, chunks_per_group);
+        dot(xp + i * k, xsp + i * groups, wp + n0 * (k / 2), sp + n0 * groups, zp + n0 * groups, yp + i * n + n0,
+            k, groups);
     }
   });
   return y;
@@ -367,6 +402,153 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
   return out;
 }
 
+
+// ---- Small per-layer steps of a bf16 decoder's one-token step. Each replaces 10-30 aten ops whose dispatch cost
+// (~2-3 us each, ~75 per layer) was 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
+
+inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
+inline __m256i to_bf16_bits(__m512 v) {  // round to nearest even (vcvtneps2bf16), as torch's casts round
+  const __m256bh packed = _mm512_cvtneps_pbh(v);
+  __m256i bits;
+  std::memcpy(&bits, &packed, sizeof(bits));
+  return bits;
+}
+
+inline __m512 round_to_bf16(__m512 v) {  // the bf16 value of v, back in fp32 lanes
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(to_bf16_bits(v)), 16));
+}
+
+inline void store_bf16x16(uint16_t* p, __m512 v, __mmask16 mask) {
+  _mm256_mask_storeu_epi16(p, mask, to_bf16_bits(v));
+}
+
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// LlamaRMSNorm in bf16: weight * bf16(x * rsqrt(mean(x^2) + eps)), statistics in fp32. x: bf16 [M, H].
+torch::Tensor rms_norm_bf16(torch::Tensor x, torch::Tensor weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.is_contiguous() && x.dim() >= 1, "x: contiguous bf16");
+  const int64_t h = x.size(-1), rows = x.numel() / std::max<int64_t>(h, 1);
+  TORCH_CHECK(weight.scalar_type() == torch::kBFloat16 && weight.is_contiguous() && weight.numel() == h,
+              "weight: contiguous bf16 [H]");
+  auto out = torch::empty_like(x);
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  const auto* wp = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* row = xp + r * h;
+    __m512 squares = _mm512_setzero_ps();
+    for (int64_t c = 0; c < h; c += 16) {
+      const __m512 v = load_bf16x16(row + c, tail_mask(h - c));
+      squares = _mm512_fmadd_ps(v, v, squares);
+    }
+    const float inv = 1.f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(h) + static_cast<float>(eps));
+    const __m512 scale = _mm512_set1_ps(inv);
+    for (int64_t c = 0; c < h; c += 16) {
+      const __mmask16 mask = tail_mask(h - c);
+      const __m512 normed = round_to_bf16(_mm512_mul_ps(load_bf16x16(row + c, mask), scale));
+      store_bf16x16(op + r * h + c, _mm512_mul_ps(load_bf16x16(wp + c, mask), normed), mask);
+    }
+  }
+  return out;
+}
+
+// LlamaMLP's activation in bf16: bf16(bf16(silu(gate)) * up). gate, up: contiguous bf16 of one shape (views of
+// the fused gate/up projection's halves do).
+torch::Tensor silu_mul_bf16(torch::Tensor gate, torch::Tensor up) {
+  TORCH_CHECK(gate.scalar_type() == torch::kBFloat16 && up.scalar_type() == torch::kBFloat16 &&
+              gate.is_contiguous() && up.is_contiguous() && gate.sizes() == up.sizes(),
+              "silu_mul_bf16: gate and up must be contiguous bf16 of one shape");
+  auto out = torch::empty_like(gate);
+  const auto* gp = reinterpret_cast<const uint16_t*>(gate.data_ptr<at::BFloat16>());
+  const auto* up_p = reinterpret_cast<const uint16_t*>(up.data_ptr<at::BFloat16>());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  const int64_t n = gate.numel();
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 mask = tail_mask(n - c);
+    const __m512 g = load_bf16x16(gp + c, mask);
+    // silu(g) = g / (1 + e^-g); e^-|g| stays in (0, 1] (no overflow), folded back for g < 0. Below -88.72 aten's
+    // e^-g overflows to inf and silu is -0: e = 0 there gives the same.
+    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, _mm512_set1_ps(-88.72284f), _CMP_GE_OQ),
+                                         exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g))));
+    const __mmask16 negative = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 silu = _mm512_div_ps(_mm512_mask_mul_ps(g, negative, g, e), _mm512_add_ps(one, e));
+    store_bf16x16(op + c, _mm512_mul_ps(round_to_bf16(silu), load_bf16x16(up_p + c, mask)), mask);
+  }
+  return out;
+}
+
+// HF's apply_rotary_pos_emb on one head in bf16: bf16(bf16(x cos) + bf16(rotate_half(x) sin)), to fp32 lanes.
+inline void rope_head(const uint16_t* x, const uint16_t* cos, const uint16_t* sin, int64_t head_dim, float* out) {
+  const int64_t half = head_dim / 2;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float rotated = d < half ? -bf16_to_float(x[d + half]) : bf16_to_float(x[d - half]);
+    const float a = static_cast<float>(at::BFloat16(bf16_to_float(x[d]) * bf16_to_float(cos[d])));
+    const float b = static_cast<float>(at::BFloat16(rotated * bf16_to_float(sin[d])));
+    out[d] = static_cast<float>(at::BFloat16(a + b));
+  }
+}
+
+// The attention block of a one-token bf16 decode step after the q/k/v projection, batch 1: RoPE on q and k (cos,
+// sin: bf16 [D] of the new position), k and v written into the bf16 caches [1, H_kv, capacity, D] at `position`,
+// then softmax(q K^T * scale) V over positions [0, position]. q, k, v: contiguous bf16 of H*D, H_kv*D, H_kv*D
+// elements (views into the fused projection's output do). Returns bf16 [1, 1, H*D], o_proj's input.
+torch::Tensor rope_cache_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor cos,
+                                   torch::Tensor sin, torch::Tensor k_cache, torch::Tensor v_cache, int64_t position,
+                                   double scale) {
+  for (const auto* t : {&q, &k, &v, &cos, &sin, &k_cache, &v_cache}) {
+    TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous(),
+                "rope_cache_attention: every tensor must be contiguous bf16");
+  }
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.size(0) == 1 && k_cache.sizes() == v_cache.sizes(),
+              "rope_cache_attention: caches [1, H_kv, capacity, D]");
+  const int64_t kv_heads = k_cache.size(1), capacity = k_cache.size(2), head_dim = k_cache.size(3);
+  TORCH_CHECK(head_dim <= kMaxHeadDim && head_dim % 2 == 0, "rope_cache_attention: head_dim must be even, <= ",
+              kMaxHeadDim);
+  TORCH_CHECK(q.numel() % head_dim == 0 && k.numel() == kv_heads * head_dim && v.numel() == k.numel() &&
+              cos.numel() == head_dim && sin.numel() == head_dim, "rope_cache_attention: shapes disagree");
+  const int64_t heads = q.numel() / head_dim;
+  TORCH_CHECK(heads % kv_heads == 0, "rope_cache_attention: heads must be a multiple of kv heads");
+  TORCH_CHECK(position >= 0 && position < capacity, "rope_cache_attention: position ", position, " outside [0, ",
+              capacity, ")");
+  const auto* qp = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  const auto* kp = reinterpret_cast<const uint16_t*>(k.data_ptr<at::BFloat16>());
+  const auto* vp = reinterpret_cast<const uint16_t*>(v.data_ptr<at::BFloat16>());
+  const auto* cp = reinterpret_cast<const uint16_t*>(cos.data_ptr<at::BFloat16>());
+  const auto* sp = reinterpret_cast<const uint16_t*>(sin.data_ptr<at::BFloat16>());
+  auto* kc = k_cache.data_ptr<at::BFloat16>();
+  auto* vc = v_cache.data_ptr<at::BFloat16>();
+  float rotated[kMaxHeadDim];
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    rope_head(kp + h * head_dim, cp, sp, head_dim, rotated);
+    at::BFloat16* key = kc + (h * capacity + position) * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) key[d] = at::BFloat16(rotated[d]);  // exact: already bf16 values
+    std::memcpy(vc + (h * capacity + position) * head_dim, vp + h * head_dim, head_dim * sizeof(uint16_t));
+  }
+  auto out = torch::empty({1, 1, heads * head_dim}, q.options());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  const int64_t group = heads / kv_heads, length = position + 1;
+  at::parallel_for(0, heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(length);
+    float q_rotated[kMaxHeadDim], attended[kMaxHeadDim];
+    for (int64_t h = begin; h < end; ++h) {
+      rope_head(qp + h * head_dim, cp, sp, head_dim, q_rotated);
+      const int64_t offset = (h / group) * capacity * head_dim;
+      attend_one_head(q_rotated, kc + offset, vc + offset, length, head_dim, head_dim, static_cast<float>(scale),
+                      scores.data(), attended);
+      for (int64_t d = 0; d < head_dim; d += 16) {
+        store_bf16x16(op + h * head_dim + d, _mm512_maskz_loadu_ps(tail_mask(head_dim - d), attended + d),
+                      tail_mask(head_dim - d));
+      }
+    }
+  });
+  return out;
+}
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -375,4 +557,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("w4_dequantize", &w4_dequantize, "rows of int4 weights of the GEMV layout -> bf16");
   m.def("bf16_gemv", &bf16_gemv, "bf16 x bf16 GEMV in Linear's weight layout");
   m.def("decode_attention", &decode_attention, "attention of one new token over a KV cache");
+  m.def("rms_norm_bf16", &rms_norm_bf16, "LlamaRMSNorm of bf16 rows");
+  m.def("silu_mul_bf16", &silu_mul_bf16, "silu(gate) * up in bf16");
+  m.def("rope_cache_attention", &rope_cache_attention, "RoPE, KV cache write and attention of one bf16 token");
 }
