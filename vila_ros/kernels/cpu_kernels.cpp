@@ -133,14 +133,15 @@ void check_int4_operands(const torch::Tensor& weight, const torch::Tensor& scale
 }
 
 // x: bf16 [M, K]; weight: uint8 [N / kRows, K / 128, kRows, 64] (layout above); scales bf16 and zeros uint8
-// [N, K / group]. N must be a multiple of kRows (prepare pads it with zero rows). Returns fp32 [M, N].
+// [N, K / group]. N must be a multiple of kRows (prepare pads it with zero rows). Returns [M, N], fp32 or (bf16_out,
+// what a bf16 model's next op takes: one conversion op less per call) bf16.
 torch::Tensor w4a16_gemv(torch::Tensor x, torch::Tensor weight, torch::Tensor scales, torch::Tensor zeros,
-                         int64_t group) {
+                         int64_t group, bool bf16_out) {
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: contiguous bf16 [M, K]");
   const int64_t m_rows = x.size(0), k = x.size(1), n = scales.size(0);
   check_int4_operands(weight, scales, zeros, k, group);
   const int64_t groups = k / group;
-  auto y = torch::empty({m_rows, n}, x.options().dtype(torch::kFloat));
+  auto y = torch::empty({m_rows, n}, x.options().dtype(bf16_out ? torch::kBFloat16 : torch::kFloat));
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
   std::vector<float> xsum(m_rows * groups, 0.f);  // per activation row and group, for the offset term
   for (int64_t g = 0; g < m_rows * groups; ++g)
@@ -149,14 +150,24 @@ torch::Tensor w4a16_gemv(torch::Tensor x, torch::Tensor weight, torch::Tensor sc
   const auto* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
   const uint8_t* zp = zeros.data_ptr<uint8_t>();
   const float* xsp = xsum.data();
-  float* yp = y.data_ptr<float>();
+  float* y_fp32 = bf16_out ? nullptr : y.data_ptr<float>();
+  at::BFloat16* y_bf16 = bf16_out ? y.data_ptr<at::BFloat16>() : nullptr;
   const RowBlockDot dot = row_block_dot_for(group);
   at::parallel_for(0, n / kRows, 1, [&](int64_t begin, int64_t end) {
+    float block_out[kRows];
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n0 = b * kRows;
-      for (int64_t i = 0; i < m_rows; ++i)
-        dot(xp + i * k, xsp + i * groups, wp + n0 * (k / 2), sp + n0 * groups, zp + n0 * groups, yp + i * n + n0,
-            k, groups);
+      for (int64_t i = 0; i < m_rows; ++i) {
+        dot(xp + i * k, xsp + i * groups, wp + n0 * (k / 2), sp + n0 * groups, zp + n0 * groups, block_out, k,
+            groups);
+        for (int r = 0; r < kRows; ++r) {
+          if (bf16_out) {
+            y_bf16[i * n + n0 + r] = at::BFloat16(block_out[r]);
+          } else {
+            y_fp32[i * n + n0 + r] = block_out[r];
+          }
+        }
+      }
     }
   });
   return y;
@@ -552,7 +563,8 @@ torch::Tensor rope_cache_attention(torch::Tensor q, torch::Tensor k, torch::Tens
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("w4a16_gemv", &w4a16_gemv, "int4 x bf16 GEMV (AVX-512 BF16)");
+  m.def("w4a16_gemv", &w4a16_gemv, "int4 x bf16 GEMV (AVX-512 BF16)", py::arg("x"), py::arg("weight"),
+        py::arg("scales"), py::arg("zeros"), py::arg("group"), py::arg("bf16_out") = false);
   m.def("w4_pack", &w4_pack, "int4 storage format -> the GEMV layout");
   m.def("w4_dequantize", &w4_dequantize, "rows of int4 weights of the GEMV layout -> bf16");
   m.def("bf16_gemv", &bf16_gemv, "bf16 x bf16 GEMV in Linear's weight layout");
