@@ -8,8 +8,8 @@ decode is bandwidth / bytes-per-token. The bench measures, in one run and with t
     and norms, one embedding row, and the KV cache at the mean position of the timed steps;
   * decode tok/s of the int4 engine (and bf16, for the same figure at 16 bits).
 fraction = tok/s x bytes/token / bandwidth: 1.0 means decode moves bytes as fast as the memory system allows. The
-bandwidth is probed again right before every timed decode (it drifts on a shared VM) and the reported fraction is
-the median over those (decode, probe) pairs.
+bandwidth is probed again right before and right after every timed decode (it swings on a shared VM) and the
+reported fraction is the median over the decodes, each against the mean of its two probes.
 """
 from __future__ import annotations
 
@@ -114,15 +114,20 @@ def run(args: argparse.Namespace) -> int:
     n = args.new_tokens
     sessions = {name: decode_session(engine, ids, features, n) for name, engine in engines.items()}
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    # This VM's memory bandwidth drifts by 20-30% within minutes: each timed decode gets its own probe right
-    # before it, and the fraction is taken per pair.
+    # This VM's memory bandwidth swings by up to 2x within seconds (neighbours on the host): every timed decode is
+    # bracketed by probes, the one before it and the one after (which is the next decode's "before"), and its
+    # fraction is taken against their mean.
     probes: dict[str, list[float]] = {name: [] for name in sessions}
     src = torch.ones(args.buffer_mib * (1 << 20) // 4, dtype=torch.float32)
     dst = src.clone()
+    probe = lambda: read_bandwidth(args.buffer_mib, 3, src, dst)["read_bytes_s"]  # noqa: E731
+    before = probe()
     for _ in range(args.repeats):  # alternate so background load hits every row alike
         for name, (timed_decode, _, _) in sessions.items():
-            probes[name].append(read_bandwidth(args.buffer_mib, 3, src, dst)["read_bytes_s"])
             times[name].append(timed_decode())
+            after = probe()
+            probes[name].append((before, after))
+            before = after
     del src, dst
     prompt_positions = len(ids) - 1 + engines["int4"].tokens_per_image
     mean_kv_positions = prompt_positions + n / 2
@@ -131,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         tok_s = (n - 1) / max(statistics.median(times[name]), 1e-9)
         per_token = bytes_per_token(engine.model.llm, mean_kv_positions, engine.decoder.cache_dtype)
         achieved = tok_s * per_token["total"]
-        fractions = sorted((n - 1) * per_token["total"] / (t * bw) for t, bw in zip(times[name], probes[name]))
+        fractions = sorted((n - 1) * per_token["total"] / (t * (a + b) / 2) for t, (a, b) in zip(times[name],
+                                                                                           probes[name]))
         rows[name] = {
             "decode_tok_s": round(tok_s, 3),
             "bytes_per_token": per_token,
@@ -139,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
             "roofline_tok_s": round(bandwidth["read_bytes_s"] / per_token["total"], 3),
             "bandwidth_fraction": round(statistics.median(fractions), 3),
             "bandwidth_fraction_range": [round(fractions[0], 3), round(fractions[-1], 3)],
-            "bandwidth_probes_read_bytes_s": [round(bw) for bw in probes[name]],
-            "timed_decode_s": [round(t, 6) for t in times[name]],  # each right after its probe
+            "bandwidth_probes_read_bytes_s": [[round(a), round(b)] for a, b in probes[name]],  # before, after
+            "timed_decode_s": [round(t, 6) for t in times[name]],  # each between its two probes
         }
     report = {
         "model": str(args.model),

@@ -118,6 +118,8 @@ class LlamaDecoder:
         # SiLU * up) instead of ~75 aten ops per layer, whose dispatch was 16% of a 3b int4 token.
         self._fused_step = bf16_cache_ok and getattr(cfg, "hidden_act", None) == "silu" and all(
             _is_llama_layer(layer) for layer in self.layers) and _is_rms_norm(self.norm)
+        # With int4 projections the whole layer step is one kernel call.
+        self._int4_steps = [self._int4_step_operands(i) if self._fused_step else None for i in range(len(self.layers))]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -159,8 +161,14 @@ class LlamaDecoder:
             raise ValueError(f"KV cache full: {end} > {cache.capacity}")
         cos_t, sin_t = self._rope_tables(end)
         if self._fused_step and n == 1 and bsz == 1 and positions is None and mask is None:
+            cos, sin = cos_t[start], sin_t[start]
             for i, layer in enumerate(self.layers):
-                x = self._fused_layer_step(i, layer, x, cache, start, cos_t[start], sin_t[start])
+                operands = self._int4_steps[i]
+                if operands is not None:
+                    x = self._kernels.int4_layer_step(x, *operands, cos, sin, cache.k[i], cache.v[i], start,
+                                                      self._scale)
+                else:
+                    x = self._fused_layer_step(i, layer, x, cache, start, cos, sin)
             cache.length = end
             return x
         if positions is None:
@@ -200,6 +208,20 @@ class LlamaDecoder:
             x = x + self._mlp(i, layer.mlp, _rms_norm(layer.post_attention_layernorm, x))
         cache.length = end
         return x
+
+    def _int4_step_operands(self, i: int) -> tuple | None:
+        """What int4_layer_step takes for layer i besides the token, RoPE row and cache; None unless its four
+        projections are unpadded int4 of one group in our layout."""
+        layer = self.layers[i]
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = [self._fused_qkv[i], attn.o_proj, self._fused_gate_up[i], mlp.down_proj]
+        operands = [getattr(p, "unpadded_gemv_operands", lambda: None)() for p in projections]
+        if any(op is None for op in operands) or len({group for _, group in operands}) != 1:
+            return None
+        norm, post = layer.input_layernorm, layer.post_attention_layernorm
+        return (norm.weight, norm.variance_epsilon, post.weight, post.variance_epsilon,
+                *[tensors for tensors, _ in operands], operands[0][1], attn.q_proj.out_features,
+                attn.k_proj.out_features)
 
     def _fused_layer_step(self, i: int, layer: torch.nn.Module, x: torch.Tensor, cache: KVCache, position: int,
                           cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -314,6 +314,13 @@ class Int4Linear(nn.Module):
             start += p.out_features
         return fused
 
+    def unpadded_gemv_operands(self) -> tuple[list[torch.Tensor], int] | None:
+        """([weight, scales, zeros], group) as our kernels' w4a16_gemv takes them, for callers that run whole layer
+        steps in one kernel call; None unless prepared in that layout without padding."""
+        if self._gemv is None or self._k_pad != self.in_features or self._n_pad != self.out_features:
+            return None
+        return list(self._gemv), self._kernel_group
+
     def resident_bytes(self) -> int:
         tensors = [self._packed, self._scale_zeros] if self._packed is not None else []
         tensors += list(self._gemv) if self._gemv is not None else []
