@@ -117,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
     # This VM's memory bandwidth swings by up to 2x within seconds (neighbours on the host): every timed decode is
     # bracketed by probes, the one before it and the one after (which is the next decode's "before"), and its
     # fraction is taken against their mean.
-    probes: dict[str, list[float]] = {name: [] for name in sessions}
+    probes: dict[str, list[tuple[float, float]]] = {name: [] for name in sessions}
     src = torch.ones(args.buffer_mib * (1 << 20) // 4, dtype=torch.float32)
     dst = src.clone()
-    probe = lambda: read_bandwidth(args.buffer_mib, 3, src, dst)["read_bytes_s"]  # noqa: E731
+
+    def probe(src: Any = src, dst: Any = dst) -> float:
+        return read_bandwidth(args.buffer_mib, 3, src, dst)["read_bytes_s"]
+
     before = probe()
     for _ in range(args.repeats):  # alternate so background load hits every row alike
         for name, (timed_decode, _, _) in sessions.items():
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             after = probe()
             probes[name].append((before, after))
             before = after
-    del src, dst
+    del probe, src, dst
     prompt_positions = len(ids) - 1 + engines["int4"].tokens_per_image
     mean_kv_positions = prompt_positions + n / 2
     rows = {}

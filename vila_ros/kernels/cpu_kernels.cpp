@@ -46,25 +46,28 @@ inline float bf16_to_float(uint16_t bits) {
 
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
 // prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
-// kChunksPerGroup = group / 32. Every (row, 32-column chunk) pair has its own accumulator: with one per row the
-// chain of dependent vdpbf16ps capped the in-cache rate (3b shapes, 2 threads: 31 -> 39 GB/s of int4 in L3).
+// kChunksPerGroup = group / 32. Each row has kChains accumulators, taking its 32-column chunks in turn: one chain
+// per row was capped by vdpbf16ps latency, one per chunk spent a move and an add per chunk (in-cache rates, 3b
+// shapes, 2 threads: 2 chains 1.06x 4 and 1.3x 1 chain of v1).
+constexpr int kChains = 2;
+
 template <int kChunksPerGroup>
 void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const uint16_t* scales,
                    const uint8_t* zeros, float* y, int64_t k, int64_t groups) {
   const __m512i nibble = _mm512_set1_epi32(0x000F000F);
   const __m512i bf16_128 = _mm512_set1_epi32(0x43004300);
-  __m512 acc[kRows], chunk_acc[kRows][4];
+  __m512 acc[kRows], chain_acc[kRows][kChains];
   for (int r = 0; r < kRows; ++r) {
     acc[r] = _mm512_setzero_ps();
-    for (int m = 0; m < 4; ++m) chunk_acc[r][m] = _mm512_setzero_ps();
+    for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_ps();
   }
-  // Scale the chunks [first, first + count) of every row by their group's scale into acc, and restart them.
-  auto close_group = [&](int64_t g, int first, int count) {
+  // Scale every row's chains by group g's scale into acc, and restart them.
+  auto close_group = [&](int64_t g) {
     for (int r = 0; r < kRows; ++r) {
-      __m512 sum = chunk_acc[r][first];
-      for (int m = first + 1; m < first + count; ++m) sum = _mm512_add_ps(sum, chunk_acc[r][m]);
+      __m512 sum = chain_acc[r][0];
+      for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, chain_acc[r][c]);
       acc[r] = _mm512_fmadd_ps(sum, _mm512_set1_ps(bf16_to_float(scales[r * groups + g])), acc[r]);
-      for (int m = first; m < first + count; ++m) chunk_acc[r][m] = _mm512_setzero_ps();
+      for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_ps();
     }
   };
   for (int64_t block = 0; block < k / 128; ++block) {
@@ -81,15 +84,11 @@ void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const
         const __m512i shifted = m == 0 ? packed[r] : _mm512_srli_epi16(packed[r], 4 * m);
         const __m512i weights = m == 3 ? _mm512_or_si512(shifted, bf16_128)
                                        : _mm512_ternarylogic_epi32(shifted, nibble, bf16_128, 0xEA);  // (a&b)|c
-        chunk_acc[r][m] = _mm512_dpbf16_ps(chunk_acc[r][m], xs, as_bf16(weights));
+        chain_acc[r][m % kChains] = _mm512_dpbf16_ps(chain_acc[r][m % kChains], xs, as_bf16(weights));
       }
-      if (kChunksPerGroup < 4 && (m + 1) % kChunksPerGroup == 0) {
-        close_group((block * 4 + m) / kChunksPerGroup, m + 1 - kChunksPerGroup, kChunksPerGroup);
-      }
+      if (kChunksPerGroup < 4 && (m + 1) % kChunksPerGroup == 0) close_group((block * 4 + m) / kChunksPerGroup);
     }
-    if (kChunksPerGroup >= 4 && (block + 1) % (kChunksPerGroup / 4) == 0) {
-      close_group(block / (kChunksPerGroup / 4), 0, 4);
-    }
+    if (kChunksPerGroup >= 4 && (block + 1) % (kChunksPerGroup / 4) == 0) close_group(block / (kChunksPerGroup / 4));
   }
   for (int r = 0; r < kRows; ++r) {
     __m512 offset = _mm512_setzero_ps();  // sum_g s_g (128 + z_g) xsum_g, 16 groups at a time
