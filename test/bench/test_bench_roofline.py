@@ -34,6 +34,7 @@ def test_bench_roofline_tiny(tiny_dir, tmp_path):
         assert row["bandwidth_fraction_range"] == [round(pairs[0], 3), round(pairs[-1], 3)]
         assert abs(row["roofline_tok_s"] - bandwidth / per_token["total"]) <= 1e-3 * row["roofline_tok_s"] + 1e-3
     # the rows alternate: the probe after the bf16 decode is the one before the int4 decode
-    assert report["bf16"]["bandwidth_probes_read_bytes_s"][0][1] == report["int4"]["bandwidth_probes_read_bytes_s"][0][0]
+    bf16_probes, int4_probes = (report[name]["bandwidth_probes_read_bytes_s"] for name in ("bf16", "int4"))
+    assert bf16_probes[0][1] == int4_probes[0][0]
     assert report["int4"]["bytes_per_token"]["weights"] < report["bf16"]["bytes_per_token"]["weights"]
     assert "fraction of bandwidth" in out.with_suffix(".md").read_text()

@@ -101,7 +101,8 @@ def test_rope_cache_attention_equals_the_aten_steps(compiled, heads, kv_heads, h
                         for _ in range(2))
     k_cache[:, :, position + 1:] = float("nan")  # past the new token: never read
     angles = position / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
-    cos, sin = torch.cat([angles, angles]).cos().to(torch.bfloat16), torch.cat([angles, angles]).sin().to(torch.bfloat16)
+    angles = torch.cat([angles, angles])
+    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
     ref_k, ref_v = k_cache.clone(), v_cache.clone()
 
     def heads_first(t, h):
