@@ -42,6 +42,28 @@ def test_bf16_gemv_equals_an_fp32_matmul_of_the_same_numbers(compiled, rows, n, 
     assert got.dtype == torch.float32 and torch.allclose(got, ref, atol=1e-4 * k ** 0.5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_int4_gemv_equals_an_fp32_matmul_of_the_dequantized_weights(compiled, group, rows):
+    """Tight enough to catch a scale or zero off by one bf16 step (0.4%), which the module-level tests' tolerance
+    for tinygemm's bf16 rounding would let through."""
+    from vila_ros.quant.int4 import Int4Linear, quantize_weight
+
+    gen = torch.Generator().manual_seed(group + rows)
+    n, k = 64, 512
+    q, scales, zeros = quantize_weight(torch.randn(n, k, generator=gen), group)
+    lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group)
+    ref_w = lin.dequantized()
+    lin.prepare()
+    assert lin.kernel == "vila_ros"
+    x = torch.randn(rows, k, generator=gen).to(torch.bfloat16)
+    got = compiled.w4a16_gemv(x, *lin._gemv, group)
+    ref = x.float() @ ref_w.t()
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max())), (got - ref).abs().max()
+    assert torch.equal(compiled.w4a16_gemv(x, *lin._gemv, group, True), got.to(torch.bfloat16))
+
+
 def test_bad_arguments_are_clear_errors(compiled):
     k = torch.zeros(1, 2, 8, 16)
     with pytest.raises(RuntimeError, match="length 9 outside"):

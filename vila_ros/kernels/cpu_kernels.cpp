@@ -66,7 +66,10 @@ void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const
     for (int r = 0; r < kRows; ++r) {
       __m512 sum = chain_acc[r][0];
       for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, chain_acc[r][c]);
-      acc[r] = _mm512_fmadd_ps(sum, _mm512_set1_ps(bf16_to_float(scales[r * groups + g])), acc[r]);
+      // bf16 -> fp32 broadcast in one instruction: the 16-bit scale into the high half of every 32-bit lane
+      const __m512 scale = _mm512_castsi512_ps(_mm512_maskz_broadcastw_epi16(static_cast<__mmask32>(0xAAAAAAAAu),
+                                                                             _mm_loadu_si16(scales + r * groups + g)));
+      acc[r] = _mm512_fmadd_ps(sum, scale, acc[r]);
       for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_ps();
     }
   };
