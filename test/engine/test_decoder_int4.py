@@ -50,3 +50,23 @@ def test_int4_layer_step_equals_the_per_op_path(int4_llm):
     assert all(torch.equal(a, b) for a, b in zip(cache_a.k + cache_a.v, cache_b.k + cache_b.v))
     assert float(one_call[1:].abs().max()) > 0
 
+
+
+def test_heads_wider_than_the_attention_kernels_take_aten_paths(monkeypatch):
+    """head_dim 288 > the kernels' 256: the decoder must not hand them such heads (they would refuse every step)."""
+    if kernels._missing_requirement():
+        pytest.skip(f"our CPU kernels cannot run here: {kernels._missing_requirement()}")
+    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=576, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, vocab_size=50, max_position_embeddings=32)
+    llm = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    dec = LlamaDecoder(llm)
+    assert dec._kernels is None and not dec._fused_step
+    ids = torch.tensor([[1, 5, 9, 2]])
+    cache = dec.new_cache(1, 4)
+    dec.forward(dec.embed(ids[:, :3]), cache)
+    got = dec.logits(dec.forward(dec.embed(ids[:, 3:]), cache)[:, -1])
+    with torch.no_grad():
+        ref = llm(ids).logits[:, -1].float()
+    assert torch.allclose(got, ref, atol=0.05 * float(ref.abs().max()))

@@ -15,6 +15,8 @@ from transformers import LlamaForCausalLM
 
 # Above this many rows (prefill) aten's bf16 GEMM is the faster one.
 BF16_GEMV_MAX_ROWS = 4
+# Heads the one-token attention kernels take (kMaxHeadDim in cpu_kernels.cpp; RoPE needs an even size).
+KERNEL_MAX_HEAD_DIM = 256
 
 
 class KVCache:
@@ -107,6 +109,8 @@ class LlamaDecoder:
         # a 16-bit cache several times slower than fp32 on CPUs without bf16 matrix units, so 16-bit models then
         # keep an fp32 cache (upcasting it every step costs more). Weights stay 16-bit either way.
         self._kernels = _cpu_kernels_for(self.device, self.dtype)
+        if self.head_dim > KERNEL_MAX_HEAD_DIM or self.head_dim % 2:
+            self._kernels = None  # the attention kernels' limits: aten's paths instead
         sixteen_bit = self.dtype in (torch.bfloat16, torch.float16)
         bf16_cache_ok = self._kernels is not None and self.dtype == torch.bfloat16
         cpu_upcast = sixteen_bit and self.device.type == "cpu" and not bf16_cache_ok
