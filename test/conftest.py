@@ -33,17 +33,30 @@ def tiny_model(tiny_dir):
     return load_vila(tiny_dir)
 
 
+def _require_our_kernels(monkeypatch):
+    from vila_ros import kernels
+
+    missing = kernels._missing_requirement()
+    if missing:
+        pytest.skip(f"our CPU kernels cannot run here: {missing}")
+    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")  # a failed build fails the test
+
+
 @pytest.fixture(params=["tinygemm", "vila_ros"])
 def kernel(request, monkeypatch):
     """Which CPU kernels the code under test picks (read when a module is prepared / a decoder is built): aten's
     ("tinygemm"), or ours, which must build and load here unless this CPU lacks AVX-512 BF16."""
-    from vila_ros import kernels
-
     if request.param == "vila_ros":
-        missing = kernels._missing_requirement()
-        if missing:
-            pytest.skip(f"our CPU kernels cannot run here: {missing}")
-        monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+        _require_our_kernels(monkeypatch)
     else:
         monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "off")
     return request.param
+
+
+@pytest.fixture
+def our_kernels(monkeypatch):
+    """Our compiled CPU kernels, required (skipped only where this CPU cannot run them)."""
+    from vila_ros import kernels
+
+    _require_our_kernels(monkeypatch)
+    return kernels.cpu_kernels()

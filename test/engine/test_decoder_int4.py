@@ -1,34 +1,32 @@
-"""The one-call int4 layer step of our decoder against the same decoder's per-op path, on a small random Llama whose
-projections are int4 in our kernels' layout (sizes multiples of 128: no padding, the case the step takes)."""
-import pytest
+"""Our decoder's kernel paths on small random Llamas: the one-call int4 layer step against the same decoder's
+per-op path (sizes multiples of 128: unpadded int4, the case the step takes), and heads the kernels cannot take."""
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from vila_ros import kernels
 from vila_ros.engine.decoder import LlamaDecoder
 from vila_ros.quant.int4 import Int4Linear, quantize_weight
 
 
-@pytest.fixture
-def int4_llm(monkeypatch):
-    if kernels._missing_requirement():
-        pytest.skip(f"our CPU kernels cannot run here: {kernels._missing_requirement()}")
-    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+def random_bf16_llama(**config) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=256, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=128)
-    llm = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    return LlamaForCausalLM(LlamaConfig(**config)).to(torch.bfloat16).eval()
+
+
+def quantize_projections(llm: LlamaForCausalLM, group: int = 128) -> LlamaForCausalLM:
     for layer in llm.model.layers:
         for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
                               (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
             for name in names:
-                q, scales, zeros = quantize_weight(getattr(parent, name).weight.float(), 128)
-                setattr(parent, name, Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, 128).prepare())
+                q, scales, zeros = quantize_weight(getattr(parent, name).weight.float(), group)
+                setattr(parent, name, Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare())
     return llm
 
 
-def test_int4_layer_step_equals_the_per_op_path(int4_llm):
-    dec = LlamaDecoder(int4_llm)
+def test_int4_layer_step_equals_the_per_op_path(our_kernels):
+    llm = quantize_projections(random_bf16_llama(
+        hidden_size=256, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=300, max_position_embeddings=128))
+    dec = LlamaDecoder(llm)
     assert all(step is not None for step in dec._int4_steps)
     prompt = dec.embed(torch.tensor([[1, 17, 42, 99, 7]]))
     tokens = dec.embed(torch.tensor([[3, 250, 11, 64]]))
@@ -51,16 +49,10 @@ def test_int4_layer_step_equals_the_per_op_path(int4_llm):
     assert float(one_call[1:].abs().max()) > 0
 
 
-
-def test_heads_wider_than_the_attention_kernels_take_aten_paths(monkeypatch):
+def test_heads_wider_than_the_attention_kernels_take_aten_paths(our_kernels):
     """head_dim 288 > the kernels' 256: the decoder must not hand them such heads (they would refuse every step)."""
-    if kernels._missing_requirement():
-        pytest.skip(f"our CPU kernels cannot run here: {kernels._missing_requirement()}")
-    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=576, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, vocab_size=50, max_position_embeddings=32)
-    llm = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    llm = random_bf16_llama(hidden_size=576, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=2, vocab_size=50, max_position_embeddings=32)
     dec = LlamaDecoder(llm)
     assert dec._kernels is None and not dec._fused_step
     ids = torch.tensor([[1, 5, 9, 2]])

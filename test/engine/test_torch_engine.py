@@ -78,17 +78,13 @@ def test_decoder_logits_match_transformers_step_by_step(tiny_engine, frames, ker
     assert torch.allclose(got, ref[split:], atol=tolerance), (got - ref[split:]).abs().max()
 
 
-def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, monkeypatch):
+def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, our_kernels):
     """bf16 one-token steps through our layer-step kernels against the same decoder's aten ops: identical KV caches
     and logits but for fp32 sums taken in another order inside attention."""
     import copy
 
-    from vila_ros import kernels
     from vila_ros.engine.decoder import LlamaDecoder
 
-    if kernels._missing_requirement():
-        pytest.skip(f"our CPU kernels cannot run here: {kernels._missing_requirement()}")
-    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
     feats = tiny_engine.encode_frames(frames[:2])
     x = tiny_engine._embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
     dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).to(torch.bfloat16))

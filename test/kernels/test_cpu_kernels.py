@@ -7,12 +7,8 @@ from vila_ros import kernels
 
 
 @pytest.fixture
-def compiled(monkeypatch):
-    missing = kernels._missing_requirement()
-    if missing:
-        pytest.skip(f"our CPU kernels cannot run here: {missing}")
-    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")  # a failed build fails the test
-    return kernels.cpu_kernels()
+def compiled(our_kernels):
+    return our_kernels
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
