@@ -44,6 +44,16 @@ inline float bf16_to_float(uint16_t bits) {
   return out;
 }
 
+// The first `left` of 16 lanes (all 16 when left >= 16).
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// 16 bf16 values (masked lanes 0) as fp32 lanes: bf16 is fp32's high half.
+inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
 // prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
 // kChunksPerGroup = group / 32. Each row has kChains accumulators, taking its 32-column chunks in turn: one chain
@@ -96,10 +106,8 @@ void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const
   for (int r = 0; r < kRows; ++r) {
     __m512 offset = _mm512_setzero_ps();  // sum_g s_g (128 + z_g) xsum_g, 16 groups at a time
     for (int64_t g = 0; g < groups; g += 16) {
-      const __mmask16 mask = groups - g >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                              : static_cast<__mmask16>((1u << (groups - g)) - 1);
-      const __m512 s = _mm512_castsi512_ps(
-          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, scales + r * groups + g)), 16));
+      const __mmask16 mask = tail_mask(groups - g);
+      const __m512 s = load_bf16x16(scales + r * groups + g, mask);
       const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, zeros + r * groups + g)));
       const __m512 coefficient = _mm512_mul_ps(s, _mm512_add_ps(z, _mm512_set1_ps(128.f)));
       offset = _mm512_fmadd_ps(coefficient, _mm512_maskz_loadu_ps(mask, xsum + g), offset);
@@ -297,8 +305,7 @@ inline __m512 load_row16<float>(const float* p, __mmask16 mask) {
 
 template <>
 inline __m512 load_row16<at::BFloat16>(const at::BFloat16* p, __mmask16 mask) {
-  const __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));  // bf16 is fp32's high half
+  return load_bf16x16(reinterpret_cast<const uint16_t*>(p), mask);
 }
 
 constexpr int kMaxHeadDim = 256;
@@ -340,8 +347,7 @@ void attend_one_head(const float* q, const T* keys, const T* values, int64_t len
   __m512 qv[kMaxHeadDim / 16];
   __mmask16 masks[kMaxHeadDim / 16];
   for (int64_t s = 0; s < steps; ++s) {
-    const int64_t left = head_dim - s * 16;
-    masks[s] = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    masks[s] = tail_mask(head_dim - s * 16);
     qv[s] = _mm512_maskz_loadu_ps(masks[s], q + s * 16);
   }
   float best = -INFINITY;
@@ -355,8 +361,7 @@ void attend_one_head(const float* q, const T* keys, const T* values, int64_t len
   }
   __m512 sums = _mm512_setzero_ps();
   for (int64_t t = 0; t < length; t += 16) {
-    const __mmask16 mask = length - t >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                            : static_cast<__mmask16>((1u << (length - t)) - 1);
+    const __mmask16 mask = tail_mask(length - t);
     const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), _mm512_set1_ps(best)));
     _mm512_mask_storeu_ps(scores + t, mask, e);
     sums = _mm512_mask_add_ps(sums, mask, sums, e);
@@ -419,10 +424,6 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
 // ---- Small per-layer steps of a bf16 decoder's one-token step. Each replaces 10-30 aten ops whose dispatch cost
 // (~2-3 us each, ~75 per layer) was 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
 
-inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
-}
-
 inline __m256i to_bf16_bits(__m512 v) {  // round to nearest even (vcvtneps2bf16), as torch's casts round
   const __m256bh packed = _mm512_cvtneps_pbh(v);
   __m256i bits;
@@ -436,10 +437,6 @@ inline __m512 round_to_bf16(__m512 v) {  // the bf16 value of v, back in fp32 la
 
 inline void store_bf16x16(uint16_t* p, __m512 v, __mmask16 mask) {
   _mm256_mask_storeu_epi16(p, mask, to_bf16_bits(v));
-}
-
-inline __mmask16 tail_mask(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
 // LlamaRMSNorm in bf16: weight * bf16(x * rsqrt(mean(x^2) + eps)), statistics in fp32. x: bf16 [M, H].

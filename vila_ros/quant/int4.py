@@ -11,7 +11,7 @@ On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
 Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/kernels``): a GEMV for decode (1.15-1.4x aten's
-per matrix on 3b shapes, 2 threads) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's
+per matrix on 3b shapes, 2 threads, before it prefetched its stream: ~1.6x its median since) and, for prefill, dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's
 at 600 rows). Elsewhere tinygemm (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes
 ``w = (q - 8) * scale + zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16
 activations (the CPU kernel is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in
@@ -156,6 +156,7 @@ class Int4Linear(nn.Module):
         self._n_pad = out_features
         self._gemv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # weight, scales, zeros
         self._kernels = None  # the compiled module the _gemv layout was made for (kept: the layout needs it)
+        self._unpadded_gemv = False  # our layout without padded rows or columns: the decode fast path
 
     @classmethod
     def from_quantized(cls, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> "Int4Linear":
@@ -229,6 +230,7 @@ class Int4Linear(nn.Module):
         self._gemv = (packed, scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
         self._kernels = kernels
         self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
+        self._unpadded_gemv = (k_pad, n_pad) == (k, n)
         if not keep_storage:
             self._free_storage()
 
@@ -239,12 +241,11 @@ class Int4Linear(nn.Module):
             self._buffers[name] = torch.empty(0, dtype=buffer.dtype, device=buffer.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gemv = self._gemv
-        if (gemv is not None and x.dtype == torch.bfloat16 and self._k_pad == self.in_features
-                and self._n_pad == self.out_features and x.numel() <= GEMV_MAX_ROWS * self.in_features):
+        if (x.dtype == torch.bfloat16 and self._unpadded_gemv
+                and x.numel() <= GEMV_MAX_ROWS * self.in_features):
             # a bf16 model's decode step: one kernel call with a bf16 result (a 3b token makes 128 of these)
             x2 = x.reshape(-1, self.in_features).contiguous()
-            y = self._kernels.w4a16_gemv(x2, *gemv, self._kernel_group, True)
+            y = self._kernels.w4a16_gemv(x2, *self._gemv, self._kernel_group, True)
             return y.view(*x.shape[:-1], self.out_features)
         if not self.prepared:
             self.prepare(keep_storage=True)
@@ -301,6 +302,7 @@ class Int4Linear(nn.Module):
         if first.kernel == "vila_ros":
             fused._gemv = tuple(torch.cat([p._gemv[i] for p in parts], 0) for i in range(3))
             fused._kernels = first._kernels
+            fused._unpadded_gemv = (fused._k_pad, fused._n_pad) == (fused.in_features, fused.out_features)
             weight, scales, zeros = fused._gemv
             for p in parts:
                 end = start + p.out_features
@@ -317,9 +319,7 @@ class Int4Linear(nn.Module):
     def unpadded_gemv_operands(self) -> tuple[list[torch.Tensor], int] | None:
         """([weight, scales, zeros], group) as our kernels' w4a16_gemv takes them, for callers that run whole layer
         steps in one kernel call; None unless prepared in that layout without padding."""
-        if self._gemv is None or self._k_pad != self.in_features or self._n_pad != self.out_features:
-            return None
-        return list(self._gemv), self._kernel_group
+        return (list(self._gemv), self._kernel_group) if self._unpadded_gemv else None
 
     def resident_bytes(self) -> int:
         tensors = [self._packed, self._scale_zeros] if self._packed is not None else []
