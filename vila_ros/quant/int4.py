@@ -15,7 +15,8 @@ per matrix on 3b shapes, 2 threads, before it prefetched its stream: ~1.6x its m
 dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600 rows). Elsewhere tinygemm
 (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes ``w = (q - 8) * scale +
 zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16 activations (the CPU kernel
-is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in 32/64/128/256: ``Int4Linear`` pads rows/columns with zero weights where needed and slices the result.
+is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in 32/64/128/256: ``Int4Linear``
+pads rows/columns with zero weights where needed and slices the result.
 """
 from __future__ import annotations
 
