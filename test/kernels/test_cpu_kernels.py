@@ -60,6 +60,78 @@ def test_int4_gemv_equals_an_fp32_matmul_of_the_dequantized_weights(compiled, gr
     assert torch.equal(compiled.w4a16_gemv(x, *lin._gemv, group, True), got.to(torch.bfloat16))
 
 
+def _int4_module(gen, n, k, group):
+    from vila_ros.quant.int4 import Int4Linear, quantize_weight
+
+    q, scales, zeros = quantize_weight(torch.randn(n, k, generator=gen), group)
+    lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group)
+    ref_w = lin.dequantized()
+    return lin.prepare(), ref_w
+
+
+@pytest.mark.parametrize("case", ["outlier", "tiny", "mixed_scales", "zeros"])
+def test_int4_gemv_keeps_16_bit_activations_exact_enough(compiled, case):
+    """The GEMV runs activations as 16-bit fixed point per group: an outlier 4000x the rest of its group, groups of
+    1e-30-sized values and groups of very different magnitudes must all come out as an fp32 matmul does."""
+    gen = torch.Generator().manual_seed(7)
+    n, k, group = 64, 1024, 128
+    lin, ref_w = _int4_module(gen, n, k, group)
+    x = torch.randn(2, k, generator=gen)
+    if case == "outlier":
+        x[:, 5] = 4000.0
+    elif case == "tiny":
+        x = x * 1e-30
+    elif case == "mixed_scales":
+        x = x * torch.logspace(-20, 20, k // group).repeat_interleave(group)
+    else:
+        x[:, :group] = 0.0
+    x = x.to(torch.bfloat16)
+    got = compiled.w4a16_gemv(x, *lin._gemv, group)
+    # each group's terms separately, so that a group 1e20x smaller than another is still checked
+    for g in range(k // group):
+        cols = slice(g * group, (g + 1) * group)
+        part = x[:, cols].float() @ ref_w[:, cols].t()
+        x_g = x.clone()
+        x_g[:, :cols.start], x_g[:, cols.stop:] = 0, 0
+        got_g = compiled.w4a16_gemv(x_g, *lin._gemv, group)
+        scale = float(part.abs().max()) or 1.0
+        assert torch.allclose(got_g, part, rtol=1e-4, atol=1e-4 * scale), (case, g, (got_g - part).abs().max())
+    ref = x.float() @ ref_w.t()
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max())), (case, (got - ref).abs().max())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_int4_gemv_propagates_a_non_finite_activation(compiled, bad):
+    """The engine detects a broken model by NaN/inf logits: fixed-point activations must not swallow them."""
+    gen = torch.Generator().manual_seed(3)
+    lin, _ = _int4_module(gen, 32, 512, 128)
+    x = torch.randn(2, 512, generator=gen).to(torch.bfloat16)
+    x[0, 300] = bad
+    got = compiled.w4a16_gemv(x, *lin._gemv, 128)
+    assert torch.isnan(got[0]).all()
+    assert torch.isfinite(got[1]).all()
+
+
+def test_kernels_flush_denormals_but_give_the_caller_its_mode_back(compiled):
+    """Inside, denormals are flushed (they cost ~100 cycles an instruction); outside, torch's own math must keep
+    them exactly as before the call."""
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39])  # below fp32's normal range
+    g = torch.tensor([[-90.0, -95.0, 1.0, 100.0]]).to(torch.bfloat16)
+    compiled.silu_mul_bf16(g, torch.ones_like(g))
+    compiled.rms_norm_bf16(torch.randn(1, 64).to(torch.bfloat16), torch.ones(64, dtype=torch.bfloat16), 1e-5)
+    assert float((tiny * 1.0)[0]) == pytest.approx(1e-39, rel=1e-6)
+    # a softmax whose weights fall far below the normal range is still right
+    q = torch.zeros(1, 1, 1, 16)
+    q[..., 0] = 1.0
+    k = torch.zeros(1, 1, 8, 16)
+    k[0, 0, :, 0] = torch.tensor([0.0, -100.0, -200.0, -300.0, -90.0, -87.5, -50.0, 10.0])
+    v = torch.randn(1, 1, 8, 16)
+    got = compiled.decode_attention(q, k, v, 8, 1.0)
+    ref = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-5)
+
+
 def test_bad_arguments_are_clear_errors(compiled):
     k = torch.zeros(1, 2, 8, 16)
     with pytest.raises(RuntimeError, match="length 9 outside"):

@@ -1,7 +1,7 @@
 """Compiled CPU kernels (``cpu_kernels.cpp``): int4 GEMV, int4 -> bf16 dequantization and one-token attention.
 
-They need x86-64 with AVX-512 BF16 (Zen 4 and later, Sapphire Rapids and later), a C++ compiler and ninja; torch's
-extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_EXTENSIONS_DIR`` (default
+They need x86-64 with AVX-512 BF16 and VNNI (Zen 4 and later, Sapphire Rapids and later), a C++ compiler and
+ninja; torch's extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``) and later processes load the cached build. Where any of that is missing everything
 runs on aten's kernels instead: same results to rounding, slower. ``VILA_ROS_CPU_KERNELS``: ``auto`` (default),
 ``off`` (always aten), ``require`` (fail loudly instead of falling back: benchmarks and tests of the kernels).
@@ -19,8 +19,8 @@ from types import ModuleType
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cpp")
-_REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
-_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+_REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "fma")
+_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx512vnni", "-mfma"]
 # -fopenmp matters: without it at::parallel_for compiles to a serial loop. The extension's libgomp.so.1 resolves to
 # the copy torch already loaded (same soname), so there is one OpenMP thread pool.
 _LDFLAGS = ["-fopenmp"]

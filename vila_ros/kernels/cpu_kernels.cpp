@@ -1,16 +1,20 @@
-// CPU kernels for decode (AVX-512 BF16), compiled on first use by vila_ros/kernels/__init__.py.
+// CPU kernels for decode (AVX-512 BF16 and VNNI), compiled on first use by vila_ros/kernels/__init__.py.
 //
 // 1. int4-weight x bf16-activation matrix-vector products (a few rows of activations), the repacking into their
 //    layout, and the same weights dequantized to bf16 tiles for prefill.
 // 2. bf16 matrix-vector products in torch's Linear layout.
 // 3. Attention of one new token over a bf16 or fp32 KV cache.
 //
-// Why not aten's tinygemm: on decode it spends its time unpacking nibbles (3b shapes: ours is 1.15-1.4x faster per
-// matrix on 2 threads, ~1.5x on one, interleaved runs on this VM). Here a nibble becomes a bf16 in one
-// instruction: the 16-bit pattern 0x4300 | q is exactly the bf16 value 128 + q, so a masked shift-and-or
-// (vpternlogd) turns 32 packed weights into 32 bf16 operands of vdpbf16ps. The offset comes back out per group:
-//     y_n = sum_g s_g * sum_{k in g} x_k (128 + q_k)  -  sum_g s_g (128 + z_g) * sum_{k in g} x_k
-// where s_g (128 + z_g) is exact in fp32 (bf16 scale times a 9-bit integer).
+// Why not aten's tinygemm: on decode it spends its time unpacking nibbles. Why not vdpbf16ps either (the first
+// version of this GEMV: a nibble became the bf16 128 + q in one vpternlogd): on this VM's Xeon one vdpbf16ps zmm
+// issues every 2.2 cycles, vpdpwssd (int16 pairs into int32) every 0.58, so the bf16 dot products held the GEMV
+// to ~29 GB/s in L2 on 2 threads, below the ~28-55 GB/s this VM's memory delivers. Here the activations become
+// 16-bit fixed point per weight group, x_k = t_g X_k (t_g a power of two that fits the group's largest |x| in int16:
+// a bf16 x whose exponent is at most 7 below the largest's is exact, smaller ones round at 2^-16 of the group's
+// range),
+// and the nibbles are int16 operands of vpdpwssd, exact integer dot products per group:
+//     y_n = sum_g s_g t_g (sum_{k in g} X_k q_k  -  z_g sum_{k in g} X_k)
+// (in-L2 rate 1.55x the bf16 version; from DRAM 0.85 instead of 0.74 of the bandwidth probe, 3b shapes).
 //
 // Weight layout (w4_pack below): rows in blocks of kRows; a row block is K/128 column
 // blocks, each holding its kRows rows' 128 columns one after the other; a row's 128 columns are 32 little-endian
@@ -25,11 +29,35 @@
 
 namespace {
 
-constexpr int kRows = 4;  // rows in flight: independent accumulators hide vdpbf16ps latency
+constexpr int kRows = 4;  // rows in flight: independent accumulators hide the dot products' latency
 constexpr int64_t kBf16PrefetchElements = 512;  // 1 KB ahead in each row (best of 256 B to 2 KB here)
 // int4 weights are prefetched 8 KB ahead of their stream into L2: the hardware prefetcher alone left decode GEMVs at
 // ~19 GB/s median (3b shapes, 2 threads), 30-35 with it (4-32 KB ahead all helped; into L1 or L2 alike).
 constexpr int64_t kInt4PrefetchBytes = 8192;
+
+// Denormal floats cost ~100 cycles per instruction that touches them on Intel cores: a softmax over scores spread
+// wider than 87 (e^x below fp32's normal range) or silu of a large |g| slowed one-token attention and the MLP
+// activation several times over on a random-weight 3b model. What they add is below fp32's normal range, so every
+// kernel runs with them flushed to zero (MXCSR's FTZ and DAZ) and gives the caller its own mode back.
+class FlushDenormals {
+ public:
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+  unsigned int saved_;
+};
+
+// at::parallel_for with denormals flushed in every thread that runs a chunk.
+template <typename F>
+void parallel_chunks(int64_t begin, int64_t end, int64_t grain, const F& chunk) {
+  at::parallel_for(begin, end, grain, [&](int64_t chunk_begin, int64_t chunk_end) {
+    FlushDenormals flushed;
+    chunk(chunk_begin, chunk_end);
+  });
+}
 
 inline __m512bh as_bf16(__m512i v) {
   __m512bh out;
@@ -56,31 +84,37 @@ inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
 
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
 // prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
-// kChunksPerGroup = group / 32. Each row has kChains accumulators, taking its 32-column chunks in turn: one chain
-// per row was capped by vdpbf16ps latency, one per chunk spent a move and an add per chunk (in-cache rates, 3b
-// shapes, 2 threads: 2 chains 1.06x 4 and 1.3x 1 chain of v1).
+// kChunksPerGroup = group / 32. Each row has kChains int32 accumulators, taking its 32-column chunks in turn (one
+// chain per row was capped by the dot products' latency). x: the activation row in fixed point (to_fixed_point
+// below); `combined`: scratch for kRows x groups floats, s_g t_g of these rows.
 constexpr int kChains = 2;
 
 template <int kChunksPerGroup>
-void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const uint16_t* scales,
-                   const uint8_t* zeros, float* y, int64_t k, int64_t groups) {
-  const __m512i nibble = _mm512_set1_epi32(0x000F000F);
-  const __m512i bf16_128 = _mm512_set1_epi32(0x43004300);
-  __m512 acc[kRows], chain_acc[kRows][kChains];
+void row_block_dot(const int16_t* x, const float* step, const float* x_sums, const uint8_t* w,
+                   const uint16_t* scales, const uint8_t* zeros, float* y, int64_t k, int64_t groups,
+                   float* combined) {
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t g = 0; g < groups; g += 16) {
+      const __mmask16 mask = tail_mask(groups - g);
+      _mm512_mask_storeu_ps(combined + r * groups + g, mask,
+                            _mm512_mul_ps(load_bf16x16(scales + r * groups + g, mask),
+                                          _mm512_maskz_loadu_ps(mask, step + g)));
+    }
+  }
+  const __m512i nibble = _mm512_set1_epi16(0x000F);
+  __m512 acc[kRows];
+  __m512i chain_acc[kRows][kChains];
   for (int r = 0; r < kRows; ++r) {
     acc[r] = _mm512_setzero_ps();
-    for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_ps();
+    for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_si512();
   }
-  // Scale every row's chains by group g's scale into acc, and restart them.
+  // Scale every row's exact group sum by s_g t_g into acc, and restart its chains.
   auto close_group = [&](int64_t g) {
     for (int r = 0; r < kRows; ++r) {
-      __m512 sum = chain_acc[r][0];
-      for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, chain_acc[r][c]);
-      // bf16 -> fp32 broadcast in one instruction: the 16-bit scale into the high half of every 32-bit lane
-      const __m512 scale = _mm512_castsi512_ps(_mm512_maskz_broadcastw_epi16(static_cast<__mmask32>(0xAAAAAAAAu),
-                                                                             _mm_loadu_si16(scales + r * groups + g)));
-      acc[r] = _mm512_fmadd_ps(sum, scale, acc[r]);
-      for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_ps();
+      __m512i sum = chain_acc[r][0];
+      for (int c = 1; c < kChains; ++c) sum = _mm512_add_epi32(sum, chain_acc[r][c]);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(combined[r * groups + g]), acc[r]);
+      for (int c = 0; c < kChains; ++c) chain_acc[r][c] = _mm512_setzero_si512();
     }
   };
   for (int64_t block = 0; block < k / 128; ++block) {
@@ -91,33 +125,61 @@ void row_block_dot(const uint16_t* x, const float* xsum, const uint8_t* w, const
       packed[r] = _mm512_loadu_si512(block_weights + r * 64);
     }
     for (int m = 0; m < 4; ++m) {
-      const __m512bh xs = as_bf16(_mm512_loadu_si512(x + block * 128 + m * 32));
+      const __m512i xs = _mm512_loadu_si512(x + block * 128 + m * 32);
       for (int r = 0; r < kRows; ++r) {
-        // nibble m of each 16-bit word -> 0x4300 | q (no shift for the lowest, no mask for the highest)
-        const __m512i shifted = m == 0 ? packed[r] : _mm512_srli_epi16(packed[r], 4 * m);
-        const __m512i weights = m == 3 ? _mm512_or_si512(shifted, bf16_128)
-                                       : _mm512_ternarylogic_epi32(shifted, nibble, bf16_128, 0xEA);  // (a&b)|c
-        chain_acc[r][m % kChains] = _mm512_dpbf16_ps(chain_acc[r][m % kChains], xs, as_bf16(weights));
+        // nibble m of each 16-bit word as an int16 (no shift for the lowest, no mask for the highest)
+        const __m512i weights = m == 0 ? _mm512_and_si512(packed[r], nibble)
+                                : m == 3 ? _mm512_srli_epi16(packed[r], 12)
+                                         : _mm512_and_si512(_mm512_srli_epi16(packed[r], 4 * m), nibble);
+        chain_acc[r][m % kChains] = _mm512_dpwssd_epi32(chain_acc[r][m % kChains], xs, weights);
       }
       if (kChunksPerGroup < 4 && (m + 1) % kChunksPerGroup == 0) close_group((block * 4 + m) / kChunksPerGroup);
     }
     if (kChunksPerGroup >= 4 && (block + 1) % (kChunksPerGroup / 4) == 0) close_group(block / (kChunksPerGroup / 4));
   }
   for (int r = 0; r < kRows; ++r) {
-    __m512 offset = _mm512_setzero_ps();  // sum_g s_g (128 + z_g) xsum_g, 16 groups at a time
+    __m512 offset = _mm512_setzero_ps();  // sum_g s_g t_g z_g sum_{k in g} X_k, 16 groups at a time
     for (int64_t g = 0; g < groups; g += 16) {
       const __mmask16 mask = tail_mask(groups - g);
-      const __m512 s = load_bf16x16(scales + r * groups + g, mask);
       const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, zeros + r * groups + g)));
-      const __m512 coefficient = _mm512_mul_ps(s, _mm512_add_ps(z, _mm512_set1_ps(128.f)));
-      offset = _mm512_fmadd_ps(coefficient, _mm512_maskz_loadu_ps(mask, xsum + g), offset);
+      const __m512 coefficient = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, combined + r * groups + g), z);
+      offset = _mm512_fmadd_ps(coefficient, _mm512_maskz_loadu_ps(mask, x_sums + g), offset);
     }
     y[r] = _mm512_reduce_add_ps(acc[r]) - _mm512_reduce_add_ps(offset);
   }
 }
 
-using RowBlockDot = void (*)(const uint16_t*, const float*, const uint8_t*, const uint16_t*, const uint8_t*, float*,
-                             int64_t, int64_t);
+// One activation row in fixed point per group (see the top of this file): X [k] int16, step [groups] = t_g, sums
+// [groups] = sum of X over the group (exact in fp32: at most 256 x 2^15). A group holding inf or NaN gets step NaN,
+// so the output is NaN as a float GEMV's would be (the engine checks its logits for that).
+void to_fixed_point(const uint16_t* x, int64_t k, int64_t group, int16_t* out, float* step, float* sums) {
+  for (int64_t g = 0; g < k / group; ++g) {
+    const uint16_t* xg = x + g * group;
+    __m512 largest = _mm512_setzero_ps();
+    __mmask16 non_finite = 0;
+    for (int64_t c = 0; c < group; c += 16) {
+      const __m512 magnitude = _mm512_abs_ps(load_bf16x16(xg + c, 0xFFFF));
+      non_finite |= _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(3.4028235e38f), _CMP_NLE_UQ);
+      largest = _mm512_max_ps(largest, magnitude);
+    }
+    int exponent = 0;  // largest < 2^exponent
+    std::frexp(_mm512_reduce_max_ps(largest), &exponent);
+    step[g] = non_finite ? NAN : std::ldexp(1.f, exponent - 15);
+    const __m512 up = _mm512_set1_ps(static_cast<float>(15 - exponent));
+    __m512i total = _mm512_setzero_si512();
+    for (int64_t c = 0; c < group; c += 16) {
+      // x 2^(15 - exponent) by vscalefps (no overflow of the factor for tiny groups), rounded to nearest even
+      const __m512i fixed = non_finite ? _mm512_setzero_si512()
+                                       : _mm512_cvtps_epi32(_mm512_scalef_ps(load_bf16x16(xg + c, 0xFFFF), up));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + g * group + c), _mm512_cvtepi32_epi16(fixed));
+      total = _mm512_add_epi32(total, fixed);
+    }
+    sums[g] = static_cast<float>(_mm512_reduce_add_epi32(total));
+  }
+}
+
+using RowBlockDot = void (*)(const int16_t*, const float*, const float*, const uint8_t*, const uint16_t*,
+                             const uint8_t*, float*, int64_t, int64_t, float*);
 
 RowBlockDot row_block_dot_for(int64_t group) {
   switch (group) {
@@ -153,23 +215,25 @@ torch::Tensor w4a16_gemv(torch::Tensor x, torch::Tensor weight, torch::Tensor sc
   const int64_t groups = k / group;
   auto y = torch::empty({m_rows, n}, x.options().dtype(bf16_out ? torch::kBFloat16 : torch::kFloat));
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  std::vector<float> xsum(m_rows * groups, 0.f);  // per activation row and group, for the offset term
-  for (int64_t g = 0; g < m_rows * groups; ++g)
-    for (int64_t j = 0; j < group; ++j) xsum[g] += bf16_to_float(xp[g * group + j]);
+  std::vector<int16_t> fixed(m_rows * k);
+  std::vector<float> steps(m_rows * groups), x_sums(m_rows * groups);
+  for (int64_t i = 0; i < m_rows; ++i) {
+    to_fixed_point(xp + i * k, k, group, fixed.data() + i * k, steps.data() + i * groups, x_sums.data() + i * groups);
+  }
   const auto* wp = weight.data_ptr<uint8_t>();
   const auto* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
   const uint8_t* zp = zeros.data_ptr<uint8_t>();
-  const float* xsp = xsum.data();
   float* y_fp32 = bf16_out ? nullptr : y.data_ptr<float>();
   at::BFloat16* y_bf16 = bf16_out ? y.data_ptr<at::BFloat16>() : nullptr;
   const RowBlockDot dot = row_block_dot_for(group);
-  at::parallel_for(0, n / kRows, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, n / kRows, 1, [&](int64_t begin, int64_t end) {
     float block_out[kRows];
+    std::vector<float> combined(kRows * groups);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n0 = b * kRows;
       for (int64_t i = 0; i < m_rows; ++i) {
-        dot(xp + i * k, xsp + i * groups, wp + n0 * (k / 2), sp + n0 * groups, zp + n0 * groups, block_out, k,
-            groups);
+        dot(fixed.data() + i * k, steps.data() + i * groups, x_sums.data() + i * groups, wp + n0 * (k / 2),
+            sp + n0 * groups, zp + n0 * groups, block_out, k, groups, combined.data());
         for (int r = 0; r < kRows; ++r) {
           if (bf16_out) {
             y_bf16[i * n + n0 + r] = at::BFloat16(block_out[r]);
@@ -194,7 +258,7 @@ torch::Tensor w4_pack(torch::Tensor qweight, int64_t k, int64_t n_pad, int64_t k
   auto out = torch::empty({n_pad / kRows, blocks * kRows * 64}, qweight.options());
   const uint8_t* src = qweight.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
-  at::parallel_for(0, n_pad, 16, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, n_pad, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       for (int64_t block = 0; block < blocks; ++block) {
         uint16_t words[32];
@@ -230,7 +294,7 @@ void w4_dequantize(torch::Tensor weight, torch::Tensor scales, torch::Tensor zer
   const uint8_t* zp = zeros.data_ptr<uint8_t>();
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const int64_t chunks_per_group = group / 32;
-  at::parallel_for(row_begin / kRows, (row_begin + rows) / kRows, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(row_begin / kRows, (row_begin + rows) / kRows, 1, [&](int64_t begin, int64_t end) {
     const __m512i nibble = _mm512_set1_epi32(0x000F000F);
     for (int64_t b = begin; b < end; ++b) {
       const uint8_t* w = wp + b * kRows * (k / 2);
@@ -285,7 +349,7 @@ torch::Tensor bf16_gemv(torch::Tensor x, torch::Tensor w) {
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
   const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, (n + kBf16Rows - 1) / kBf16Rows, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, (n + kBf16Rows - 1) / kBf16Rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n0 = b * kBf16Rows, rows = std::min<int64_t>(kBf16Rows, n - n0);
       for (int64_t i = 0; i < m_rows; ++i) bf16_rows_dot(xp + i * k, wp + n0 * k, yp + i * n + n0, rows, k);
@@ -402,7 +466,7 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
   float* op = out.data_ptr<float>();
   const int64_t group = heads / kv_heads;
   auto run = [&](auto* keys_base, auto* values_base) {
-    at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    parallel_chunks(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> scores(length);
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / heads, h = bh % heads, kvh = h / group;
@@ -441,6 +505,7 @@ inline void store_bf16x16(uint16_t* p, __m512 v, __mmask16 mask) {
 
 // LlamaRMSNorm in bf16: weight * bf16(x * rsqrt(mean(x^2) + eps)), statistics in fp32. x: bf16 [M, H].
 torch::Tensor rms_norm_bf16(torch::Tensor x, torch::Tensor weight, double eps) {
+  FlushDenormals flushed;
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.is_contiguous() && x.dim() >= 1, "x: contiguous bf16");
   const int64_t h = x.size(-1), rows = x.numel() / std::max<int64_t>(h, 1);
   TORCH_CHECK(weight.scalar_type() == torch::kBFloat16 && weight.is_contiguous() && weight.numel() == h,
@@ -470,6 +535,7 @@ torch::Tensor rms_norm_bf16(torch::Tensor x, torch::Tensor weight, double eps) {
 // LlamaMLP's activation in bf16: bf16(bf16(silu(gate)) * up). gate, up: contiguous bf16 of one shape (views of
 // the fused gate/up projection's halves do).
 torch::Tensor silu_mul_bf16(torch::Tensor gate, torch::Tensor up) {
+  FlushDenormals flushed;
   TORCH_CHECK(gate.scalar_type() == torch::kBFloat16 && up.scalar_type() == torch::kBFloat16 &&
               gate.is_contiguous() && up.is_contiguous() && gate.sizes() == up.sizes(),
               "silu_mul_bf16: gate and up must be contiguous bf16 of one shape");
@@ -511,6 +577,7 @@ inline void rope_head(const uint16_t* x, const uint16_t* cos, const uint16_t* si
 torch::Tensor rope_cache_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor cos,
                                    torch::Tensor sin, torch::Tensor k_cache, torch::Tensor v_cache, int64_t position,
                                    double scale) {
+  FlushDenormals flushed;  // the RoPE and cache write below; the attention's chunks flush their own threads
   for (const auto* t : {&q, &k, &v, &cos, &sin, &k_cache, &v_cache}) {
     TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous(),
                 "rope_cache_attention: every tensor must be contiguous bf16");
@@ -543,7 +610,7 @@ torch::Tensor rope_cache_attention(torch::Tensor q, torch::Tensor k, torch::Tens
   auto out = torch::empty({1, 1, heads * head_dim}, q.options());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const int64_t group = heads / kv_heads, length = position + 1;
-  at::parallel_for(0, heads, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(length);
     float q_rotated[kMaxHeadDim], attended[kMaxHeadDim];
     for (int64_t h = begin; h < end; ++h) {
