@@ -65,6 +65,18 @@ def _cpu_kernels_for(device: torch.device, dtype: torch.dtype):
     return cpu_kernels()
 
 
+def _weights_onto_huge_pages(modules: list[torch.nn.Module]) -> None:
+    """Every parameter of ``modules`` a decode step streams, copied onto huge pages (vila_ros.kernels.huge_pages:
+    on 4 KiB pages this VM streamed some buffers at two thirds of the rate of others). Parameters stay the same
+    objects (a lm_head tied to the embedding stays tied); small ones are left where they are."""
+    from vila_ros.kernels import huge_pages
+
+    for module in modules:
+        for param in module.parameters():
+            if param.numel() * param.element_size() >= huge_pages.HUGE_PAGE_BYTES and param.is_contiguous():
+                param.data = huge_pages.copy_of(param.data)
+
+
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """HF LlamaRMSNorm's math (fp32 statistics, cast back, then the weight) in one fused op instead of six."""
     eps = getattr(norm, "variance_epsilon", None)
@@ -109,6 +121,8 @@ class LlamaDecoder:
         # a 16-bit cache several times slower than fp32 on CPUs without bf16 matrix units, so 16-bit models then
         # keep an fp32 cache (upcasting it every step costs more). Weights stay 16-bit either way.
         self._kernels = _cpu_kernels_for(self.device, self.dtype)
+        if self.device.type == "cpu":
+            _weights_onto_huge_pages([*self.layers, self.norm, self.lm_head])
         if self.head_dim > KERNEL_MAX_HEAD_DIM or self.head_dim % 2:
             self._kernels = None  # the attention kernels' limits: aten's paths instead
         sixteen_bit = self.dtype in (torch.bfloat16, torch.float16)

@@ -248,14 +248,17 @@ torch::Tensor w4a16_gemv(torch::Tensor x, torch::Tensor weight, torch::Tensor sc
 }
 
 // The storage format (uint8 [N, ceil(K/2)], column 2c in the low nibble of byte c, 2c+1 in the high) -> the layout
-// above for n_pad rows and k_pad columns, padding with q = 8. One output allocation and no temporaries: building
-// it from torch ops left ~1.5 GB of freed-but-fragmented heap behind on a 3B model.
-torch::Tensor w4_pack(torch::Tensor qweight, int64_t k, int64_t n_pad, int64_t k_pad) {
+// above for n_pad rows and k_pad columns, padding with q = 8, written into `out` (uint8 [n_pad / kRows, k_pad / 128 *
+// kRows * 64], which the caller allocates: on huge pages) and returned. No temporaries: building it from torch ops
+// left ~1.5 GB of freed-but-fragmented heap behind on a 3B model.
+torch::Tensor w4_pack(torch::Tensor qweight, int64_t k, int64_t n_pad, int64_t k_pad, torch::Tensor out) {
   TORCH_CHECK(qweight.scalar_type() == torch::kUInt8 && qweight.dim() == 2 && qweight.is_contiguous() &&
               qweight.size(1) == (k + 1) / 2, "qweight: contiguous uint8 [N, ceil(K/2)]");
   const int64_t n = qweight.size(0), in_bytes = qweight.size(1), blocks = k_pad / 128;
   TORCH_CHECK(n_pad >= n && n_pad % kRows == 0 && k_pad >= k && k_pad % 128 == 0, "w4_pack: bad padding");
-  auto out = torch::empty({n_pad / kRows, blocks * kRows * 64}, qweight.options());
+  TORCH_CHECK(out.scalar_type() == torch::kUInt8 && out.is_contiguous() && out.dim() == 2 &&
+              out.size(0) == n_pad / kRows && out.size(1) == blocks * kRows * 64,
+              "w4_pack: out must be contiguous uint8 [n_pad / ", kRows, ", k_pad / 128 * ", kRows * 64, "]");
   const uint8_t* src = qweight.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
   parallel_chunks(0, n_pad, 16, [&](int64_t begin, int64_t end) {

@@ -10,9 +10,10 @@ Quantization of a weight W [out, in] in groups of ``group`` consecutive input co
 On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
-Kernels: on x86 CPUs with AVX-512 BF16, our own (``vila_ros/kernels``): a GEMV for decode (1.15-1.4x aten's
-per matrix on 3b shapes, 2 threads, before it prefetched its stream: ~1.6x its median since) and, for prefill,
-dequantization to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600 rows). Elsewhere tinygemm
+Kernels: on x86 CPUs with AVX-512 BF16 and VNNI, our own (``vila_ros/kernels``): a GEMV for decode (int16
+fixed-point activations, integer dot products per group; 3b shapes, 2 threads: 1.1-1.2x our earlier bf16 GEMV, which
+was ~1.6x aten's tinygemm per matrix, with its weights on huge pages another 1.3x) and, for prefill, dequantization
+to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600 rows). Elsewhere tinygemm
 (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes ``w = (q - 8) * scale +
 zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16 activations (the CPU kernel
 is only fast with bf16), ``out % 16 == 0`` and ``in % group == 0`` with group in 32/64/128/256: ``Int4Linear``
@@ -26,6 +27,8 @@ import threading
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vila_ros.kernels import huge_pages
 
 KERNEL_GROUP_SIZES = (32, 64, 128, 256)
 SCHEMES = ("asym", "sym")
@@ -227,7 +230,9 @@ class Int4Linear(nn.Module):
         groups = num_groups(k, g)
         scales = F.pad(self.scales, (0, k_pad // g - groups, 0, n_pad - n))  # padded weights: scale 0
         zeros = F.pad(self.zeros, (0, k_pad // g - groups, 0, n_pad - n), value=8)
-        packed = kernels.w4_pack(self.qweight.contiguous(), k, n_pad, k_pad)
+        packed = huge_pages.empty((n_pad // GEMV_ROW_BLOCK, k_pad // GEMV_COLUMN_BLOCK * GEMV_ROW_BLOCK * 64),
+                                  torch.uint8)
+        kernels.w4_pack(self.qweight.contiguous(), k, n_pad, k_pad, packed)
         self._gemv = (packed, scales.to(torch.bfloat16).contiguous(), zeros.contiguous())
         self._kernels = kernels
         self._kernel_group, self._k_pad, self._n_pad = g, k_pad, n_pad
@@ -301,7 +306,10 @@ class Int4Linear(nn.Module):
         fused._kernel_group, fused._k_pad, fused._n_pad = first._kernel_group, first._k_pad, out
         start = 0
         if first.kernel == "vila_ros":
-            fused._gemv = tuple(torch.cat([p._gemv[i] for p in parts], 0) for i in range(3))
+            weights = [p._gemv[0] for p in parts]  # streamed every token: on huge pages like each part's
+            weight = huge_pages.empty((sum(w.shape[0] for w in weights), weights[0].shape[1]), torch.uint8)
+            fused._gemv = (torch.cat(weights, 0, out=weight),
+                           *(torch.cat([p._gemv[i] for p in parts], 0) for i in (1, 2)))
             fused._kernels = first._kernels
             fused._unpadded_gemv = (fused._k_pad, fused._n_pad) == (fused.in_features, fused.out_features)
             weight, scales, zeros = fused._gemv
