@@ -26,9 +26,17 @@ class KVCache:
                  dtype: torch.dtype, device: torch.device):
         shape = (batch, kv_heads, capacity, head_dim)
         # empty, not zeros: a slot is always written before it is read (attention only sees [0, length)), and
-        # zero-filling a 3B model's cache would cost a memset of ~1 GB per request.
-        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        # zero-filling a 3B model's cache would cost a memset of ~1 GB per request. On CPU, one buffer for every
+        # layer on huge pages: one-token attention walks each head's rows, and on 4 KiB pages its page walks held it
+        # to 14.5 GB/s (3b shapes, 256 positions; 18.1 on huge pages).
+        if torch.device(device).type == "cpu":
+            from vila_ros.kernels import huge_pages
+
+            both = huge_pages.empty((2, num_layers, *shape), dtype)
+            self.k, self.v = list(both[0].unbind(0)), list(both[1].unbind(0))
+        else:
+            self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+            self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
         self.capacity = capacity
 
