@@ -8,6 +8,9 @@ model's own rotary module, so every rope type the checkpoint names is honoured),
 """
 from __future__ import annotations
 
+import math
+import weakref
+
 import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
@@ -20,21 +23,23 @@ KERNEL_MAX_HEAD_DIM = 256
 
 
 class KVCache:
-    """Keys/values of every layer, [B, kv_heads, capacity, head_dim]; positions [0, length) are filled."""
+    """Keys/values of every layer, [B, kv_heads, capacity, head_dim]; positions [0, length) are filled.
+
+    ``storage``: a [2, num_layers, B, kv_heads, capacity, head_dim] tensor to hold them (the decoder lends its
+    reusable huge-page buffer this way), else each layer gets its own.
+    """
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, storage: torch.Tensor | None = None):
         shape = (batch, kv_heads, capacity, head_dim)
-        # empty, not zeros: a slot is always written before it is read (attention only sees [0, length)), and
-        # zero-filling a 3B model's cache would cost a memset of ~1 GB per request. On CPU, one buffer for every
-        # layer on huge pages: one-token attention walks each head's rows, and on 4 KiB pages its page walks held it
-        # to 14.5 GB/s (3b shapes, 256 positions; 18.1 on huge pages).
-        if torch.device(device).type == "cpu":
-            from vila_ros.kernels import huge_pages
-
-            both = huge_pages.empty((2, num_layers, *shape), dtype)
-            self.k, self.v = list(both[0].unbind(0)), list(both[1].unbind(0))
+        if storage is not None:
+            if tuple(storage.shape) != (2, num_layers, *shape) or storage.dtype != dtype:
+                raise ValueError(f"KV storage {tuple(storage.shape)} {storage.dtype} does not hold "
+                                 f"{(2, num_layers, *shape)} {dtype}")
+            self.k, self.v = list(storage[0].unbind(0)), list(storage[1].unbind(0))
         else:
+            # empty, not zeros: a slot is always written before it is read (attention only sees [0, length)), and
+            # zero-filling a 3B model's cache would cost a memset of ~1 GB per request.
             self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
             self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
@@ -129,6 +134,8 @@ class LlamaDecoder:
         # a 16-bit cache several times slower than fp32 on CPUs without bf16 matrix units, so 16-bit models then
         # keep an fp32 cache (upcasting it every step costs more). Weights stay 16-bit either way.
         self._kernels = _cpu_kernels_for(self.device, self.dtype)
+        self._kv_buffer: torch.Tensor | None = None  # see new_cache
+        self._kv_user: weakref.ref | None = None
         if self.device.type == "cpu":
             _weights_onto_huge_pages([*self.layers, self.norm, self.lm_head])
         if self.head_dim > KERNEL_MAX_HEAD_DIM or self.head_dim % 2:
@@ -156,8 +163,23 @@ class LlamaDecoder:
         return self.embed_tokens.weight.device
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
-        return KVCache(len(self.layers), batch, self.num_kv_heads, capacity, self.head_dim, self.cache_dtype,
-                       self.device)
+        """A cache for ``batch`` sequences of up to ``capacity`` positions. On CPU it lives in one huge-page buffer
+        the decoder keeps and lends to the next cache once no live cache uses it: one-token attention walks each
+        head's rows, and on 4 KiB pages its page walks held it to 14.5 GB/s (3b shapes, 256 positions; 18.1 on
+        huge pages), while faulting in fresh huge pages for every request added ~350 ms to a 3b prefill here."""
+        args = (len(self.layers), batch, self.num_kv_heads, capacity, self.head_dim, self.cache_dtype, self.device)
+        if self.device.type != "cpu" or (self._kv_user is not None and self._kv_user() is not None):
+            return KVCache(*args)  # not CPU, or the buffer is lent out: a cache of its own
+        shape = (2, len(self.layers), batch, self.num_kv_heads, capacity, self.head_dim)
+        numel = math.prod(shape)
+        if self._kv_buffer is None or self._kv_buffer.numel() < numel:
+            from vila_ros.kernels import huge_pages
+
+            self._kv_buffer = None  # freed before its successor is faulted in
+            self._kv_buffer = huge_pages.empty((numel,), self.cache_dtype)
+        cache = KVCache(*args, storage=self._kv_buffer[:numel].view(shape))
+        self._kv_user = weakref.ref(cache)
+        return cache
 
     def _rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < length:
