@@ -404,6 +404,18 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// scores[t] <- e^(scores[t] - best) for t < length; returns their sum (softmax's denominator).
+inline float exponentiate_scores(float* scores, int64_t length, float best) {
+  __m512 sums = _mm512_setzero_ps();
+  for (int64_t t = 0; t < length; t += 16) {
+    const __mmask16 mask = tail_mask(length - t);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), _mm512_set1_ps(best)));
+    _mm512_mask_storeu_ps(scores + t, mask, e);
+    sums = _mm512_mask_add_ps(sums, mask, sums, e);
+  }
+  return _mm512_reduce_add_ps(sums);
+}
+
 // One query head over `length` cached positions: softmax(q K^T * scale) V, all in fp32. K and V are read once,
 // straight from the cache (aten's SDPA reads a bf16 cache at well under the memory bandwidth on one new token).
 template <typename T>
@@ -430,14 +442,7 @@ void attend_one_head(const float* q, const T* keys, const T* values, int64_t len
     scores[t] = _mm512_reduce_add_ps(dot) * scale;
     best = std::max(best, scores[t]);
   }
-  __m512 sums = _mm512_setzero_ps();
-  for (int64_t t = 0; t < length; t += 16) {
-    const __mmask16 mask = tail_mask(length - t);
-    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), _mm512_set1_ps(best)));
-    _mm512_mask_storeu_ps(scores + t, mask, e);
-    sums = _mm512_mask_add_ps(sums, mask, sums, e);
-  }
-  const float total = _mm512_reduce_add_ps(sums);
+  const float total = exponentiate_scores(scores, length, best);
   __m512 acc[kMaxHeadDim / 16];
   for (int64_t s = 0; s < steps; ++s) acc[s] = _mm512_setzero_ps();
   for (int64_t t = 0; t < length; ++t) {
@@ -528,14 +533,7 @@ void attend_one_head_bf16(const float* q, const at::BFloat16* keys, const at::BF
     scores[t] = _mm512_reduce_add_ps(dot(t)) * scale;
     best = std::max(best, scores[t]);
   }
-  __m512 sums = _mm512_setzero_ps();
-  for (int64_t i = 0; i < length; i += 16) {
-    const __mmask16 mask = tail_mask(length - i);
-    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + i), _mm512_set1_ps(best)));
-    _mm512_mask_storeu_ps(scores + i, mask, e);
-    sums = _mm512_mask_add_ps(sums, mask, sums, e);
-  }
-  const float total = _mm512_reduce_add_ps(sums);
+  const float total = exponentiate_scores(scores, length, best);
   __m512 acc_even[kMaxChunks], acc_odd[kMaxChunks];
   for (int64_t c = 0; c < chunks; ++c) acc_even[c] = acc_odd[c] = _mm512_setzero_ps();
   for (int64_t i = 0; i < length; ++i) {
