@@ -107,6 +107,33 @@ def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, our_
     assert torch.allclose(fused, general, atol=0.005 * float(general.abs().max())), (fused - general).abs().max()
 
 
+def test_fused_fp32_layer_step_equals_the_general_path(tiny_engine, frames, our_kernels):
+    """fp32 one-token steps through one f32_layer_step call per layer against the same decoder's aten ops: the same
+    KV caches and logits to fp32 rounding (sums in another order)."""
+    import copy
+
+    from vila_ros.engine.decoder import LlamaDecoder
+
+    feats = tiny_engine.encode_frames(frames[:2])
+    x = tiny_engine._embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
+    dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).float())
+    steps_kernel = dec._f32_steps
+    assert steps_kernel is not None
+    steps = dec.embed(torch.tensor([[5, 77, 300, 12, 9, 41]]))
+
+    def run(fused: bool):
+        dec._f32_steps = steps_kernel if fused else None
+        cache = dec.new_cache(1, x.shape[1] + steps.shape[1])
+        logits = [dec.logits(dec.forward(x.float(), cache)[:, -1])]
+        for i in range(steps.shape[1]):
+            logits.append(dec.logits(dec.forward(steps[:, i:i + 1], cache)[:, -1]))
+        return torch.cat(logits), [t.clone() for t in cache.k + cache.v], cache.length
+
+    (fused, fused_kv, n), (general, general_kv, _) = run(True), run(False)
+    assert all(torch.allclose(a[:, :, :n], b[:, :, :n], atol=1e-5, rtol=1e-5) for a, b in zip(fused_kv, general_kv))
+    assert torch.allclose(fused, general, atol=1e-4, rtol=1e-4), (fused - general).abs().max()
+
+
 def prefill_logits(engine, question, feats):
     cfg = GenerationConfig()
     ids = engine.prompt_ids(question, len(feats), cfg)

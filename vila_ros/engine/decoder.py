@@ -147,12 +147,18 @@ class LlamaDecoder:
         self._scale = self.head_dim ** -0.5  # SDPA's default, which the other path uses
         self._fused_qkv = [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in self.layers]
         self._fused_gate_up = [_fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers]
+        llama = getattr(cfg, "hidden_act", None) == "silu" and all(
+            _is_llama_layer(layer) for layer in self.layers) and _is_rms_norm(self.norm)
         # One-token steps of bf16 Llama layers run as a few kernel calls (norms, RoPE + cache write + attention,
         # SiLU * up) instead of ~75 aten ops per layer, whose dispatch was 16% of a 3b int4 token.
-        self._fused_step = bf16_cache_ok and getattr(cfg, "hidden_act", None) == "silu" and all(
-            _is_llama_layer(layer) for layer in self.layers) and _is_rms_norm(self.norm)
+        self._fused_step = bf16_cache_ok and llama
         # With int4 projections the whole layer step is one kernel call.
         self._int4_steps = [self._int4_step_operands(i) if self._fused_step else None for i in range(len(self.layers))]
+        # fp32 layers with plain Linear projections (the embedded default model) too: their ~30 aten ops a layer cost
+        # several times their arithmetic. None unless every layer qualifies.
+        f32_steps = [self._f32_step_operands(i) for i in range(len(self.layers))] if (
+            self._kernels is not None and self.dtype == torch.float32 and llama) else [None]
+        self._f32_steps = f32_steps if all(step is not None for step in f32_steps) else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -208,7 +214,14 @@ class LlamaDecoder:
         if end > cache.capacity:
             raise ValueError(f"KV cache full: {end} > {cache.capacity}")
         cos_t, sin_t = self._rope_tables(end)
-        if self._fused_step and n == 1 and bsz == 1 and positions is None and mask is None:
+        one_token = n == 1 and bsz == 1 and positions is None and mask is None
+        if self._f32_steps is not None and one_token:
+            cos, sin = cos_t[start], sin_t[start]
+            for i, operands in enumerate(self._f32_steps):
+                x = self._kernels.f32_layer_step(x, *operands, cos, sin, cache.k[i], cache.v[i], start, self._scale)
+            cache.length = end
+            return x
+        if self._fused_step and one_token:
             cos, sin = cos_t[start], sin_t[start]
             for i, layer in enumerate(self.layers):
                 operands = self._int4_steps[i]
@@ -270,6 +283,19 @@ class LlamaDecoder:
         return (norm.weight, norm.variance_epsilon, post.weight, post.variance_epsilon,
                 *[tensors for tensors, _ in operands], operands[0][1], attn.q_proj.out_features,
                 attn.k_proj.out_features)
+
+    def _f32_step_operands(self, i: int) -> tuple | None:
+        """What f32_layer_step takes for layer i besides the token, RoPE row and cache; None unless its seven
+        projections are bias-free contiguous fp32 nn.Linear modules."""
+        layer = self.layers[i]
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        if not all(type(p) is torch.nn.Linear and p.bias is None and p.weight.dtype == torch.float32
+                   and p.weight.is_contiguous() for p in projections):
+            return None
+        norm, post = layer.input_layernorm, layer.post_attention_layernorm
+        return (norm.weight, norm.variance_epsilon, post.weight, post.variance_epsilon,
+                *[p.weight for p in projections])
 
     def _fused_layer_step(self, i: int, layer: torch.nn.Module, x: torch.Tensor, cache: KVCache, position: int,
                           cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

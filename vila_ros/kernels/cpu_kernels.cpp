@@ -652,6 +652,15 @@ torch::Tensor rms_norm_bf16(torch::Tensor x, torch::Tensor weight, double eps) {
   return out;
 }
 
+// silu(g) = g / (1 + e^-g) in fp32 lanes; e^-|g| stays in (0, 1] (no overflow), folded back for g < 0. Below -88.72
+// aten's e^-g overflows to inf and silu is -0: e = 0 there gives the same.
+inline __m512 silu16(__m512 g) {
+  const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, _mm512_set1_ps(-88.72284f), _CMP_GE_OQ),
+                                       exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g))));
+  const __mmask16 negative = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_div_ps(_mm512_mask_mul_ps(g, negative, g, e), _mm512_add_ps(_mm512_set1_ps(1.f), e));
+}
+
 // LlamaMLP's activation in bf16: bf16(bf16(silu(gate)) * up). gate, up: contiguous bf16 of one shape (views of
 // the fused gate/up projection's halves do).
 torch::Tensor silu_mul_bf16(torch::Tensor gate, torch::Tensor up) {
@@ -664,17 +673,10 @@ torch::Tensor silu_mul_bf16(torch::Tensor gate, torch::Tensor up) {
   const auto* up_p = reinterpret_cast<const uint16_t*>(up.data_ptr<at::BFloat16>());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const int64_t n = gate.numel();
-  const __m512 one = _mm512_set1_ps(1.f);
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 mask = tail_mask(n - c);
-    const __m512 g = load_bf16x16(gp + c, mask);
-    // silu(g) = g / (1 + e^-g); e^-|g| stays in (0, 1] (no overflow), folded back for g < 0. Below -88.72 aten's
-    // e^-g overflows to inf and silu is -0: e = 0 there gives the same.
-    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, _mm512_set1_ps(-88.72284f), _CMP_GE_OQ),
-                                         exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g))));
-    const __mmask16 negative = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
-    const __m512 silu = _mm512_div_ps(_mm512_mask_mul_ps(g, negative, g, e), _mm512_add_ps(one, e));
-    store_bf16x16(op + c, _mm512_mul_ps(round_to_bf16(silu), load_bf16x16(up_p + c, mask)), mask);
+    store_bf16x16(op + c, _mm512_mul_ps(round_to_bf16(silu16(load_bf16x16(gp + c, mask))),
+                                        load_bf16x16(up_p + c, mask)), mask);
   }
   return out;
 }
@@ -776,6 +778,136 @@ torch::Tensor int4_layer_step(torch::Tensor x, torch::Tensor input_norm, double 
   const torch::Tensor activated = silu_mul_bf16(gate_and_up.narrow(1, 0, ff), gate_and_up.narrow(1, ff, ff));
   return h + project(activated, down).view_as(x);
 }
+
+// ---- One-token step of an fp32 Llama layer (the embedded default model: 256 wide, 4 layers). Its ~30 aten ops per
+// layer cost 8-15 us each on this VM, several times the arithmetic, and a matrix too small to split between the
+// cores costs more to hand over than to compute: so these run on the calling thread below kF32ParallelElements.
+
+constexpr int64_t kF32ParallelElements = 1 << 20;  // 4 MB of fp32 weights per matrix
+
+// y[n] = W[n, :] . x for rows [begin, end) of an fp32 Linear weight [N, K], 4 rows at a time.
+void f32_rows_dot(const float* x, const float* w, float* y, int64_t begin, int64_t end, int64_t k) {
+  for (int64_t n0 = begin; n0 < end; n0 += 4) {
+    const int64_t rows = std::min<int64_t>(4, end - n0);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t c = 0; c < k; c += 16) {
+      const __mmask16 mask = tail_mask(k - c);
+      const __m512 xs = _mm512_maskz_loadu_ps(mask, x + c);
+      for (int r = 0; r < rows; ++r) {
+        acc[r] = _mm512_fmadd_ps(xs, _mm512_maskz_loadu_ps(mask, w + (n0 + r) * k + c), acc[r]);
+      }
+    }
+    for (int r = 0; r < rows; ++r) y[n0 + r] = _mm512_reduce_add_ps(acc[r]);
+  }
+}
+
+void f32_gemv(const float* x, const torch::Tensor& weight, float* y) {
+  const int64_t n = weight.size(0), k = weight.size(1);
+  const float* w = weight.data_ptr<float>();
+  if (n * k < kF32ParallelElements) {
+    f32_rows_dot(x, w, y, 0, n, k);
+    return;
+  }
+  parallel_chunks(0, (n + 3) / 4, 1, [&](int64_t begin, int64_t end) {
+    f32_rows_dot(x, w, y, begin * 4, std::min(end * 4, n), k);
+  });
+}
+
+// LlamaRMSNorm in fp32: weight * (x * rsqrt(mean(x^2) + eps)).
+void f32_rms_norm(const float* x, const float* weight, double eps, int64_t h, float* out) {
+  __m512 squares = _mm512_setzero_ps();
+  for (int64_t c = 0; c < h; c += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(tail_mask(h - c), x + c);
+    squares = _mm512_fmadd_ps(v, v, squares);
+  }
+  const __m512 scale = _mm512_set1_ps(
+      1.f / std::sqrt(_mm512_reduce_add_ps(squares) / static_cast<float>(h) + static_cast<float>(eps)));
+  for (int64_t c = 0; c < h; c += 16) {
+    const __mmask16 mask = tail_mask(h - c);
+    const __m512 normed = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + c), scale);
+    _mm512_mask_storeu_ps(out + c, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, weight + c), normed));
+  }
+}
+
+// HF's apply_rotary_pos_emb on one fp32 head: x cos + rotate_half(x) sin.
+void f32_rope_head(const float* x, const float* cos, const float* sin, int64_t head_dim, float* out) {
+  const int64_t half = head_dim / 2;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float rotated = d < half ? -x[d + half] : x[d - half];
+    const float a = x[d] * cos[d];
+    const float b = rotated * sin[d];
+    out[d] = a + b;
+  }
+}
+
+// A whole one-token step of an fp32 Llama layer with plain Linear projections (no bias), batch 1: RMSNorm, q/k/v,
+// RoPE, KV cache write at `position`, attention over [0, position], o, residual, RMSNorm, SiLU(gate) * up, down,
+// residual. x: fp32 [1, 1, H]; weights fp32 [out, in] contiguous; cos, sin: fp32 [D] of the position; caches fp32
+// [1, H_kv, capacity, D]. Returns the layer's output, [1, 1, H].
+torch::Tensor f32_layer_step(torch::Tensor x, torch::Tensor input_norm, double input_eps, torch::Tensor post_norm,
+                             double post_eps, torch::Tensor wq, torch::Tensor wk, torch::Tensor wv, torch::Tensor wo,
+                             torch::Tensor wg, torch::Tensor wu, torch::Tensor wd, torch::Tensor cos, torch::Tensor sin,
+                             torch::Tensor k_cache, torch::Tensor v_cache, int64_t position, double scale) {
+  FlushDenormals flushed;
+  for (const auto* t : {&x, &input_norm, &post_norm, &wq, &wk, &wv, &wo, &wg, &wu, &wd, &cos, &sin, &k_cache,
+                        &v_cache}) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous(),
+                "f32_layer_step: every tensor must be contiguous fp32");
+  }
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == 1 && x.size(1) == 1, "f32_layer_step: x must be [1, 1, H]");
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.size(0) == 1 && k_cache.sizes() == v_cache.sizes(),
+              "f32_layer_step: caches [1, H_kv, capacity, D]");
+  const int64_t hidden = x.size(2), kv_heads = k_cache.size(1), capacity = k_cache.size(2);
+  const int64_t head_dim = k_cache.size(3), ff = wg.size(0);
+  TORCH_CHECK(head_dim <= kMaxHeadDim && head_dim % 2 == 0, "f32_layer_step: head_dim must be even, <= ",
+              kMaxHeadDim);
+  TORCH_CHECK(wq.size(0) % head_dim == 0 && (wq.size(0) / head_dim) % kv_heads == 0, "f32_layer_step: heads");
+  const int64_t heads = wq.size(0) / head_dim;
+  TORCH_CHECK(wq.size(1) == hidden && wk.sizes() == wv.sizes() && wk.size(0) == kv_heads * head_dim &&
+              wk.size(1) == hidden && wo.size(0) == hidden && wo.size(1) == heads * head_dim &&
+              wg.sizes() == wu.sizes() && wg.size(1) == hidden && wd.size(0) == hidden && wd.size(1) == ff &&
+              input_norm.numel() == hidden && post_norm.numel() == hidden && cos.numel() == head_dim &&
+              sin.numel() == head_dim, "f32_layer_step: shapes disagree");
+  TORCH_CHECK(position >= 0 && position < capacity, "f32_layer_step: position ", position, " outside [0, ",
+              capacity, ")");
+  const float* xp = x.data_ptr<float>();
+  std::vector<float> normed(hidden), q(heads * head_dim), k(kv_heads * head_dim), v(kv_heads * head_dim);
+  std::vector<float> attended(heads * head_dim), h(hidden), gate(ff), up(ff), rotated(kMaxHeadDim);
+  f32_rms_norm(xp, input_norm.data_ptr<float>(), input_eps, hidden, normed.data());
+  f32_gemv(normed.data(), wq, q.data());
+  f32_gemv(normed.data(), wk, k.data());
+  f32_gemv(normed.data(), wv, v.data());
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  float* kc = k_cache.data_ptr<float>();
+  float* vc = v_cache.data_ptr<float>();
+  for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
+    f32_rope_head(k.data() + kvh * head_dim, cp, sp, head_dim, kc + (kvh * capacity + position) * head_dim);
+    std::memcpy(vc + (kvh * capacity + position) * head_dim, v.data() + kvh * head_dim, head_dim * sizeof(float));
+  }
+  std::vector<float> scores(position + 1);
+  for (int64_t head = 0; head < heads; ++head) {
+    f32_rope_head(q.data() + head * head_dim, cp, sp, head_dim, rotated.data());
+    const int64_t offset = (head / (heads / kv_heads)) * capacity * head_dim;
+    attend_one_head(rotated.data(), kc + offset, vc + offset, position + 1, head_dim, head_dim,
+                    static_cast<float>(scale), scores.data(), attended.data() + head * head_dim);
+  }
+  f32_gemv(attended.data(), wo, h.data());
+  for (int64_t c = 0; c < hidden; ++c) h[c] += xp[c];
+  f32_rms_norm(h.data(), post_norm.data_ptr<float>(), post_eps, hidden, normed.data());
+  f32_gemv(normed.data(), wg, gate.data());
+  f32_gemv(normed.data(), wu, up.data());
+  for (int64_t c = 0; c < ff; c += 16) {  // silu(gate) * up
+    const __mmask16 mask = tail_mask(ff - c);
+    _mm512_mask_storeu_ps(gate.data() + c, mask, _mm512_mul_ps(silu16(_mm512_maskz_loadu_ps(mask, gate.data() + c)),
+                                                                _mm512_maskz_loadu_ps(mask, up.data() + c)));
+  }
+  auto out = torch::empty_like(x);
+  float* op = out.data_ptr<float>();
+  f32_gemv(gate.data(), wd, op);
+  for (int64_t c = 0; c < hidden; ++c) op[c] += h[c];
+  return out;
+}
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -789,4 +921,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul_bf16", &silu_mul_bf16, "silu(gate) * up in bf16");
   m.def("rope_cache_attention", &rope_cache_attention, "RoPE, KV cache write and attention of one bf16 token");
   m.def("int4_layer_step", &int4_layer_step, "one bf16 token through a Llama layer with int4 projections");
+  m.def("f32_layer_step", &f32_layer_step, "one fp32 token through a Llama layer with fp32 Linear projections");
 }
