@@ -5,7 +5,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,
-                                     rgb_to_compressed, rgb_to_image, stamp_to_ns)
+                                     rgb_to_compressed, rgb_to_image, shrink, stamp_to_ns)
 
 
 def gradient(height=48, width=64):
@@ -27,6 +27,29 @@ def test_rgb8_and_bgr8_with_row_padding(pad):
     rgb = gradient()
     assert np.array_equal(image_to_rgb(raw_message(rgb, "rgb8", pad)), rgb)
     assert np.array_equal(image_to_rgb(raw_message(rgb[..., ::-1].copy(), "bgr8", pad)), rgb)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "16UC1", "yuv422"])
+@pytest.mark.parametrize("max_side", [0, 40, 64, 500])
+def test_shrinking_while_decoding_equals_decoding_then_shrinking(encoding, max_side):
+    """8-bit frames are shrunk straight from the message and converted after: the same pixels as converting the
+    full frame first, and never a view of the message's buffer."""
+    rgb = np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    if encoding in ("rgba8", "bgra8"):
+        pixels = np.concatenate([rgb, np.full((96, 128, 1), 200, np.uint8)], axis=-1)
+    elif encoding == "mono8":
+        pixels = rgb[..., 0].copy()
+    elif encoding == "16UC1":
+        pixels = rgb[..., 0].astype(np.uint16) * 250
+    elif encoding == "yuv422":
+        pixels = rgb[..., :2].copy()  # two bytes a pixel
+    else:
+        pixels = rgb
+    msg = raw_message(pixels, encoding, pad=6)
+    got = image_to_rgb(msg, max_side)
+    assert np.array_equal(got, shrink(image_to_rgb(msg), max_side))
+    assert got.shape[-1] == 3 and (max_side == 0 or max(got.shape[:2]) <= max_side)
+    assert not np.shares_memory(got, np.frombuffer(msg.data, np.uint8))
 
 
 def test_mono16_big_and_little_endian_are_stretched_identically():

@@ -14,7 +14,6 @@ import time
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import cv2  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
@@ -28,7 +27,7 @@ from std_msgs.msg import String  # noqa: E402
 from vila_ros import tasks  # noqa: E402
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.ros import parameters  # noqa: E402
-from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb,  # noqa: E402
+from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, shrink,  # noqa: E402
                                      stamp_to_ns)
 from vila_ros.ros.events import BEGIN, END, AlertUpdate, EventTracker  # noqa: E402
 from vila_ros.ros.fault_report import (camera_job_values, inference_fault, status_prefix,  # noqa: E402
@@ -249,34 +248,16 @@ class PerceptionNode(LifecycleNode):
         if not buffer.wants(stamp_ns):
             return "skipped", stamp_ns
         try:
-            rgb = (compressed_to_rgb(msg, min_long_side=self._frame_max_side or None)
-                   if isinstance(msg, CompressedImage) else image_to_rgb(msg))
+            rgb = (shrink(compressed_to_rgb(msg, min_long_side=self._frame_max_side or None), self._frame_max_side)
+                   if isinstance(msg, CompressedImage) else image_to_rgb(msg, self._frame_max_side))
         except ImageDecodeError as error:
             buffer.record_error(str(error))
             self._warn_throttled(f"{camera}-decode", f"camera {camera}: dropped a frame: {error}")
             return "error", stamp_ns
-        buffer.add(Frame(camera, stamp_ns, msg.header.frame_id, self._shrink(rgb)))
+        buffer.add(Frame(camera, stamp_ns, msg.header.frame_id, rgb))
         self._frame_ids[camera] = msg.header.frame_id
         worker.notify()
         return "kept", stamp_ns
-
-    def _shrink(self, rgb):
-        max_side = self._frame_max_side
-        height, width = rgb.shape[:2]
-        if max_side <= 0 or max(height, width) <= max_side:
-            return rgb
-        # First by the largest whole factor (OpenCV's integer area path: 1080p -> 480x270 in 1.5 ms instead of
-        # 4.4 ms for the direct resize), then area-resize the rest; both steps average, neither aliases.
-        factor = max(height, width) // max_side
-        if factor >= 2:
-            rgb = rgb[: height - height % factor, : width - width % factor]
-            height, width = rgb.shape[0] // factor, rgb.shape[1] // factor
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-            if max(height, width) <= max_side:
-                return rgb
-        scale = max_side / max(height, width)
-        return cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                          interpolation=cv2.INTER_AREA)
 
     # --------------------------------------------------------------------------------------------- outputs
     def _publish_description(self, description) -> None:
