@@ -117,3 +117,19 @@ def test_round_trips_of_images_and_stamps():
     assert msg.header.stamp.sec == 1_700_000_000 and msg.header.stamp.nanosec == 123_456_789
     assert np.array_equal(image_to_rgb(msg), rgb)
     assert stamp_to_ns(ns_to_stamp(42_000_000_001)) == 42_000_000_001
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (1080, 1920), (2, 5000, 3), (500, 300, 4)])
+def test_shrink_fits_keeps_the_aspect_and_averages_fine_detail_away(shape):
+    """Shrunk 2x or more, a one-pixel checkerboard must come out flat grey, not as moire (a plain bilinear or nearest
+    resize from full size would keep it); the longer side ends at most ``max_side`` and the aspect within a pixel."""
+    rows, cols = np.indices(shape[:2])
+    board = ((rows + cols) % 2 * 255).astype(np.uint8)
+    image = np.repeat(board[..., None], shape[2], axis=-1) if len(shape) == 3 else board
+    small = shrink(image, 448)
+    height, width = small.shape[:2]
+    assert max(height, width) <= 448 and small.shape[2:] == shape[2:]
+    assert abs(height / width - shape[0] / shape[1]) * max(height, width) <= 1.0 or min(height, width) == 1
+    if max(shape[:2]) >= 2 * 448 and min(shape[:2]) >= 4:
+        assert np.abs(small.astype(int) - 127.5).max() <= 1
+    assert shrink(image, 0) is image and shrink(small, 448) is small

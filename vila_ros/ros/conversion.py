@@ -54,23 +54,22 @@ def ns_to_stamp(nanoseconds: int) -> Time:
 
 
 def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    """``rgb`` (HxWxC or HxW) area-averaged so its longer side is at most ``max_side`` (0: as it is); returned as it
+    """``rgb`` (HxWxC or HxW) averaged down so its longer side is at most ``max_side`` (0: as it is); returned as it
     is when it already fits, else a new array."""
     height, width = rgb.shape[:2]
     if max_side <= 0 or max(height, width) <= max_side:
         return rgb
-    # First by the largest whole factor (OpenCV's integer area path: 1080p -> 480x270 in 1.5 ms instead of
-    # 4.4 ms for the direct resize), then area-resize the rest; both steps average, neither aliases.
-    factor = max(height, width) // max_side
-    if factor >= 2:
-        rgb = rgb[: height - height % factor, : width - width % factor]
-        height, width = rgb.shape[0] // factor, rgb.shape[1] // factor
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        if max(height, width) <= max_side:
-            return rgb
+    # Halve by area averaging while that still leaves at least max_side (OpenCV's vectorised 2x path: 1080p ->
+    # 480x270 in 0.44 ms, against 1.2 ms for one 4x area step), then shrink the rest, less than 2x, bilinearly: at
+    # such scales every input pixel still weighs in, as with area averaging, which costs five times more there.
+    while max(height, width) // 2 >= max_side:
+        height, width = max(1, height // 2), max(1, width // 2)
+        rgb = cv2.resize(rgb[: 2 * height, : 2 * width], (width, height), interpolation=cv2.INTER_AREA)
+    if max(height, width) <= max_side:
+        return rgb
     scale = max_side / max(height, width)
     return cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                      interpolation=cv2.INTER_AREA)
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def image_to_rgb(msg: Image, max_side: int = 0) -> np.ndarray:
