@@ -1,4 +1,7 @@
 """Our compiled CPU kernels (vila_ros/kernels) against aten, built for real on this machine."""
+import threading
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,3 +225,34 @@ def test_layer_step_arguments_are_checked(compiled):
         compiled.silu_mul_bf16(row, row[:16])
     with pytest.raises(RuntimeError, match="weight: contiguous bf16"):
         compiled.rms_norm_bf16(row, row[:16], 1e-6)
+
+
+def test_kernels_let_other_python_threads_run_meanwhile(compiled):
+    """The GIL is released inside a kernel: a Python thread keeps ticking through a long GEMV instead of waiting for
+    it to end (the node's camera callbacks run beside decoding)."""
+    x = torch.randn(32, 4096).to(torch.bfloat16)
+    w = torch.randn(4096, 4096).to(torch.bfloat16)
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the kernel on one core, the ticking thread on the other
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        time.sleep(0.01)
+        start = time.perf_counter()
+        compiled.bf16_gemv(x, w)
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        ticker.join()
+        torch.set_num_threads(threads)
+    during = [t for t in ticks if start <= t <= end]
+    longest_gap = max(b - a for a, b in zip([start, *during], [*during, end]))
+    assert end - start > 0.02, "the GEMV must outlast a GIL switch interval for this test to mean anything"
+    assert longest_gap < 0.3 * (end - start), (longest_gap, end - start, len(during))

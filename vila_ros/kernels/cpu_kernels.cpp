@@ -911,15 +911,18 @@ torch::Tensor f32_layer_step(torch::Tensor x, torch::Tensor input_norm, double i
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("w4a16_gemv", &w4a16_gemv, "int4 x bf16 GEMV (AVX-512 BF16)", py::arg("x"), py::arg("weight"),
+  // Kernels touch no Python objects: the GIL is released while they run, so the node's camera callbacks and
+  // services keep running during a decode instead of waiting out a whole GEMV or layer step.
+  const auto no_gil = py::call_guard<py::gil_scoped_release>();
+  m.def("w4a16_gemv", &w4a16_gemv, "int4 x bf16 GEMV (AVX-512 BF16)", no_gil, py::arg("x"), py::arg("weight"),
         py::arg("scales"), py::arg("zeros"), py::arg("group"), py::arg("bf16_out") = false);
-  m.def("w4_pack", &w4_pack, "int4 storage format -> the GEMV layout");
-  m.def("w4_dequantize", &w4_dequantize, "rows of int4 weights of the GEMV layout -> bf16");
-  m.def("bf16_gemv", &bf16_gemv, "bf16 x bf16 GEMV in Linear's weight layout");
-  m.def("decode_attention", &decode_attention, "attention of one new token over a KV cache");
-  m.def("rms_norm_bf16", &rms_norm_bf16, "LlamaRMSNorm of bf16 rows");
-  m.def("silu_mul_bf16", &silu_mul_bf16, "silu(gate) * up in bf16");
-  m.def("rope_cache_attention", &rope_cache_attention, "RoPE, KV cache write and attention of one bf16 token");
-  m.def("int4_layer_step", &int4_layer_step, "one bf16 token through a Llama layer with int4 projections");
-  m.def("f32_layer_step", &f32_layer_step, "one fp32 token through a Llama layer with fp32 Linear projections");
+  m.def("w4_pack", &w4_pack, "int4 storage format -> the GEMV layout", no_gil);
+  m.def("w4_dequantize", &w4_dequantize, "rows of int4 weights of the GEMV layout -> bf16", no_gil);
+  m.def("bf16_gemv", &bf16_gemv, "bf16 x bf16 GEMV in Linear's weight layout", no_gil);
+  m.def("decode_attention", &decode_attention, "attention of one new token over a KV cache", no_gil);
+  m.def("rms_norm_bf16", &rms_norm_bf16, "LlamaRMSNorm of bf16 rows", no_gil);
+  m.def("silu_mul_bf16", &silu_mul_bf16, "silu(gate) * up in bf16", no_gil);
+  m.def("rope_cache_attention", &rope_cache_attention, "RoPE, KV cache write and attention of one bf16 token", no_gil);
+  m.def("int4_layer_step", &int4_layer_step, "one bf16 token through a Llama layer with int4 projections", no_gil);
+  m.def("f32_layer_step", &f32_layer_step, "one fp32 token through a Llama layer with fp32 Linear projections", no_gil);
 }
