@@ -44,6 +44,7 @@ from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 # Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
 OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
 STALE_CATEGORY = "sensor_stale"
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class PerceptionNode(LifecycleNode):
@@ -434,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     if "--params-file" in argv and "--ros-args" not in argv:
         index = argv.index("--params-file")
         argv[index:index] = ["--ros-args"]
+    # The ingest executor, the inference worker and the service threads hand the GIL to each other all the time; a
+    # thread that wants it back (a woken worker, a camera callback behind a decode step) would otherwise wait out up
+    # to CPython's default 5 ms switch interval while another runs Python.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=argv)
     node = PerceptionNode()
     # Threads: timers and lifecycle and parameter services, plus up to query_max_waiting blocked queries.
