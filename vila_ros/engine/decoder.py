@@ -156,9 +156,11 @@ class LlamaDecoder:
         self._int4_steps = [self._int4_step_operands(i) if self._fused_step else None for i in range(len(self.layers))]
         # fp32 layers with plain Linear projections (the embedded default model) too: their ~30 aten ops a layer cost
         # several times their arithmetic. None unless every layer qualifies.
-        f32_steps = [self._f32_step_operands(i) for i in range(len(self.layers))] if (
-            self._kernels is not None and self.dtype == torch.float32 and llama) else [None]
-        self._f32_steps = f32_steps if all(step is not None for step in f32_steps) else None
+        self._f32_steps: list[tuple] | None = None
+        if self._kernels is not None and self.dtype == torch.float32 and llama:
+            f32_steps = [self._f32_step_operands(i) for i in range(len(self.layers))]
+            if all(step is not None for step in f32_steps):
+                self._f32_steps = f32_steps
 
     @property
     def dtype(self) -> torch.dtype:

@@ -10,6 +10,7 @@ default, honours that; "never" and other systems get ordinary pages, same result
 """
 from __future__ import annotations
 
+import math
 import mmap
 import sys
 
@@ -25,10 +26,7 @@ def _supported() -> bool:
 def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor, on huge pages where it is at least one huge page big and the OS
     supports it (else ``torch.empty``). Its memory goes back to the OS when the tensor is freed."""
-    numel = 1
-    for size in shape:
-        numel *= size
-    nbytes = numel * torch.empty(0, dtype=dtype).element_size()
+    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
     if nbytes < HUGE_PAGE_BYTES or not _supported():
         return torch.empty(shape, dtype=dtype)
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

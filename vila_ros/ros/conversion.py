@@ -75,7 +75,7 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
 def image_to_rgb(msg: Image, max_side: int = 0) -> np.ndarray:
     """Decode a raw `sensor_msgs/Image` into a new HxWx3 uint8 RGB array, with ``max_side`` shrunk so that its
     longer side is at most that. 8-bit frames are then shrunk straight from the message's buffer and converted to
-    RGB afterwards (area averaging is per channel, so the result is the same): no full-size copy or conversion."""
+    RGB afterwards (shrinking works per channel, so the result is the same): no full-size copy or conversion."""
     encoding = msg.encoding.strip()
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
