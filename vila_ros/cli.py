@@ -13,6 +13,7 @@ from typing import Sequence
 
 AREA_CLI_MODULES = (
     "vila_ros.model.cli",
+    "vila_ros.engine.cli",
     "vila_ros.sim.cli",
     "vila_ros.train.cli",
     "vila_ros.quant.cli",

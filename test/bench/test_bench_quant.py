@@ -2,7 +2,7 @@
 import json
 
 
-def test_bench_quant_tiny(tiny_dir, awq_dir, tmp_path, capsys):
+def test_bench_quant_tiny(tiny_dir, int4_dir, tmp_path, capsys):
     from vila_ros.cli import main
 
     out = tmp_path / "bench.json"
@@ -15,6 +15,6 @@ def test_bench_quant_tiny(tiny_dir, awq_dir, tmp_path, capsys):
     # tiny: the embeddings (384 x 64, twice) dominate its LLM, so int4 saves only part of it
     assert report["llm_weight_ratio"] < 0.8 and report["model_weight_ratio"] < 1.0
     out2 = tmp_path / "bench2.json"
-    assert main(["bench", "quant", "--model", str(tiny_dir), "--int4", str(awq_dir), "--json", str(out2),
+    assert main(["bench", "quant", "--model", str(tiny_dir), "--int4", str(int4_dir), "--json", str(out2),
                  "--new-tokens", "3", "--repeats", "1"]) == 0
     assert json.loads(out2.read_text())["int4_source"].startswith("checkpoint")

@@ -47,7 +47,7 @@ def test_describe_images_and_video(tiny_dir, tiny_engine, tmp_path):
 
 
 def test_video_sampling_is_uniform(tmp_path):
-    from vila_ros.model.cli import sample_video_frames
+    from vila_ros.engine.cli import sample_video_frames
 
     video = tmp_path / "ramp.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))

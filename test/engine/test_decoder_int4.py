@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vila_ros.engine.decoder import LlamaDecoder
-from vila_ros.quant.int4 import Int4Linear, quantize_weight
+from vila_ros.model.int4 import Int4Linear, quantize_weight
 
 
 def random_bf16_llama(**config) -> LlamaForCausalLM:

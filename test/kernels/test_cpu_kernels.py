@@ -46,7 +46,7 @@ def test_bf16_gemv_equals_an_fp32_matmul_of_the_same_numbers(compiled, rows, n, 
 def test_int4_gemv_equals_an_fp32_matmul_of_the_dequantized_weights(compiled, group, rows):
     """Tight enough to catch a scale or zero off by one bf16 step (0.4%), which the module-level tests' tolerance
     for tinygemm's bf16 rounding would let through."""
-    from vila_ros.quant.int4 import Int4Linear, quantize_weight
+    from vila_ros.model.int4 import Int4Linear, quantize_weight
 
     gen = torch.Generator().manual_seed(group + rows)
     n, k = 64, 512
@@ -64,7 +64,7 @@ def test_int4_gemv_equals_an_fp32_matmul_of_the_dequantized_weights(compiled, gr
 
 
 def _int4_module(gen, n, k, group):
-    from vila_ros.quant.int4 import Int4Linear, quantize_weight
+    from vila_ros.model.int4 import Int4Linear, quantize_weight
 
     q, scales, zeros = quantize_weight(torch.randn(n, k, generator=gen), group)
     lin = Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group)

@@ -3,7 +3,7 @@ CPU kernels: aten's tinygemm and ours (vila_ros/kernels; skipped only where this
 import pytest
 import torch
 
-from vila_ros.quant.int4 import (Int4Linear, dequantize_weight, fake_quantize, pack_nibbles, quantize_weight,
+from vila_ros.model.int4 import (Int4Linear, dequantize_weight, fake_quantize, pack_nibbles, quantize_weight,
                                  unpack_nibbles)
 
 

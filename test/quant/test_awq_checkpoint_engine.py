@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 
 from vila_ros.engine import GenerationConfig, create_engine
-from vila_ros.quant.awq import QuantSpec, linear_names, quantize_llm
+from vila_ros.model.int4_checkpoint import linear_names
+from vila_ros.quant.awq import QuantSpec, quantize_llm
 
 GROUP = 64  # test/quant/conftest.py GROUP
 
@@ -15,7 +16,7 @@ GROUP = 64  # test/quant/conftest.py GROUP
 def _linear_dequantized_engine(int4_dir):
     """Reference: the int4 checkpoint's weights dequantized into plain bf16 nn.Linear modules."""
     from vila_ros.engine.torch_engine import TorchEngine
-    from vila_ros.quant.checkpoint import load_quantized_vila
+    from vila_ros.model.int4_checkpoint import load_quantized_vila
 
     model = load_quantized_vila(int4_dir, prepare=False)
     for name in linear_names(model.llm):
@@ -106,7 +107,7 @@ def test_int4_engine_close_to_dequantized_reference(awq_dir, heldout):
 
 
 def test_precision_errors(tiny_dir, awq_dir):
-    from vila_ros.quant.checkpoint import NotQuantizedError
+    from vila_ros.model.int4_checkpoint import NotQuantizedError
 
     with pytest.raises(NotQuantizedError, match="vila-ros quantize"):
         create_engine(tiny_dir, precision="int4")

@@ -38,8 +38,8 @@ def rtn_in_memory(model: Any, group: int) -> None:
     """Quantize the LLM linears of a loaded model (RTN) and swap in prepared Int4Linear modules."""
     import torch
 
-    from vila_ros.quant.awq import linear_names
-    from vila_ros.quant.int4 import Int4Linear, quantize_weight
+    from vila_ros.model.int4 import Int4Linear, quantize_weight
+    from vila_ros.model.int4_checkpoint import linear_names
 
     for name in linear_names(model.llm):
         parent_name, child = name.rsplit(".", 1)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from vila_ros.bench.common import cpu_kernels_status, decode_session, synthetic_prompt, write_report
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
-    from vila_ros.quant.checkpoint import load_quantized_vila, weight_bytes
+    from vila_ros.model.int4_checkpoint import load_quantized_vila, weight_bytes
 
     if args.threads:
         torch.set_num_threads(args.threads)

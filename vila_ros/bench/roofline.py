@@ -68,7 +68,7 @@ def bytes_per_token(llm: Any, kv_positions: float, cache_dtype: Any = None) -> d
     ``cache_dtype``, default the embedding's: the decoder keeps fp32 caches for 16-bit models without our kernels)."""
     import torch
 
-    from vila_ros.quant.int4 import Int4Linear
+    from vila_ros.model.int4 import Int4Linear
 
     weights = 0
     embed = llm.get_input_embeddings()
@@ -88,7 +88,7 @@ def bytes_per_token(llm: Any, kv_positions: float, cache_dtype: Any = None) -> d
 
 def llm_parameters(llm: Any) -> int:
     """Weights of the LLM, int4 ones included (an Int4Linear holds them as buffers, not parameters)."""
-    from vila_ros.quant.int4 import Int4Linear
+    from vila_ros.model.int4 import Int4Linear
 
     quantized = sum(m.in_features * m.out_features for m in llm.modules() if isinstance(m, Int4Linear))
     return quantized + sum(p.numel() for p in llm.parameters())
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from vila_ros.bench.quant import rtn_in_memory
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
-    from vila_ros.quant.checkpoint import load_quantized_vila
+    from vila_ros.model.int4_checkpoint import load_quantized_vila
 
     if args.threads:
         torch.set_num_threads(args.threads)

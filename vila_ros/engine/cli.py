@@ -1,4 +1,4 @@
-"""``vila-ros init-model`` and ``vila-ros describe``. torch is imported inside the handlers only."""
+"""``vila-ros describe``: one prompt about images or a video through an engine. torch is imported in the handler."""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +9,6 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    init = subparsers.add_parser("init-model", help="write a randomly initialised VILA1.5 checkpoint")
-    init.add_argument("--preset", required=True, help="tiny | default-small | mid | vila1.5-3b")
-    init.add_argument("--out", required=True, help="output directory")
-    init.add_argument("--seed", type=int, default=0)
-    init.add_argument("--corpus", help="text file (one sample per line) to train the tokenizer on")
-    init.set_defaults(func=_init_model)
-
     desc = subparsers.add_parser("describe", help="answer a prompt about images or a video")
     desc.add_argument("--model", required=True, help="VILA1.5 checkpoint directory")
     desc.add_argument("--image", action="append", default=[], help="image file (repeat for several, in order)")
@@ -33,21 +26,6 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--device", default="cpu")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     desc.set_defaults(func=_describe)
-
-
-def _init_model(args: argparse.Namespace) -> int:
-    from vila_ros.model.checkpoint import checkpoint_bytes
-    from vila_ros.model.presets import init_model
-
-    corpus = None
-    if args.corpus:
-        with open(args.corpus, encoding="utf-8") as f:
-            corpus = [line.rstrip("\n") for line in f if line.strip()]
-    t0 = time.perf_counter()
-    out = init_model(args.preset, args.out, seed=args.seed, tokenizer_corpus=corpus)
-    print(json.dumps({"out": str(out), "preset": args.preset, "bytes": checkpoint_bytes(out),
-                      "seconds": round(time.perf_counter() - t0, 2)}))
-    return 0
 
 
 def read_image_rgb(path: str) -> Any:
@@ -102,7 +80,6 @@ def sample_video_frames(path: str, num_frames: int) -> list[Any]:
 
 def _describe(args: argparse.Namespace) -> int:
     from vila_ros.engine import GenerationConfig, create_engine
-
     from vila_ros.model.checkpoint import CheckpointError
 
     t0 = time.perf_counter()

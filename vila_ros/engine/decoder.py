@@ -61,7 +61,7 @@ class KVCache:
 
 
 def _fuse(projections: list[torch.nn.Module]) -> torch.nn.Module | None:
-    from vila_ros.quant.int4 import Int4Linear  # engine -> quant only for int4 models
+    from vila_ros.model.int4 import Int4Linear
 
     if not all(isinstance(p, Int4Linear) for p in projections):
         return None

@@ -49,7 +49,7 @@ class TorchEngine:
 
         if precision == "int4":
             # int4 needs a quantized checkpoint (vila-ros quantize); a float one is refused with that advice.
-            from vila_ros.quant.checkpoint import load_quantized_vila
+            from vila_ros.model.int4_checkpoint import load_quantized_vila
 
             model = load_quantized_vila(model_dir, device=device)
             return cls(model, model_id=Path(model_dir).resolve().name)

@@ -1,4 +1,4 @@
-"""The engine contract (docs/DESIGN.md) shared by every backend: torch today, int4 and TensorRT-LLM later.
+"""The engine contract (docs/DESIGN.md) shared by every backend: torch (fp32, bf16, int4) and TensorRT-LLM.
 
 No torch import at module level: the ROS layer and the CLI read these types without loading the ML stack.
 """
@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 # every ``text`` equals GenerationResult.text; held-back text released at the end comes with token_id -1.
 # Returning True cancels generation (stop_reason "cancelled").
 TokenCallback = Callable[[int, str], Optional[bool]]
-
-STOP_REASONS = ("stop_token", "stop_string", "max_new_tokens", "context_full", "cancelled")
 
 
 @dataclasses.dataclass
@@ -40,7 +38,7 @@ class GenerationResult:
     vision_ms: float  # encoding raw frames passed to generate (0 when features came precomputed)
     prefill_ms: float
     decode_ms: float
-    stop_reason: str
+    stop_reason: str  # "stop_token", "stop_string", "max_new_tokens", "context_full" or "cancelled"
     prompt_tokens: int = 0  # LLM positions of the prompt, visual tokens included
     cached_prefix_tokens: int = 0  # how many of them came from the prefix cache
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -178,7 +177,7 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
                 name = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
                 if name not in expected:
                     hint = (" (an int4 checkpoint written by `vila-ros quantize`: load it with "
-                            "vila_ros.quant.checkpoint.load_quantized_vila or create_engine(..., precision='int4'))"
+                            "vila_ros.model.int4_checkpoint.load_quantized_vila or create_engine(..., precision='int4'))"
                             if name.endswith(".qweight") else "")
                     raise WeightKeysError(f"{file}: tensor {key!r} is unknown to the {part_dir.name} config{hint}",
                                           file)
@@ -338,7 +337,3 @@ def save_vila(model: VilaModel, path: str | Path, max_shard_bytes: int = DEFAULT
 
 def checkpoint_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())

@@ -7,12 +7,12 @@ Quantization of a weight W [out, in] in groups of ``group`` consecutive input co
     sym:             scale = max|w| / 7,        zero = 8
     q = clamp(round(w / scale) + zero, 0, 15),  w ~= (q - zero) * scale
 
-On disk (docs: vila_ros/quant/checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
+On disk (docs: vila_ros/model/int4_checkpoint.py): ``qweight`` uint8 [out, ceil(in/2)] with column 2c in the low nibble
 and 2c+1 in the high nibble of byte c, ``scales`` bf16 [out, groups], ``zeros`` uint8 [out, groups].
 
 Kernels: on x86 CPUs with AVX-512 BF16 and VNNI, our own (``vila_ros/kernels``): a GEMV for decode (int16
-fixed-point activations, integer dot products per group; 3b shapes, 2 threads: 1.1-1.2x our earlier bf16 GEMV, which
-was ~1.6x aten's tinygemm per matrix, with its weights on huge pages another 1.3x) and, for prefill, dequantization
+fixed-point activations, integer dot products per group; 3b shapes, 2 threads: 1.1-1.2x a GEMV in bf16 arithmetic,
+which is ~1.6x aten's tinygemm per matrix, with its weights on huge pages another 1.3x) and, for prefill, dequantization
 to bf16 tiles fed to a bf16 GEMM (2.2x aten's at 600 rows). Elsewhere tinygemm
 (``aten._weight_int4pack_mm_for_cpu`` / ``aten._weight_int4pack_mm`` on CUDA) computes ``w = (q - 8) * scale +
 zero_f`` with a float zero per group, so ``zero_f = (8 - zero) * scale``. It needs bf16 activations (the CPU kernel

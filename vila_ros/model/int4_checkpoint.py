@@ -30,19 +30,46 @@ from typing import Any
 
 import torch
 
+from torch import nn
+
 from vila_ros.model.checkpoint import (CheckpointError, MissingPartError, build_uninitialized,
                                        load_tokenizer, load_weights, read_config, save_vila, weight_files)
 from vila_ros.model.config import PART_NAMES
+from vila_ros.model.int4 import Int4Linear
 from vila_ros.model.preprocess import ImageProcessor
 from vila_ros.model.vila import VilaModel
-from vila_ros.quant.awq import ATTN_LINEARS, MLP_LINEARS, QTensors, linear_names, replace_linears
 
 FORMAT = "vila_ros_int4/v1"
 QUANT_METHOD = "vila_ros_int4"
+ATTN_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
+
+# int4 tensors per linear name (``linear_names``): q uint8 [out, in] in 0..15, scales [out, groups], zeros uint8
+QTensors = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class NotQuantizedError(CheckpointError, NotImplementedError):
     """int4 was asked of a float checkpoint: quantizing on the fly is not implemented (run vila-ros quantize)."""
+
+
+def linear_names(llm: nn.Module) -> list[str]:
+    """Names (in llm.state_dict() terms, without '.weight') of every linear quantized, in layer order."""
+    names = []
+    for i in range(len(llm.model.layers)):
+        names += [f"model.layers.{i}.self_attn.{n}" for n in ATTN_LINEARS]
+        names += [f"model.layers.{i}.mlp.{n}" for n in MLP_LINEARS]
+    return names
+
+
+def replace_linears(llm: nn.Module, qtensors: QTensors, group: int) -> None:
+    """Swap each quantized nn.Linear for an Int4Linear holding its int4 tensors (storage format)."""
+    for name, (q, scales, zeros) in qtensors.items():
+        parent_name, child = name.rsplit(".", 1)
+        parent = llm.get_submodule(parent_name)
+        old = getattr(parent, child)
+        if old.bias is not None:
+            raise ValueError(f"{name} has a bias: int4 linears are bias-free (Llama attention_bias/mlp_bias false)")
+        setattr(parent, child, Int4Linear.from_quantized(q, scales, zeros, group))
 
 
 def quant_config_of(path: str | Path) -> dict[str, Any] | None:
@@ -84,8 +111,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def load_quantized_vila(path: str | Path, device: str | torch.device = "cpu", prepare: bool = True) -> VilaModel:
     """Load an int4 checkpoint: bf16 modules, Int4Linear decoder linears (kernel layout unless prepare=False)."""
-    from vila_ros.quant.int4 import Int4Linear
-
     root = Path(path)
     config = read_config(root)
     qc = config.llm_cfg.get("quantization_config")
@@ -93,7 +118,7 @@ def load_quantized_vila(path: str | Path, device: str | torch.device = "cpu", pr
     if not isinstance(qc, dict):
         raise NotQuantizedError(
             f"{llm_dir / 'config.json'} has no quantization_config: {root} is a float checkpoint and int4 needs a "
-            f"quantized one (format {FORMAT}, issue 6); quantizing on the fly is not implemented. "
+            f"quantized one (format {FORMAT}); quantizing on the fly is not implemented. "
             f"Run: vila-ros quantize --model {root} --out DIR", llm_dir / "config.json")
     if qc.get("format") != FORMAT or int(qc.get("bits", 0)) != 4:
         raise NotQuantizedError(f"{llm_dir / 'config.json'}: unsupported quantization_config "
@@ -125,8 +150,6 @@ def load_quantized_vila(path: str | Path, device: str | torch.device = "cpu", pr
 
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of every parameter and buffer, int4 kernel tensors included (what the weights hold resident)."""
-    from vila_ros.quant.int4 import Int4Linear
-
     total = 0
     seen: set[int] = set()
     for m in module.modules():

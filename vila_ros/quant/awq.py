@@ -14,7 +14,7 @@ Layer by layer, on calibration activations (embedded multimodal prompts, see ``c
        up_proj          -> down_proj    (up_proj rows / s: act(gate) * up is linear in up)
 3. optional clipping search (not for q/k, whose errors the softmax amplifies): per output row and group, shrink
    the quantization range by r in (1 - max_shrink, 1] minimising that group's output error on sampled tokens;
-4. quantize every linear (``int4.quantize_weight``, group ``group``, ``asym`` or ``sym``).
+4. quantize every linear (``vila_ros.model.int4.quantize_weight``, group ``group``, ``asym`` or ``sym``).
 
 ``quantize_llm`` modifies the LLM in place (folded scales) and returns the int4 tensors per linear name; the search
 runs in fp32 whatever the model dtype.
@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vila_ros.quant.int4 import fake_quantize, num_groups, quantize_weight
+from vila_ros.model.int4 import dequantize_weight, fake_quantize, num_groups, quantize_weight
+from vila_ros.model.int4_checkpoint import ATTN_LINEARS, MLP_LINEARS, QTensors, linear_names
 
 METHODS = ("awq", "rtn")
-ATTN_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -61,15 +60,6 @@ class QuantSpec:
         d = asdict(self)
         d.pop("scales")
         return d
-
-
-def linear_names(llm: nn.Module) -> list[str]:
-    """Names (in llm.state_dict() terms, without '.weight') of every linear quantized, in layer order."""
-    names = []
-    for i in range(len(llm.model.layers)):
-        names += [f"model.layers.{i}.self_attn.{n}" for n in ATTN_LINEARS]
-        names += [f"model.layers.{i}.mlp.{n}" for n in MLP_LINEARS]
-    return names
 
 
 def check_group_size(llm: nn.Module, group: int) -> list[str]:
@@ -207,9 +197,6 @@ def _fold_into_rows(prev: nn.Linear, lin: nn.Linear, s: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ driver
-QTensors = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
 @contextlib.contextmanager
 def _search_threads(threads: int, hidden: int) -> Iterator[None]:
     """The search is thousands of small tensor ops: on a small model, intra-op threads only add synchronisation,
@@ -306,23 +293,8 @@ def _quantize_llm(llm: nn.Module, calib: Sequence[torch.Tensor] | None, spec: Qu
     return out, report
 
 
-def replace_linears(llm: nn.Module, qtensors: QTensors, group: int) -> None:
-    """Swap each quantized nn.Linear for an Int4Linear holding its int4 tensors (storage format)."""
-    from vila_ros.quant.int4 import Int4Linear
-
-    for name, (q, scales, zeros) in qtensors.items():
-        parent_name, child = name.rsplit(".", 1)
-        parent = llm.get_submodule(parent_name)
-        old = getattr(parent, child)
-        if old.bias is not None:
-            raise ValueError(f"{name} has a bias: int4 linears are bias-free (Llama attention_bias/mlp_bias false)")
-        setattr(parent, child, Int4Linear.from_quantized(q, scales, zeros, group))
-
-
 def fake_quantize_llm(llm: nn.Module, qtensors: QTensors, group: int) -> None:
     """Replace each quantized linear's float weight by its dequantized int4 weight (the reference model)."""
-    from vila_ros.quant.int4 import dequantize_weight
-
     for name, (q, scales, zeros) in qtensors.items():
         lin = llm.get_submodule(name)
         lin.weight.data.copy_(dequantize_weight(q, scales, zeros, group).to(lin.weight.dtype))

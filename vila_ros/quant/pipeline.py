@@ -16,8 +16,8 @@ def quantize_checkpoint(model_dir: str | Path, out_dir: str | Path, method: str 
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize the LLM of ``model_dir`` (searched in fp32) and write the int4 checkpoint to ``out_dir``."""
     from vila_ros.model.checkpoint import load_vila
+    from vila_ros.model.int4_checkpoint import quant_config_of, save_quantized
     from vila_ros.quant.calib import embed_samples, load_samples
-    from vila_ros.quant.checkpoint import quant_config_of, save_quantized
 
     say = progress or (lambda _m: None)
     if quant_config_of(model_dir) is not None:

@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from vila_ros.quant.int4 import unpack_nibbles
+from vila_ros.model.int4 import unpack_nibbles
 
 TRT_GROUP_SIZES = (64, 128)
 VOCAB_PAD = 64
@@ -78,14 +78,6 @@ def pack_rows_int4(signed: torch.Tensor) -> torch.Tensor:
         raise ExportError(f"out_features {signed.shape[0]} must be even to pack two rows per byte")
     s = signed.to(torch.int16) & 0xF
     return (s[0::2] | (s[1::2] << 4)).to(torch.uint8).view(torch.int8)
-
-
-def unpack_rows_int4(packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of pack_rows_int4: int8 [out/2, in] -> int8 [out, in] signed values."""
-    u = packed.view(torch.uint8).to(torch.int16)
-    low, high = u & 0xF, (u >> 4) & 0xF
-    rows = torch.stack([low, high], dim=1).reshape(-1, packed.shape[1])
-    return torch.where(rows >= 8, rows - 16, rows).to(torch.int8)
 
 
 def _fp16(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -144,7 +136,7 @@ def export_llm(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from vila_ros.model.checkpoint import read_config
-    from vila_ros.quant.checkpoint import FORMAT
+    from vila_ros.model.int4_checkpoint import FORMAT
 
     root = Path(model_dir)
     config = read_config(root)
@@ -263,7 +255,7 @@ def export_vision_onnx(model_dir: str | Path, out_dir: str | Path, opset: int = 
     """SigLIP tower + projector (fp32) to ONNX with a dynamic batch; onnxruntime vs torch max abs error."""
     import numpy as np
 
-    from vila_ros.quant.checkpoint import load_quantized_vila
+    from vila_ros.model.int4_checkpoint import load_quantized_vila
 
     model = load_quantized_vila(model_dir, prepare=False)
     enc = VisionEncoder(model).float().eval()
