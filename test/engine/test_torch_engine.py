@@ -59,7 +59,7 @@ def test_decoder_logits_match_transformers_step_by_step(tiny_engine, frames, ker
 
     feats = tiny_engine.encode_frames(frames[:2])
     ids = tiny_engine.prompt_ids("Describe.", 2, GenerationConfig())
-    x = tiny_engine._embed(ids, feats)[None]
+    x = tiny_engine.embed(ids, feats)[None]
     extra = tiny_engine.decoder.embed(torch.tensor([[5, 77, 300, 12]]))
     full = torch.cat([x, extra], dim=1)
     with torch.no_grad():
@@ -86,7 +86,7 @@ def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, our_
     from vila_ros.engine.decoder import LlamaDecoder
 
     feats = tiny_engine.encode_frames(frames[:2])
-    x = tiny_engine._embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
+    x = tiny_engine.embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
     dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).to(torch.bfloat16))
     assert dec._fused_step
     steps = dec.embed(torch.tensor([[5, 77, 300, 12, 9, 41]]))
@@ -115,7 +115,7 @@ def test_fused_fp32_layer_step_equals_the_general_path(tiny_engine, frames, our_
     from vila_ros.engine.decoder import LlamaDecoder
 
     feats = tiny_engine.encode_frames(frames[:2])
-    x = tiny_engine._embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
+    x = tiny_engine.embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
     dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).float())
     steps_kernel = dec._f32_steps
     assert steps_kernel is not None
@@ -137,9 +137,7 @@ def test_fused_fp32_layer_step_equals_the_general_path(tiny_engine, frames, our_
 def prefill_logits(engine, question, feats):
     cfg = GenerationConfig()
     ids = engine.prompt_ids(question, len(feats), cfg)
-    x = engine._embed(ids, feats)[None]
-    cache = engine.decoder.new_cache(1, x.shape[1])
-    return engine.decoder.logits(engine.decoder.forward(x, cache)[:, -1])[0]
+    return engine.prefill(engine.embed(ids, feats)[None])[0][0]
 
 
 def test_image_order_matters(tiny_engine, frames):

@@ -31,25 +31,27 @@ def decode_session(engine: Any, ids: Any, features: Any, new_tokens: int) -> tup
 
     from vila_ros.engine.types import GenerationConfig
 
-    embeds = engine._embed(ids, features)[None]
+    embeds = engine.embed(ids, features)[None]
     config = GenerationConfig(max_new_tokens=new_tokens)
     with torch.inference_mode():
-        cache = engine.decoder.new_cache(1, embeds.shape[1] + new_tokens)
         started = time.perf_counter()
-        logits = engine.decoder.logits(engine.decoder.forward(embeds, cache)[:, -1])
+        logits, cache = engine.prefill(embeds, max_new_tokens=new_tokens)
         prefill_s = time.perf_counter() - started
         snapshot = cache.snapshot(embeds.shape[1])
+
+    def greedy() -> list[int]:
+        return engine.decode(cache, logits, config, stop_ids=(), stop_strings=()).token_ids
 
     @torch.inference_mode()
     def timed_decode() -> float:
         cache.restore(snapshot)
         t0 = time.perf_counter()
-        engine._decode_loop(cache, logits, config, set(), [], None, None)
+        greedy()
         return time.perf_counter() - t0
 
     with torch.inference_mode():
         cache.restore(snapshot)
-        tokens, _, _ = engine._decode_loop(cache, logits, config, set(), [], None, None)  # warm-up + outputs
+        tokens = greedy()  # warm-up + outputs
     return timed_decode, prefill_s, tokens
 
 

@@ -55,16 +55,14 @@ def run(args: argparse.Namespace) -> int:
     features = engine.encode_frames([frame])
     config = GenerationConfig(max_new_tokens=args.new_tokens, use_prefix_cache=False)
     ids = engine.prompt_ids("Describe the scene in detail.", 1, config)
-    embeds = engine._embed(ids, features)[None]
+    embeds = engine.embed(ids, features)[None]
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
     @torch.inference_mode()
     def ours(n: int) -> list[int]:
-        cache = engine.decoder.new_cache(1, embeds.shape[1] + n)
-        logits = engine.decoder.logits(engine.decoder.forward(embeds, cache)[:, -1])
-        out, _, _ = engine._decode_loop(cache, logits, GenerationConfig(max_new_tokens=n), set(), [], None, None)
-        return out
+        logits, cache = engine.prefill(embeds, max_new_tokens=n)
+        return engine.decode(cache, logits, GenerationConfig(max_new_tokens=n), stop_ids=(), stop_strings=()).token_ids
 
     @torch.inference_mode()
     def hf(n: int) -> list[int]:

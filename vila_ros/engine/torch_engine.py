@@ -2,6 +2,8 @@
 
 One generate() = tokenize the templated prompt (image slots -200), splice frame features into the embeddings,
 prefill, then decode token by token with stop ids / stop strings / max tokens, streaming text to ``on_token``.
+Each of those steps is a public method (``embed_prompt`` / ``embed``, ``prefill``, ``decode_step``, ``decode``)
+that generate() and generate_batch() are built from, so benchmarks and evaluations run exactly the engine's code.
 Prefix cache: the ids before the first image (system prompt, few-shot examples) are the same call after call;
 their KV is computed once, kept as a private copy and copied into each new cache, so only the images and the
 question are prefilled. The copy is what makes it safe: a later call can never see another call's tokens.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import collections
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +27,14 @@ from vila_ros.model.templates import get_template
 from vila_ros.model.vila import VilaModel
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class Decoded(NamedTuple):
+    """What ``TorchEngine.decode`` produced: generated ids (the stop token included), why it stopped, the text."""
+
+    token_ids: list[int]
+    stop_reason: str
+    text: str
 
 
 def _ms(t0: float) -> float:
@@ -100,8 +110,14 @@ class TorchEngine:
         template = config.conv_template or self.model.conv_template
         return build_prompt_ids(question, num_images, self.tokenizer, template, config.system_prompt)
 
-    def _embed(self, ids: Sequence[int], features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """[L', H] embeddings: text runs embedded, each image slot replaced by its features."""
+    def embed_prompt(self, question: str, features: Sequence[torch.Tensor],
+                     config: GenerationConfig) -> tuple[list[int], torch.Tensor]:
+        """The templated prompt's ids (image slots IMAGE_TOKEN_INDEX) and its [L', H] input embeddings."""
+        ids = self.prompt_ids(question, len(features), config)
+        return ids, self.embed(ids, features)
+
+    def embed(self, ids: Sequence[int], features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[L', H] embeddings: text runs embedded, each image slot replaced by its features (one [T, H] per slot)."""
         pieces: list[torch.Tensor] = []
         run: list[int] = []
         images = iter(features)
@@ -145,6 +161,37 @@ class TorchEngine:
             raise PromptTooLongError(prompt_len, self.decoder.max_positions)
         return min(prompt_len + max_new_tokens, self.decoder.max_positions)
 
+    def _generator(self, config: GenerationConfig) -> torch.Generator | None:
+        if config.seed is None or config.temperature <= 0:
+            return None
+        return torch.Generator(device=self.decoder.device).manual_seed(int(config.seed))
+
+    # -- steps ------------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, embeds: torch.Tensor, cache: KVCache | None = None, max_new_tokens: int = 0,
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Run input embeddings [B, L, H] through the decoder after what ``cache`` holds -> (logits [B, vocab] of
+        the last position, the cache). Without a cache, a new one with room for ``max_new_tokens`` more positions
+        (up to the model's context; PromptTooLongError when the prompt fills it). ``positions`` / ``mask``: see
+        LlamaDecoder.forward (left-padded batches). Steps run in inference mode: restore or snapshot a cache made
+        here inside ``torch.inference_mode()`` too."""
+        if cache is None:
+            cache = self.decoder.new_cache(embeds.shape[0], self._capacity(embeds.shape[1], max_new_tokens))
+        hidden = self.decoder.forward(embeds, cache, positions=positions, mask=mask)
+        logits = self.decoder.logits(hidden[:, -1])
+        self._check_finite(logits, "logits", "prefill")
+        return logits, cache
+
+    @torch.inference_mode()
+    def decode_step(self, tokens: torch.Tensor, cache: KVCache, step: int = 1, positions: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One generated token per row (``tokens`` [B]) into ``cache`` -> next logits [B, vocab]. ``step`` (1 for the
+        first step after prefill) only names the step in a NonFiniteOutputError."""
+        x = self.decoder.embed(tokens.reshape(-1, 1))
+        logits = self.decoder.logits(self.decoder.forward(x, cache, positions=positions, mask=mask)[:, -1])
+        self._check_finite(logits, "logits", f"decode step {step}")
+        return logits
+
     # -- generation -------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(
@@ -157,8 +204,8 @@ class TorchEngine:
         config = config or GenerationConfig()
         features, vision_ms = self._features(image_features)
         t0 = time.perf_counter()
-        ids = self.prompt_ids(question, len(features), config)
-        embeds = self._embed(ids, features)[None]
+        ids, embeds = self.embed_prompt(question, features, config)
+        embeds = embeds[None]
         prompt_len = embeds.shape[1]
         cache = self.decoder.new_cache(1, self._capacity(prompt_len, config.max_new_tokens))
 
@@ -176,34 +223,39 @@ class TorchEngine:
                 self._prefix_cache[prefix] = cache.snapshot(len(prefix))
                 while len(self._prefix_cache) > self.prefix_cache_size:
                     self._prefix_cache.popitem(last=False)
-        hidden = self.decoder.forward(embeds[:, cache.length:], cache)
-        logits = self.decoder.logits(hidden[:, -1])
-        self._check_finite(logits, "logits", "prefill")
+        logits, cache = self.prefill(embeds[:, cache.length:], cache)
         prefill_ms = _ms(t0)
 
-        stop_ids, stop_strings = self._stops(config)
-        generator = None
-        if config.seed is not None and config.temperature > 0:
-            generator = torch.Generator(device=self.decoder.device).manual_seed(int(config.seed))
         t1 = time.perf_counter()
-        out_ids, reason, text = self._decode_loop(
-            cache, logits, config, stop_ids, stop_strings, generator, on_token
-        )
+        out_ids, reason, text = self.decode(cache, logits, config, on_token=on_token)
         return GenerationResult(
             text=text, token_ids=out_ids, vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=_ms(t1),
             stop_reason=reason, prompt_tokens=prompt_len, cached_prefix_tokens=cached,
         )
 
-    def _decode_loop(
+    @torch.inference_mode()
+    def decode(
         self,
         cache: KVCache,
         logits: torch.Tensor,
         config: GenerationConfig,
-        stop_ids: frozenset[int],
-        stop_strings: Sequence[str],
-        generator: torch.Generator | None,
-        on_token: TokenCallback | None,
-    ) -> tuple[list[int], str, str]:
+        stop_ids: Collection[int] | None = None,
+        stop_strings: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Decoded:
+        """Generate from a prefilled cache of one row and its next logits [1, vocab], sampling per ``config``, until
+        a stop id or string, ``config.max_new_tokens``, a full cache, or ``on_token`` returning True.
+
+        ``stop_ids`` / ``stop_strings``: None = the config's (template, EOS and the config's own); pass empty ones to
+        decode exactly max_new_tokens tokens. ``generator``: None = seeded from ``config.seed`` when sampling.
+        """
+        if stop_ids is None or stop_strings is None:
+            config_ids, config_strings = self._stops(config)
+            stop_ids = config_ids if stop_ids is None else stop_ids
+            stop_strings = config_strings if stop_strings is None else stop_strings
+        if generator is None:
+            generator = self._generator(config)
         stream = TextStream(self.tokenizer, stop_strings)
         out_ids: list[int] = []
         reason = "max_new_tokens"
@@ -231,15 +283,13 @@ class TorchEngine:
             if cache.length >= cache.capacity:
                 reason = "context_full"
                 break
-            x = self.decoder.embed(torch.tensor([[token]], device=self.decoder.device))
-            logits = self.decoder.logits(self.decoder.forward(x, cache)[:, -1])
-            self._check_finite(logits, "logits", f"decode step {step + 1}")
+            logits = self.decode_step(torch.tensor([token], device=self.decoder.device), cache, step + 1)
         if reason in ("max_new_tokens", "context_full"):  # a cancelled caller has what it was streamed
             tail = stream.finish()
             pieces.append(tail)
             if tail and on_token is not None:
                 on_token(-1, tail)  # flush of held-back text: no new token, id -1
-        return out_ids, reason, "".join(pieces)
+        return Decoded(out_ids, reason, "".join(pieces))
 
     @torch.inference_mode()
     def generate_batch(
@@ -265,9 +315,7 @@ class TorchEngine:
             vision_ms += v_ms
             row_features.append(feats)
         t0 = time.perf_counter()
-        embeds_rows = [
-            self._embed(self.prompt_ids(q, len(feats), config), feats) for q, feats in zip(questions, row_features)
-        ]
+        embeds_rows = [self.embed_prompt(q, feats, config)[1] for q, feats in zip(questions, row_features)]
         lengths = torch.tensor([e.shape[0] for e in embeds_rows], device=dev)
         longest = int(lengths.max())
         capacity = self._capacity(longest, config.max_new_tokens)
@@ -283,15 +331,11 @@ class TorchEngine:
         causal = torch.tril(torch.ones(longest, longest, dtype=torch.bool, device=dev))
         # pad queries attend to themselves only, so no row of the mask is empty (empty rows give NaN)
         mask = (causal[None] & valid[:, None, :longest]) | torch.eye(longest, dtype=torch.bool, device=dev)[None]
-        hidden = self.decoder.forward(embeds, cache, positions=positions, mask=mask[:, None])
-        logits = self.decoder.logits(hidden[:, -1])
-        self._check_finite(logits, "logits", "prefill")
+        logits, cache = self.prefill(embeds, cache, positions=positions, mask=mask[:, None])
         prefill_ms = _ms(t0)
 
         stop_ids, stop_strings = self._stops(config)
-        generator = None
-        if config.seed is not None and config.temperature > 0:
-            generator = torch.Generator(device=dev).manual_seed(int(config.seed))
+        generator = self._generator(config)
         streams = [TextStream(self.tokenizer, stop_strings) for _ in range(bsz)]
         out_ids: list[list[int]] = [[] for _ in range(bsz)]
         reasons: list[str | None] = [None] * bsz
@@ -318,13 +362,9 @@ class TorchEngine:
                     reasons[b] = reasons[b] or "context_full"
                 break
             valid[:, cache.length] = True
-            x = self.decoder.embed(tokens[:, None])
-            hidden = self.decoder.forward(
-                x, cache, positions=next_pos[:, None], mask=valid[:, None, None, : cache.length + 1]
-            )
+            logits = self.decode_step(tokens, cache, step + 1, positions=next_pos[:, None],
+                                      mask=valid[:, None, None, : cache.length + 1])
             next_pos += 1
-            logits = self.decoder.logits(hidden[:, -1])
-            self._check_finite(logits, "logits", f"decode step {step + 1}")
         decode_ms = _ms(t1)
         results = []
         for b in range(bsz):

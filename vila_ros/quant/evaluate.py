@@ -18,7 +18,7 @@ from vila_ros.quant.calib import Sample
 def sequence_logits(engine: Any, sample: Sample) -> torch.Tensor:
     """fp32 logits [L, vocab] of every position of ``sample`` (image features from the engine's own tower)."""
     feats = engine.encode_frames(sample.frames) if sample.frames else []
-    embeds = engine._embed(sample.ids, feats)[None]
+    embeds = engine.embed(sample.ids, feats)[None]
     cache = engine.decoder.new_cache(1, embeds.shape[1])
     hidden = engine.decoder.forward(embeds, cache)
     return engine.decoder.logits(hidden[0])
