@@ -20,7 +20,8 @@ def synthetic_prompt(engine: Any, question: str = "Describe the scene in detail.
     return ids, features
 
 
-def decode_session(engine: Any, ids: Any, features: Any, new_tokens: int) -> tuple[Callable[[], float], float, list[int]]:
+def decode_session(engine: Any, ids: Any, features: Any,
+                   new_tokens: int) -> tuple[Callable[[], float], float, list[int]]:
     """Prefill the prompt once (timed: the time to first token from embeddings); return a function that
     restores the prompt's KV and times ``new_tokens`` greedy steps (no stop ids), that prefill time, and the tokens.
 

@@ -2,8 +2,9 @@
 
 Both engines get the same spliced prompt (one synthetic frame + a question), prefilled once (``prefill_s``); each
 repeat restores the prompt's KV and times ``--new-tokens`` greedy decode steps (no stop ids), alternating between
-bf16 and int4 so background load hits both alike (decode tok/s = (N - 1) forward passes / median time). Weight memory is the bytes of the LLM's parameters and
-buffers (int4: the kernel-layout tensors actually resident), for the LLM and for the whole model.
+bf16 and int4 so background load hits both alike (decode tok/s = (N - 1) forward passes / median time). Weight
+memory is the bytes of the LLM's parameters and buffers (int4: the kernel-layout tensors actually resident), for the
+LLM and for the whole model.
 
 int4 weights come from ``--int4 DIR`` (a ``vila-ros quantize`` checkpoint) or, by default, round-to-nearest of the
 loaded bf16 weights in memory (same kernels and layout; the speed and memory of AWQ weights are identical).

@@ -53,8 +53,8 @@ def read_bandwidth(buffer_mib: int, repeats: int = 7, src: Any = None, dst: Any 
 
 def probe_buffers(buffer_mib: int) -> tuple[Any, Any]:
     """Two float32 buffers of ``buffer_mib`` MiB for ``read_bandwidth``, on huge pages like the weights decode
-    streams (on 4 KiB pages this VM read some buffers at two thirds of the rate of others: the probe would
-    understate the machine)."""
+    streams (on 4 KiB pages a 2-core cloud VM read some buffers at two thirds of the rate of others: the probe
+    would understate the machine)."""
     import torch
 
     from vila_ros.kernels import huge_pages
@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     n = args.new_tokens
     sessions = {name: decode_session(engine, ids, features, n) for name, engine in engines.items()}
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    # This VM's memory bandwidth swings by up to 2x within seconds (neighbours on the host): every timed decode is
-    # bracketed by probes, the one before it and the one after (which is the next decode's "before"), and its
+    # On a shared cloud VM memory bandwidth swings by up to 2x within seconds (neighbours on the host): every timed
+    # decode is bracketed by probes, the one before it and the one after (which is the next decode's "before"), and its
     # fraction is taken against their mean.
     probes: dict[str, list[tuple[float, float]]] = {name: [] for name in sessions}
     src, dst = probe_buffers(args.buffer_mib)

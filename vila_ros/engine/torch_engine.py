@@ -169,7 +169,8 @@ class TorchEngine:
     # -- steps ------------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def prefill(self, embeds: torch.Tensor, cache: KVCache | None = None, max_new_tokens: int = 0,
-                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+                positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
         """Run input embeddings [B, L, H] through the decoder after what ``cache`` holds -> (logits [B, vocab] of
         the last position, the cache). Without a cache, a new one with room for ``max_new_tokens`` more positions
         (up to the model's context; PromptTooLongError when the prompt fills it). ``positions`` / ``mask``: see

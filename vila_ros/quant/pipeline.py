@@ -12,7 +12,8 @@ from vila_ros.quant.awq import QuantSpec, check_group_size, quantize_llm
 
 def quantize_checkpoint(model_dir: str | Path, out_dir: str | Path, method: str = "awq", group_size: int = 128,
                         scheme: str = "asym", calib: str = "sim", samples: int = 16, clip: bool = True,
-                        grid: int = 20, max_tokens: int = 512, num_frames: int | None = None, seed: int = 0, threads: int = 0,
+                        grid: int = 20, max_tokens: int = 512, num_frames: int | None = None, seed: int = 0,
+                        threads: int = 0,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize the LLM of ``model_dir`` (searched in fp32) and write the int4 checkpoint to ``out_dir``."""
     from vila_ros.model.checkpoint import load_vila

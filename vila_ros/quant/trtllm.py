@@ -168,7 +168,8 @@ def export_llm(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     llm_dir = root / config.part_dir_name("llm")
     t = _tensors(llm_dir)
     w: dict[str, torch.Tensor] = {}
-    w["transformer.vocab_embedding.weight"] = _pad_rows(_fp16(t["model.embed_tokens.weight"], "embed_tokens"), vocab_pad)
+    w["transformer.vocab_embedding.weight"] = _pad_rows(_fp16(t["model.embed_tokens.weight"], "embed_tokens"),
+                                                        vocab_pad)
     lm_head = t.get("lm_head.weight", t["model.embed_tokens.weight"])
     w["lm_head.weight"] = _pad_rows(_fp16(lm_head, "lm_head"), vocab_pad)
     w["transformer.ln_f.weight"] = _fp16(t["model.norm.weight"], "model.norm")
