@@ -254,7 +254,7 @@ class Case:
 def build_case(seed: int, family: str | None = None, num_frames: int = 8, clip_fps: float = 4.0,
                stretch: int = DEFAULT_STRETCH) -> Case:
     """The clip of ``make_clip(seed, family, num_frames, clip_fps)`` and, for an event, its stretch (no rendering)."""
-    from vila_ros.sim.scene import clip_window, make_scenario
+    from vila_ros.sim import clip_window, make_scenario
 
     scenario = make_scenario(seed, family)
     clip = clip_window(scenario, seed, num_frames, clip_fps)
@@ -363,7 +363,7 @@ def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family
     import torch
 
     from vila_ros.engine import create_engine
-    from vila_ros.sim.scene import split_seeds
+    from vila_ros.sim import split_seeds
 
     if count < 1:
         raise ValueError("count must be >= 1")
