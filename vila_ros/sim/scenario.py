@@ -4,7 +4,8 @@
 near, weather, then what a blocked or blurred camera does. A render at any size, squashed to a square, matches the
 square render. State comes from ``World`` (``vila_ros.sim.world``), painting from ``paint_world`` and
 ``paint_actors``, truth (``truth``, ``events_in``, ``attributes``, ``in_sight``, ``frame_labels``) from
-``vila_ros.sim.truth``; ``without_event()`` is the same world as a distractor world whose event never starts.
+``vila_ros.sim.truth``. ``without_event()`` is the same world with an event that never starts: its actor stays a
+distractor, so it renders like the scenario up to the start.
 """
 from __future__ import annotations
 
