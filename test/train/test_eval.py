@@ -138,7 +138,7 @@ def test_summarize_frames_to_alert():
 
 # ----------------------------------------------------------------------------------------- scenario layout
 def test_case_clip_is_make_clip_and_stretch_brackets_the_start():
-    from vila_ros.sim.scene import make_clip, split_seeds
+    from vila_ros.sim import make_clip, split_seeds
 
     seeds = split_seeds("test", 12)
     cases = [E.build_case(s, num_frames=8, stretch=20) for s in seeds]
@@ -190,7 +190,7 @@ def _walk(obj, path=""):
 
 
 def test_result_structure_and_ranges(tiny_result, tiny_engine):
-    from vila_ros.sim.scene import split_seeds
+    from vila_ros.sim import split_seeds
 
     r = tiny_result
     assert set(r) == {"meta", "summary", "targets", "clip", "single_frame", "temporal_recall", "clips"}

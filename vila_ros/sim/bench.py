@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from vila_ros.sim.scene import make_scenario
+from vila_ros.sim.generate import make_scenario
 
 
 def bench_render(width: int = 112, height: int = 112, frames: int = 400, scenarios: int = 20) -> dict:

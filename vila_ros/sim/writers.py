@@ -15,7 +15,10 @@ import cv2
 import numpy as np
 
 from vila_ros import tasks
-from vila_ros.sim.scene import SCENARIO_DURATION, clip_window, make_scenario, split_seeds
+from vila_ros.sim.clips import clip_window
+from vila_ros.sim.generate import make_scenario
+from vila_ros.sim.splits import split_seeds
+from vila_ros.sim.world import SCENARIO_DURATION
 
 DATASET_KINDS = ("single", "multi", "video", "text")
 MIX_WEIGHTS = {"single": 0.2, "multi": 0.15, "video": 0.55, "text": 0.1}
@@ -249,7 +252,8 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
                                "start_ns": seg_start + int(round(e.start * 1e9)),
                                "end_ns": None if open_ended else seg_start + int(round(min(e.end, seg_len) * 1e9)),
                                "start_s": si * segment + e.start})
-            times = [k / fps - si * segment for k in range(n_frames) if si * segment <= k / fps < si * segment + seg_len]
+            times = [k / fps - si * segment for k in range(n_frames)
+                     if si * segment <= k / fps < si * segment + seg_len]
             whole = s.truth(times) if times else None
             segs.append({"index": si, "seed": s.seed, "family": s.family, "start_ns": seg_start,
                          "end_ns": seg_start + int(round(seg_len * 1e9)), "events": events,

@@ -1,9 +1,13 @@
-"""``vila-ros train``: run a recipe (config/train/*.yaml). torch is imported inside the handler."""
+"""``vila-ros train`` (run a recipe, config/train/*.yaml) and ``vila-ros eval`` (a checkpoint on held-out simulator
+seeds). torch is imported inside the handlers, so registering the commands stays light."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+
+from vila_ros import tasks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a recipe key by dotted path (defaults.batch_size=4, stages.2.lr=3e-4)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     p.set_defaults(func=_handle)
-
-    from vila_ros.train.eval import register as register_eval  # `vila-ros eval` (light import: no torch)
 
     register_eval(subparsers)
 
@@ -53,6 +55,66 @@ def _handle(args: argparse.Namespace) -> int:
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)
+    return 0
+
+
+def register_eval(subparsers: argparse._SubParsersAction) -> None:
+    """``vila-ros eval`` (defaults from ``vila_ros.train.eval``, a light import: no torch)."""
+    from vila_ros.train.eval import DEFAULT_BATCH, DEFAULT_COUNT, DEFAULT_STRETCH
+
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint on held-out simulator seeds (captions, QA, alerts, frames-to-alert)",
+        description="Evaluate a VILA1.5 checkpoint on held-out simulator scenarios with greedy decoding: caption "
+                    "attribute accuracy, QA accuracy, alert precision/recall/F1 per category, frames-to-alert, each "
+                    "with the clip and with its last frame alone. --out writes eval.json, eval.md and eval.png.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint directory (VILA1.5 layout)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="seed split (default test)")
+    p.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"scenarios (default {DEFAULT_COUNT})")
+    p.add_argument("--offset", type=int, default=0, help="first seed index within the split (default 0)")
+    p.add_argument("--family", choices=tasks.FAMILIES, help="only this scene family (default: both)")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's num_video_frames)")
+    p.add_argument("--stretch", type=int, default=DEFAULT_STRETCH,
+                   help=f"frames of the frames-to-alert stretch (default {DEFAULT_STRETCH})")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="prompts decoded together")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"),
+                   help="int4 needs a checkpoint written by `vila-ros quantize`")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
+    p.add_argument("--out", help="folder for eval.json, eval.md and eval.png")
+    p.add_argument("--no-clips", action="store_true", help="leave the per-clip records out of the JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=_handle_eval)
+
+
+def _handle_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = None if args.quiet else (lambda msg: print(f"vila-ros eval: {msg}", file=sys.stderr, flush=True))
+    from vila_ros.model.checkpoint import CheckpointError
+    from vila_ros.train.eval import evaluate
+
+    try:
+        result = evaluate(args.model, split=args.split, count=args.count, family=args.family, offset=args.offset,
+                          num_frames=args.frames, stretch=args.stretch, batch_size=args.batch_size,
+                          precision=args.precision, device=args.device, include_clips=not args.no_clips,
+                          progress=progress)
+    except (ValueError, OSError, CheckpointError) as error:
+        print(f"vila-ros eval: {error}", file=sys.stderr)
+        return 2
+    from vila_ros.train.eval_report import markdown, write_reports
+
+    if args.out:
+        paths = write_reports(result, args.out)
+        if progress:
+            progress("wrote " + ", ".join(str(p) for p in paths))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(markdown(result, tables=("overall",)))
     return 0
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from vila_ros import tasks
+from vila_ros.train.eval_scoring import MODES
 
-MODES = ("clip", "single_frame")
 TABLES = ("overall", "categories", "frames_to_alert", "qa", "attributes")
 
 

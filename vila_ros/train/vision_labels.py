@@ -38,7 +38,7 @@ COUNT_ATTRIBUTES = ("cars", "pedestrians", "cyclists", "animals", "boxes", "peop
 def encode_labels(labels: dict, patch_grid: int) -> dict[str, torch.Tensor]:
     """``Scenario.frame_labels(t, grid=patch_grid)`` -> tensors: one class index per attribute (IGNORE where the
     frame's family has no such attribute) and occupancy [patch_grid * patch_grid, kinds] in {0, 1}."""
-    from vila_ros.sim.scene import OCCUPANCY_KINDS
+    from vila_ros.sim.actors import OCCUPANCY_KINDS
 
     out: dict[str, torch.Tensor] = {}
     for name, classes in CLASS_ATTRIBUTES.items():
@@ -94,7 +94,7 @@ class VisionLabelHeads(nn.Module):
 
     def __init__(self, model: Any) -> None:
         super().__init__()
-        from vila_ros.sim.scene import OCCUPANCY_KINDS
+        from vila_ros.sim.actors import OCCUPANCY_KINDS
 
         self.model = model
         mm_hidden, hidden = model.config.mm_hidden_size, model.config.hidden_size
