@@ -33,7 +33,7 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "pytorch_model.bin.index.json")
 DEFAULT_SHARD_BYTES = 2 * 1024**3
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class CheckpointError(Exception):
@@ -199,14 +199,28 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
 
 
 def load_tokenizer(llm_dir: Path) -> Any:
+    """The LLM's tokenizer, read the way VILA reads it (``use_fast=False, legacy=False``: no dummy space after
+    special tokens). A SentencePiece-only directory (VILA1.5-3B/13B, the Yi tokenizer of the 40B) needs the
+    ``sentencepiece`` package; without it transformers fails with an unrelated message, so that case is named."""
     from transformers import AutoTokenizer
 
     if not any((llm_dir / name).is_file() for name in TOKENIZER_FILES):
         raise MissingPartError(f"no tokenizer in {llm_dir} (expected tokenizer.json or tokenizer.model)", llm_dir / "tokenizer.json")
+    sentencepiece_only = not (llm_dir / "tokenizer.json").is_file()
+    if sentencepiece_only:
+        try:
+            import sentencepiece  # noqa: F401  (transformers' own message for its absence names tiktoken)
+        except ImportError:
+            raise CorruptCheckpointError(
+                f"{llm_dir / 'tokenizer.model'} is a SentencePiece model and the 'sentencepiece' package is not "
+                "installed: pip install sentencepiece", llm_dir / "tokenizer.model") from None
     try:
-        return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise CorruptCheckpointError(f"cannot load the tokenizer in {llm_dir}: {error}", llm_dir) from error
+        return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False,
+                                             use_fast=False, legacy=False)
+    except Exception as error:  # transformers raises OSError, ValueError, RuntimeError or parser errors alike
+        source = llm_dir / ("tokenizer.model" if sentencepiece_only else "tokenizer.json")
+        raise CorruptCheckpointError(f"cannot read the tokenizer {source}: {type(error).__name__}: {error}",
+                                     source) from error
 
 
 def load_vila(path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu") -> VilaModel:

@@ -142,14 +142,23 @@ class VilaConfig:
             f.write("\n")
 
 
+# Public VILA checkpoints store no template; VILA's release scripts pass one per model (docs/checkpoints.md).
+YI_VOCAB_SIZE = 64000  # Nous-Hermes-2-Yi-34B, the 40B's LLM
+
+
 def infer_conv_template(data: dict[str, Any]) -> str:
-    """Template for a VILA checkpoint that does not store ours, from the notes' table (3B/13B vicuna_v1,
-    8B llama_3 with its 128k vocab, 40B hermes-2 with a Yi LLM)."""
+    """Template for a VILA checkpoint that does not store ours, as VILA's release uses it: 3B/13B vicuna_v1,
+    8B llama_3 (its 128k Llama-3 vocabulary), 40B hermes-2 (its Yi vocabulary or InternViT tower)."""
     llm = data.get("llm_cfg", {})
-    name = str(llm.get("_name_or_path", "")) + str(data.get("_name_or_path", ""))
-    if int(llm.get("vocab_size", 0)) >= 128000 or "llama-3" in name.lower() or "llama3" in name.lower():
+    tower = data.get("vision_tower_cfg", {})
+    name = (str(llm.get("_name_or_path", "")) + " " + str(data.get("_name_or_path", ""))).lower()
+    tower_kind = " ".join(str(v) for v in (tower.get("model_type", ""), tower.get("architectures", ""),
+                                           tower.get("_name_or_path", ""), data.get("mm_vision_tower", ""))).lower()
+    vocab = int(llm.get("vocab_size", 0) or 0)
+    if vocab >= 128000 or "llama-3" in name or "llama3" in name:
         return "llama_3"
-    if "hermes" in name.lower() or "yi" in str(llm.get("model_type", "")).lower() or "40b" in name.lower():
+    if vocab == YI_VOCAB_SIZE or "hermes" in name or "yi" in str(llm.get("model_type", "")).lower() \
+            or "40b" in name or "intern" in tower_kind:
         return "hermes-2"
     return "vicuna_v1"
 
