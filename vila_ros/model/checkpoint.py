@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from vila_ros.model.config import PART_NAMES, VilaConfig, dtype_name
+from vila_ros.model.config import PART_NAMES, VilaConfig, dtype_name, unsupported_features
 from vila_ros.model.preprocess import ImageProcessor
 from vila_ros.model.vila import VilaModel
 from vila_ros.model.vision import VILA_STATE_PREFIX
@@ -62,6 +62,10 @@ class PickleRefusedError(CheckpointError):
 
 class CorruptCheckpointError(CheckpointError):
     """A file exists but cannot be parsed (bad JSON, truncated safetensors)."""
+
+
+class UnsupportedCheckpointError(CheckpointError):
+    """A well-formed checkpoint of a model variant this package does not implement (the message names it)."""
 
 
 # -- dtype helpers --------------------------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ def read_config(path: str | Path) -> VilaConfig:
     if not root.is_dir():
         raise MissingPartError(f"checkpoint directory {root} does not exist", root)
     data = _read_json(root / "config.json")
+    _refuse_unsupported(data, root / "config.json")
     try:
         config = VilaConfig.from_dict(data)
     except (KeyError, ValueError, TypeError) as error:
@@ -131,7 +136,14 @@ def read_config(path: str | Path) -> VilaConfig:
             part_cfg = _read_json(part_dir / "config.json")
             part_cfg["_name_or_path"] = getattr(config, f"{part}_cfg").get("_name_or_path", f"./{part}")
             setattr(config, f"{part}_cfg", part_cfg)
+            _refuse_unsupported({f"{part}_cfg": part_cfg}, part_dir / "config.json")
     return config
+
+
+def _refuse_unsupported(data: dict[str, Any], source: Path) -> None:
+    unsupported = unsupported_features(data)
+    if unsupported:
+        raise UnsupportedCheckpointError(f"{source}: " + "; ".join(unsupported), source)
 
 
 def weight_files(part_dir: Path) -> list[Path]:

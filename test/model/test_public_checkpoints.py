@@ -1,5 +1,5 @@
-"""Tokenizers and prompts of the public VILA checkpoints: SentencePiece-only tokenizers (3B, 13B, Yi 40B), the
-double BOS of llama_3 prompts, and the template each public checkpoint gets without an override."""
+"""Public VILA checkpoints: SentencePiece-only tokenizers (3B, 13B, Yi 40B), the double BOS of llama_3 prompts,
+the template each public checkpoint gets without an override, and refusals that name what is not implemented."""
 import io
 import json
 import shutil
@@ -111,3 +111,34 @@ SIGLIP = {"architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_m
 ])
 def test_template_of_each_public_checkpoint(llm, tower, expected):
     assert VilaConfig.from_dict(_public_config(llm, tower)).conv_template == expected
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c["vision_tower_cfg"].update(model_type="intern_vit_6b", architectures=["InternVisionModel"]),
+     ["InternViT", "vision_tower_cfg"]),
+    (lambda c: c.update(s2=True, s2_scales="384,768", s2_max_split_size=384), ["S2", "'s2'"]),
+    (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix"), ["NVILA", "mm_projector_type"]),
+    (lambda c: c["llm_cfg"].update(model_type="qwen2"), ["qwen2", "llm_cfg.model_type"]),
+])
+def test_unimplemented_variants_are_refused_with_the_reason(tiny_dir, tmp_path, change, words):
+    from vila_ros.model.checkpoint import UnsupportedCheckpointError
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, root)
+    config = json.loads((root / "config.json").read_text())
+    change(config)
+    (root / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedCheckpointError) as caught:
+        load_vila(root)
+    assert all(word in str(caught.value) for word in words), caught.value
+
+
+def test_unimplemented_tower_in_the_part_config_is_refused(tiny_dir, tmp_path):
+    from vila_ros.model.checkpoint import UnsupportedCheckpointError
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, root)
+    part = json.loads((root / "vision_tower" / "config.json").read_text())
+    (root / "vision_tower" / "config.json").write_text(json.dumps({**part, "model_type": "intern_vit_6b"}))
+    with pytest.raises(UnsupportedCheckpointError, match="InternViT"):
+        load_vila(root)
