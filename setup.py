@@ -20,6 +20,7 @@ setup(
         "transformers>=5.0,<5.30",
         "safetensors>=0.4",
         "tokenizers>=0.20",
+        "sentencepiece>=0.2",  # SentencePiece-only tokenizers of public VILA checkpoints
         "opencv-python-headless>=4.8",
         "pyyaml>=6.0",
         "tqdm>=4.60",

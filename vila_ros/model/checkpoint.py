@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from vila_ros.model.config import PART_NAMES, VilaConfig, dtype_name
+from vila_ros.model.config import PART_NAMES, VilaConfig, dtype_name, unsupported_features
 from vila_ros.model.preprocess import ImageProcessor
 from vila_ros.model.vila import VilaModel
 from vila_ros.model.vision import VILA_STATE_PREFIX
@@ -32,7 +32,7 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "pytorch_model.bin.index.json")
 DEFAULT_SHARD_BYTES = 2 * 1024**3
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class CheckpointError(Exception):
@@ -61,6 +61,10 @@ class PickleRefusedError(CheckpointError):
 
 class CorruptCheckpointError(CheckpointError):
     """A file exists but cannot be parsed (bad JSON, truncated safetensors)."""
+
+
+class UnsupportedCheckpointError(CheckpointError):
+    """A well-formed checkpoint of a model variant this package does not implement (the message names it)."""
 
 
 # -- dtype helpers --------------------------------------------------------------------------------------------------
@@ -118,6 +122,7 @@ def read_config(path: str | Path) -> VilaConfig:
     if not root.is_dir():
         raise MissingPartError(f"checkpoint directory {root} does not exist", root)
     data = _read_json(root / "config.json")
+    _refuse_unsupported(data, root / "config.json")
     try:
         config = VilaConfig.from_dict(data)
     except (KeyError, ValueError, TypeError) as error:
@@ -130,7 +135,14 @@ def read_config(path: str | Path) -> VilaConfig:
             part_cfg = _read_json(part_dir / "config.json")
             part_cfg["_name_or_path"] = getattr(config, f"{part}_cfg").get("_name_or_path", f"./{part}")
             setattr(config, f"{part}_cfg", part_cfg)
+            _refuse_unsupported({f"{part}_cfg": part_cfg}, part_dir / "config.json")
     return config
+
+
+def _refuse_unsupported(data: dict[str, Any], source: Path) -> None:
+    unsupported = unsupported_features(data)
+    if unsupported:
+        raise UnsupportedCheckpointError(f"{source}: " + "; ".join(unsupported), source)
 
 
 def weight_files(part_dir: Path) -> list[Path]:
@@ -198,14 +210,28 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
 
 
 def load_tokenizer(llm_dir: Path) -> Any:
+    """The LLM's tokenizer, read the way VILA reads it (``use_fast=False, legacy=False``: no dummy space after
+    special tokens). A SentencePiece-only directory (VILA1.5-3B/13B, the Yi tokenizer of the 40B) needs the
+    ``sentencepiece`` package; without it transformers fails with an unrelated message, so that case is named."""
     from transformers import AutoTokenizer
 
     if not any((llm_dir / name).is_file() for name in TOKENIZER_FILES):
         raise MissingPartError(f"no tokenizer in {llm_dir} (expected tokenizer.json or tokenizer.model)", llm_dir / "tokenizer.json")
+    sentencepiece_only = not (llm_dir / "tokenizer.json").is_file()
+    if sentencepiece_only:
+        try:
+            import sentencepiece  # noqa: F401  (transformers' own message for its absence names tiktoken)
+        except ImportError:
+            raise CorruptCheckpointError(
+                f"{llm_dir / 'tokenizer.model'} is a SentencePiece model and the 'sentencepiece' package is not "
+                "installed: pip install sentencepiece", llm_dir / "tokenizer.model") from None
     try:
-        return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise CorruptCheckpointError(f"cannot load the tokenizer in {llm_dir}: {error}", llm_dir) from error
+        return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False,
+                                             use_fast=False, legacy=False)
+    except Exception as error:  # transformers raises OSError, ValueError, RuntimeError or parser errors alike
+        source = llm_dir / ("tokenizer.model" if sentencepiece_only else "tokenizer.json")
+        raise CorruptCheckpointError(f"cannot read the tokenizer {source}: {type(error).__name__}: {error}",
+                                     source) from error
 
 
 def load_vila(path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu") -> VilaModel:

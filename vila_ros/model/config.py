@@ -142,14 +142,46 @@ class VilaConfig:
             f.write("\n")
 
 
+def unsupported_features(data: dict[str, Any]) -> list[str]:
+    """What a checkpoint's config asks for that this package does not implement, each naming the config key that
+    reveals it, so a refusal says why instead of failing later on a shape."""
+    found: list[str] = []
+    tower = data.get("vision_tower_cfg") or {}
+    tower_kind = " ".join(str(tower.get(key, "")) for key in ("model_type", "architectures", "_name_or_path"))
+    if "intern" in tower_kind.lower():
+        found.append(f"the InternViT vision tower (vision_tower_cfg: {tower.get('model_type') or tower_kind.strip()!r},"
+                     " VILA1.5-40B) is not supported; only SigLIP towers are")
+    if data.get("s2"):
+        found.append(f"S2 multi-scale vision (config.json 's2': true, 's2_scales': {data.get('s2_scales')!r}, "
+                     "VILA1.5-3b-s2) is not supported")
+    if data.get("dynamic_s2"):
+        found.append("dynamic S2 tiling (config.json 'dynamic_s2': true, NVILA) is not supported")
+    projector = str((data.get("mm_projector_cfg") or {}).get("mm_projector_type", ""))
+    if projector.endswith("_fix"):
+        found.append(f"the NVILA projector (mm_projector_cfg.mm_projector_type {projector!r}) is not supported")
+    llm_type = str((data.get("llm_cfg") or {}).get("model_type", ""))
+    if llm_type and llm_type != "llama":
+        found.append(f"the {llm_type!r} LLM (llm_cfg.model_type) is not supported; only Llama LLMs are")
+    return found
+
+
+# Public VILA checkpoints store no template; VILA's release scripts pass one per model (docs/checkpoints.md).
+YI_VOCAB_SIZE = 64000  # Nous-Hermes-2-Yi-34B, the 40B's LLM
+
+
 def infer_conv_template(data: dict[str, Any]) -> str:
-    """Template for a VILA checkpoint that does not store ours, from the notes' table (3B/13B vicuna_v1,
-    8B llama_3 with its 128k vocab, 40B hermes-2 with a Yi LLM)."""
+    """Template for a VILA checkpoint that does not store ours, as VILA's release uses it: 3B/13B vicuna_v1,
+    8B llama_3 (its 128k Llama-3 vocabulary), 40B hermes-2 (its Yi vocabulary or InternViT tower)."""
     llm = data.get("llm_cfg", {})
-    name = str(llm.get("_name_or_path", "")) + str(data.get("_name_or_path", ""))
-    if int(llm.get("vocab_size", 0)) >= 128000 or "llama-3" in name.lower() or "llama3" in name.lower():
+    tower = data.get("vision_tower_cfg", {})
+    name = (str(llm.get("_name_or_path", "")) + " " + str(data.get("_name_or_path", ""))).lower()
+    tower_kind = " ".join(str(v) for v in (tower.get("model_type", ""), tower.get("architectures", ""),
+                                           tower.get("_name_or_path", ""), data.get("mm_vision_tower", ""))).lower()
+    vocab = int(llm.get("vocab_size", 0) or 0)
+    if vocab >= 128000 or "llama-3" in name or "llama3" in name:
         return "llama_3"
-    if "hermes" in name.lower() or "yi" in str(llm.get("model_type", "")).lower() or "40b" in name.lower():
+    if vocab == YI_VOCAB_SIZE or "hermes" in name or "yi" in str(llm.get("model_type", "")).lower() \
+            or "40b" in name or "intern" in tower_kind:
         return "hermes-2"
     return "vicuna_v1"
 

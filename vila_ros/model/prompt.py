@@ -2,7 +2,9 @@
 
 Every ``<image>`` becomes the id -200 (IMAGE_TOKEN_INDEX), later replaced by that image's projected features.
 The text between images is tokenized chunk by chunk, exactly as VILA does: tokenizing the whole string would
-let BPE merge across the placeholder and shift ids. Only the first chunk keeps its BOS.
+let BPE merge across the placeholder and shift ids. Only the first chunk keeps the BOS its tokenizer adds; a BOS
+spelled in the template text stays as well (llama_3 begins with "<|begin_of_text|>", so its prompts start with two
+BOS tokens: VILA's ``tokenizer_image_token`` and its training preprocessing both do this, and the models learned it).
 """
 from __future__ import annotations
 
@@ -15,16 +17,12 @@ IGNORE_INDEX = -100
 
 
 def tokenize_with_images(text: str, tokenizer: Any) -> list[int]:
-    """Token ids of ``text`` with one IMAGE_TOKEN_INDEX per ``<image>`` and a single leading BOS."""
+    """Token ids of ``text`` with one IMAGE_TOKEN_INDEX per ``<image>``, as VILA's ``tokenizer_image_token``."""
     bos = tokenizer.bos_token_id
     ids: list[int] = []
     for i, chunk in enumerate(text.split(IMAGE_PLACEHOLDER)):
         piece = list(tokenizer(chunk).input_ids)
-        if i == 0:
-            # Templates that spell BOS as text (llama_3's "<|begin_of_text|>") would otherwise get it twice.
-            if bos is not None and len(piece) >= 2 and piece[0] == bos and piece[1] == bos:
-                piece = piece[1:]
-        else:
+        if i > 0:
             ids.append(IMAGE_TOKEN_INDEX)
             if bos is not None and piece and piece[0] == bos:
                 piece = piece[1:]
