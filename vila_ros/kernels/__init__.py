@@ -73,7 +73,7 @@ def _build() -> tuple[ModuleType | None, str | None]:
 
         module = load("vila_ros_cpu_kernels", [str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
                       verbose=False)
-    except Exception as error:  # no compiler, no ninja, a failed build: all mean "use aten"
+    except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: all mean "use aten"
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return None, f"build failed: {type(error).__name__}: {last_line}"
     return module, None

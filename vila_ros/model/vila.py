@@ -89,7 +89,9 @@ class VilaModel(nn.Module):
                 return self.encode_images(images)
             if images.dim() == 3:  # already [N, T, hidden]
                 return images
-            raise ValueError(f"images tensor must be [N,3,S,S] pixels or [N,T,hidden] features, got {tuple(images.shape)}")
+            raise ValueError(
+                f"images tensor must be [N,3,S,S] pixels or [N,T,hidden] features, got {tuple(images.shape)}"
+            )
         items = list(images)
         if not items:
             return None
