@@ -11,7 +11,8 @@ from vila_ros.model.checkpoint import load_vila
 from vila_ros.train import data as D
 from vila_ros.train.lora import apply_lora, lora_modules
 from vila_ros.train.recipe import load_recipe
-from vila_ros.train.trainer import save_checkpoint_dir, train
+from vila_ros.train.trainer import train
+from vila_ros.train.trainer_state import save_checkpoint_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
