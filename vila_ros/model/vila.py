@@ -168,6 +168,3 @@ class VilaModel(nn.Module):
         """Training forward: loss (if labels) and logits over the spliced sequence."""
         inputs = self.build_inputs(input_ids, attention_mask, images, labels)
         return self.llm(**inputs, **llm_kwargs)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
