@@ -86,7 +86,7 @@ inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
 }
 
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
-// prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
+// prefetcher sees a single sequential read per thread (rows side by side would be 4 short streams: 3x slower).
 // kChunksPerGroup = group / 32. Each row has one int32 accumulator per group (a second chain per row, which the
 // vdpbf16ps dot products need, only cost an add per group here: the kRows rows are enough independent chains). Every
 // 512-bit op runs on ports 0 and 5 only, shifts on port 0 alone, so nibbles come out of a word with as few shifts as
@@ -392,7 +392,7 @@ inline void prefetch_row(const void* row, int64_t bytes) {
 }
 
 // e^x for x <= 0 (scores minus their maximum), 16 at a time: 2^n e^f with n = round(x log2 e) applied by vscalefps
-// and e^f, |f| <= ln2 / 2, by its Taylor polynomial to degree 7 (relative error < 1e-7; scalar expf was 40% of
+// and e^f, |f| <= ln2 / 2, by its Taylor polynomial to degree 7 (relative error < 1e-7; scalar expf takes 40% of
 // one-token attention's time).
 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // e^-104 is below the smallest fp32: 0 either way
@@ -608,7 +608,7 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
 
 
 // ---- Small per-layer steps of a bf16 decoder's one-token step. Each replaces 10-30 aten ops whose dispatch cost
-// (~2-3 us each, ~75 per layer) was 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
+// (~2-3 us each, ~75 per layer) is 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
 
 inline __m256i to_bf16_bits(__m512 v) {  // round to nearest even (vcvtneps2bf16), as torch's casts round
   const __m256bh packed = _mm512_cvtneps_pbh(v);
