@@ -56,6 +56,8 @@ ROS_PACKAGES = {
 ROS_LAYERS = {"ros", "tools", "bench"}
 # Third-party packages a layer must not import (besides the ROS rule above).
 FORBIDDEN_THIRD_PARTY = {"sim": {"torch"}, "vocabulary": {"torch"}}
+COMMAND_LINES = {f"{PACKAGE}.cli", f"{PACKAGE}.entry_points"}  # and every area's `cli.py`
+HEAVY_PACKAGES = {"torch", "transformers", "tensorrt_llm", "onnxruntime", "safetensors"} | ROS_PACKAGES
 MAX_LINES = 400
 LINE_LIMIT_EXEMPT = {f"{PACKAGE}/kernels/cpu_kernels.cpp"}  # one C++ translation unit for the extension loader
 SOURCE_SUFFIXES = {".py", ".cpp", ".c", ".h", ".hpp", ".pyx"}  # not the model data (default_model/*.json)
@@ -67,6 +69,7 @@ class Import:
     target: str  # imported module, dotted (resolved to a module of the package where it is one)
     path: str  # importing file, relative to the repository root
     line: int
+    at_import: bool = True  # runs when the module is imported (not inside a function, not under TYPE_CHECKING)
 
 
 # ------------------------------------------------------------------------------------------------ reading the tree
@@ -102,6 +105,13 @@ def imports_of(name: str, source: str, path: str, modules: dict[str, pathlib.Pat
     ``importlib.import_module("literal")`` calls."""
     tree = ast.parse(source, filename=path)
     package = name if is_package_init(name, modules) or "." not in name else name.rsplit(".", 1)[0]
+    deferred: set[int] = set()  # ids of nodes that do not run at import time
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
+            body = node.body if isinstance(node, ast.If) else [node]
+            deferred.update(id(inner) for part in body for inner in ast.walk(part))
     found: list[Import] = []
     for node in ast.walk(tree):
         targets: list[str] = []
@@ -124,7 +134,8 @@ def imports_of(name: str, source: str, path: str, modules: dict[str, pathlib.Pat
             and isinstance(node.args[0].value, str)
         ):
             targets = [node.args[0].value]
-        found += [Import(name, target, path, node.lineno) for target in targets if target != "__future__"]
+        found += [Import(name, target, path, node.lineno, id(node) not in deferred)
+                  for target in targets if target != "__future__"]
     return found
 
 
@@ -230,6 +241,27 @@ def cycle_report(cycle: list[str], imports: list[Import]) -> str:
     return "import cycle between " + ", ".join(cycle) + ":\n    " + "\n    ".join(edges)
 
 
+def heavy_imports_of_command_lines(imports: list[Import], modules: dict[str, pathlib.Path]) -> list[str]:
+    """Imports of heavy packages that importing a command-line module runs, directly or through our modules
+    imported at module level: `vila-ros --help` must stay fast and work without torch or ROS installed."""
+    at_import: dict[str, list[Import]] = {}
+    for imp in imports:
+        if imp.at_import:
+            at_import.setdefault(imp.source, []).append(imp)
+    problems = []
+    for root in sorted(name for name in modules if name in COMMAND_LINES or name.endswith(".cli")):
+        seen, todo = {root}, [root]
+        while todo:
+            for imp in at_import.get(todo.pop(), []):
+                top_level = imp.target.split(".")[0]
+                if top_level in HEAVY_PACKAGES or any(imp.target.startswith(m) for m in ROS_INTERFACES):
+                    problems.append(f"{_where(imp)}: runs when {root} is imported; import it inside the handler")
+                elif imp.target in modules and imp.target not in seen:
+                    seen.add(imp.target)
+                    todo.append(imp.target)
+    return sorted(set(problems))
+
+
 def oversized_files(root: pathlib.Path = REPO_ROOT) -> list[str]:
     problems = []
     for path in sorted((root / PACKAGE).rglob("*")):
@@ -253,6 +285,12 @@ def test_no_import_cycles():
     modules, imports = all_imports()
     cycles = import_cycles(imports, modules)
     assert not cycles, "\n".join(cycle_report(cycle, imports) for cycle in cycles)
+
+
+def test_command_lines_import_nothing_heavy_at_module_level():
+    modules, imports = all_imports()
+    problems = heavy_imports_of_command_lines(imports, modules)
+    assert not problems, "\n".join(problems)
 
 
 def test_no_source_file_over_the_line_limit():
@@ -296,6 +334,7 @@ def test_checker_passes_a_clean_tree(fake_tree):
     assert layer_violations(imports) == []
     assert import_cycles(imports, modules) == []
     assert oversized_files(fake_tree) == []
+    assert heavy_imports_of_command_lines(imports, modules) == []
     targets = {(imp.source, imp.target) for imp in imports}
     # `from vila_ros import tasks` and relative imports resolve to the module, not the package.
     assert ("vila_ros.model.vila", "vila_ros.tasks") in targets
@@ -331,6 +370,18 @@ def test_checker_catches_a_cycle_through_a_function_level_import(fake_tree):
     cycles = import_cycles(imports, modules)
     assert cycles == [["vila_ros.model.config", "vila_ros.model.vila"]]
     assert "vila_ros/model/config.py:2" in cycle_report(cycles[0], imports)
+
+
+def test_checker_catches_a_heavy_import_behind_a_command_line(fake_tree):
+    _write(fake_tree, {
+        "model/cli.py": "import argparse\nfrom vila_ros.model import vila\n\ndef run():\n    import torch\n",
+        "model/vila.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rclpy\nimport torch\n",
+    })
+    modules, imports = all_imports(fake_tree)
+    assert heavy_imports_of_command_lines(imports, modules) == [
+        "vila_ros/model/vila.py:4: vila_ros.model.vila imports torch: runs when vila_ros.model.cli is imported; "
+        "import it inside the handler"
+    ]
 
 
 def test_checker_catches_an_oversized_file(fake_tree):
