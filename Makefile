@@ -39,6 +39,7 @@ $(VENV)/.stamp-build: $(VENV)/.stamp-venv CMakeLists.txt package.xml $(wildcard 
 	touch $@
 
 test: build
+	$(PY) -m ruff check vila_ros test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build

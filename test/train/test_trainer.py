@@ -11,7 +11,8 @@ from vila_ros.model.checkpoint import load_vila
 from vila_ros.train import data as D
 from vila_ros.train.lora import apply_lora, lora_modules
 from vila_ros.train.recipe import load_recipe
-from vila_ros.train.trainer import save_checkpoint_dir, train
+from vila_ros.train.trainer import train
+from vila_ros.train.trainer_state import save_checkpoint_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,11 @@ def _params(model):
 def test_steps_reduce_loss_on_fixed_batch(tiny_ckpt, llava_json, tmp_path):
     small = tmp_path / "four.json"
     records = json.loads(llava_json.read_text())[:4]
-    small.write_text(json.dumps([dict(r, image=[str(llava_json.parent / p) for p in ([r["image"]] if isinstance(r["image"], str) else r["image"])]) if "image" in r else r for r in records]))
+    def absolute(record):
+        images = [record["image"]] if isinstance(record["image"], str) else record["image"]
+        return dict(record, image=[str(llava_json.parent / p) for p in images])
+
+    small.write_text(json.dumps([absolute(r) if "image" in r else r for r in records]))
     before = _loss(load_vila(tiny_ckpt), _fixed_batch(load_vila(tiny_ckpt), small))
     final = train(_recipe(max_steps=12, warmup_ratio=0.0), tmp_path / "run", init=tiny_ckpt, data_path=str(small))
     after_model = load_vila(final)
@@ -87,14 +92,17 @@ def test_lora_merge_same_logits_and_loads(tiny_ckpt, llava_json, tmp_path):
     loaded = load_vila(saved)
     assert not lora_modules(loaded)
     with torch.no_grad():
-        out = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], images=batch["images"]).logits
+        out = loaded(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], images=batch["images"]
+        ).logits
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     # through the trainer: only LoRA factors train, the output is a plain checkpoint
     final = train(_recipe(max_steps=2, lora={"rank": 4, "alpha": 8}), tmp_path / "run", init=tiny_ckpt,
                   data_path=str(llava_json))
     trained = load_vila(final)
     init = load_vila(tiny_ckpt)
-    assert not torch.equal(trained.llm.model.layers[0].self_attn.q_proj.weight, init.llm.model.layers[0].self_attn.q_proj.weight)
+    q_proj = trained.llm.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(q_proj, init.llm.model.layers[0].self_attn.q_proj.weight)
     assert torch.equal(trained.llm.model.embed_tokens.weight, init.llm.model.embed_tokens.weight)
 
 
@@ -143,7 +151,8 @@ def test_torchrun_two_processes(tiny_ckpt, llava_json, tmp_path):
         raise
     assert proc.returncode == 0, stderr[-3000:]
     final = load_vila(out / "final")
-    assert not all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), load_vila(tiny_ckpt).state_dict().values()))
+    initial = load_vila(tiny_ckpt).state_dict().values()
+    assert not all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), initial))
     state = json.loads((out / "final" / "trainer_state" / "state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == 2
 

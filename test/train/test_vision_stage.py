@@ -8,8 +8,7 @@ from vila_ros.model.checkpoint import load_vila
 from vila_ros.sim import make_scenario
 from vila_ros.sim.actors import OCCUPANCY_KINDS
 from vila_ros.train.trainer import train
-from vila_ros.train.vision_labels import (CLASS_ATTRIBUTES, COUNT_ATTRIBUTES, IGNORE, SimFrameDataset,
-                                          encode_labels)
+from vila_ros.train.vision_labels import CLASS_ATTRIBUTES, COUNT_ATTRIBUTES, IGNORE, SimFrameDataset, encode_labels
 
 VISION = {"vision_tower": True, "mm_projector": True, "llm": False}
 

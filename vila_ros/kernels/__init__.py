@@ -1,4 +1,10 @@
-"""Compiled CPU kernels (``cpu_kernels.cpp``): int4 GEMV, int4 -> bf16 dequantization and one-token attention.
+"""Compiled CPU kernels (``cpu_kernels.cpp``), what one decode step spends its time in:
+
+- ``w4a16_gemv`` (int4 weights x bf16 activations), ``w4_pack`` (int4 storage format -> the GEMV's layout),
+  ``w4_dequantize`` (int4 rows -> bf16 tiles, for prefill's GEMM), ``bf16_gemv``;
+- ``decode_attention`` (one new token over a KV cache), ``rms_norm_bf16``, ``silu_mul_bf16``,
+  ``rope_cache_attention`` (RoPE, cache write and attention of one bf16 token);
+- whole one-token layer steps: ``int4_layer_step`` (bf16 layer, int4 projections), ``f32_layer_step`` (fp32 layer).
 
 They need x86-64 with AVX-512 BF16 and VNNI (Zen 4 and later, Sapphire Rapids and later), a C++ compiler and
 ninja; torch's extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_EXTENSIONS_DIR`` (default
@@ -73,7 +79,7 @@ def _build() -> tuple[ModuleType | None, str | None]:
 
         module = load("vila_ros_cpu_kernels", [str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
                       verbose=False)
-    except Exception as error:  # no compiler, no ninja, a failed build: all mean "use aten"
+    except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: all mean "use aten"
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return None, f"build failed: {type(error).__name__}: {last_line}"
     return module, None

@@ -4,17 +4,19 @@
 //    layout, and the same weights dequantized to bf16 tiles for prefill.
 // 2. bf16 matrix-vector products in torch's Linear layout.
 // 3. Attention of one new token over a bf16 or fp32 KV cache.
+// 4. The small steps of a bf16 layer's one-token step (RMSNorm, RoPE + cache write + attention, SiLU * up).
+// 5. Whole one-token layer steps: a bf16 layer with int4 projections, an fp32 layer with fp32 projections.
 //
-// Why not aten's tinygemm: on decode it spends its time unpacking nibbles. Why not vdpbf16ps either (the first
-// version of this GEMV: a nibble became the bf16 128 + q in one vpternlogd): on this VM's Xeon one vdpbf16ps zmm
-// issues every 2.2 cycles, vpdpwssd (int16 pairs into int32) every 0.58, so the bf16 dot products held the GEMV
-// to ~29 GB/s in L2 on 2 threads, below the ~28-55 GB/s this VM's memory delivers. Here the activations become
+// Why not aten's tinygemm: on decode it spends its time unpacking nibbles. Why not vdpbf16ps either (a nibble
+// becomes the bf16 128 + q in one vpternlogd): on the Xeon of our benchmarks one vdpbf16ps zmm issues every
+// 2.2 cycles, vpdpwssd (int16 pairs into int32) every 0.58, so bf16 dot products held the GEMV to ~29 GB/s in L2
+// on 2 threads, below the ~28-55 GB/s that machine's memory delivers. Here the activations become
 // 16-bit fixed point per weight group, x_k = t_g X_k (t_g a power of two that fits the group's largest |x| in int16:
 // a bf16 x whose exponent is at most 7 below the largest's is exact, smaller ones round at 2^-16 of the group's
 // range),
 // and the nibbles are int16 operands of vpdpwssd, exact integer dot products per group:
 //     y_n = sum_g s_g t_g (sum_{k in g} X_k q_k  -  z_g sum_{k in g} X_k)
-// (in-L2 rate 1.55x the bf16 version; from DRAM 0.85 instead of 0.74 of the bandwidth probe, 3b shapes).
+// (in-L2 rate 1.55x that of vdpbf16ps dot products; from DRAM 0.85 instead of 0.74 of the bandwidth probe, 3b shapes).
 //
 // Weight layout (w4_pack below): rows in blocks of kRows; a row block is K/128 column
 // blocks, each holding its kRows rows' 128 columns one after the other; a row's 128 columns are 32 little-endian
@@ -84,9 +86,9 @@ inline __m512 load_bf16x16(const uint16_t* p, __mmask16 mask) {
 }
 
 // One block of kRows rows: their weights are one contiguous stream (see the layout above), so the hardware
-// prefetcher sees a single sequential read per thread (rows side by side were 4 short streams: 3x slower).
+// prefetcher sees a single sequential read per thread (rows side by side would be 4 short streams: 3x slower).
 // kChunksPerGroup = group / 32. Each row has one int32 accumulator per group (a second chain per row, which the
-// bf16 version needed, only cost an add per group here: the kRows rows are enough independent chains). Every
+// vdpbf16ps dot products need, only cost an add per group here: the kRows rows are enough independent chains). Every
 // 512-bit op runs on ports 0 and 5 only, shifts on port 0 alone, so nibbles come out of a word with as few shifts as
 // possible: the lowest by a mask, the highest by a shift, the middle two the same way from the word with its bytes
 // swapped (vpshufb, port 5): 1.15x the compute rate of a shift and a mask per nibble. x: the activation row in
@@ -390,7 +392,7 @@ inline void prefetch_row(const void* row, int64_t bytes) {
 }
 
 // e^x for x <= 0 (scores minus their maximum), 16 at a time: 2^n e^f with n = round(x log2 e) applied by vscalefps
-// and e^f, |f| <= ln2 / 2, by its Taylor polynomial to degree 7 (relative error < 1e-7; scalar expf was 40% of
+// and e^f, |f| <= ln2 / 2, by its Taylor polynomial to degree 7 (relative error < 1e-7; scalar expf takes 40% of
 // one-token attention's time).
 inline __m512 exp_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));  // e^-104 is below the smallest fp32: 0 either way
@@ -606,7 +608,7 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k_cache, torch::Te
 
 
 // ---- Small per-layer steps of a bf16 decoder's one-token step. Each replaces 10-30 aten ops whose dispatch cost
-// (~2-3 us each, ~75 per layer) was 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
+// (~2-3 us each, ~75 per layer) is 16% of a 3b int4 token; the math and its bf16 rounding points are HF Llama's.
 
 inline __m256i to_bf16_bits(__m512 v) {  // round to nearest even (vcvtneps2bf16), as torch's casts round
   const __m256bh packed = _mm512_cvtneps_pbh(v);
@@ -780,7 +782,7 @@ torch::Tensor int4_layer_step(torch::Tensor x, torch::Tensor input_norm, double 
 }
 
 // ---- One-token step of an fp32 Llama layer (the embedded default model: 256 wide, 4 layers). Its ~30 aten ops per
-// layer cost 8-15 us each on this VM, several times the arithmetic, and a matrix too small to split between the
+// layer cost 8-15 us each on the 2-core machine of our benchmarks, several times the arithmetic, and a matrix too small to split between the
 // cores costs more to hand over than to compute: so these run on the calling thread below kF32ParallelElements.
 
 constexpr int64_t kF32ParallelElements = 1 << 20;  // 4 MB of fp32 weights per matrix

@@ -1,7 +1,8 @@
 """CPU tensors on transparent huge pages, for what decode streams every token (weights, bandwidth probes).
 
-Why: on this Firecracker VM a buffer on 4 KiB pages streams at 18-27 GB/s depending on the buffer (the same buffer
-keeps its speed within a process; the guest's page walks cost what the host's mapping makes them cost), one on
+Why: in a virtual machine (the 2-core Firecracker guest of our benchmarks) a buffer on 4 KiB pages streams at
+18-27 GB/s depending on the buffer (the same buffer keeps its speed within a process; the guest's page walks cost
+what the host's mapping makes them cost), one on
 2 MiB pages at the top of that range every time; int4 decode GEMVs over the same weights ran 1.3x faster on huge
 pages (3b shapes, 2 threads, interleaved in one process). torch's allocator only asks for huge pages with
 THP_MEM_ALLOC_ENABLE=1 read at its first allocation, so these tensors come from their own private anonymous mapping,

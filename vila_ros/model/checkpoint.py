@@ -1,7 +1,8 @@
 """Checkpoint I/O in the VILA1.5 three-part layout, safetensors only.
 
     <ckpt>/config.json                  VilaConfig (llava_llama root config)
-    <ckpt>/llm/                         LlamaForCausalLM: config.json, model-0000k-of-0000n.safetensors + index, tokenizer
+    <ckpt>/llm/                         LlamaForCausalLM: config.json, model-0000k-of-0000n.safetensors + index,
+                                        tokenizer
     <ckpt>/vision_tower/                SiglipVisionModel: config.json, model.safetensors, preprocessor_config.json
     <ckpt>/mm_projector/                config.json (v2l_projector), model.safetensors (layers.1/2/4 ...)
 
@@ -96,7 +97,9 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def build_uninitialized(config: VilaConfig, dtype: torch.dtype, device: str | torch.device = "cpu", **kwargs: Any) -> VilaModel:
+def build_uninitialized(
+    config: VilaConfig, dtype: torch.dtype, device: str | torch.device = "cpu", **kwargs: Any
+) -> VilaModel:
     """Modules in ``dtype`` on ``device`` with uninitialised (torch.empty) weights: the caller fills them."""
     from transformers.initialization import no_init_weights
 
@@ -130,7 +133,9 @@ def read_config(path: str | Path) -> VilaConfig:
     for part in PART_NAMES:
         part_dir = root / config.part_dir_name(part)
         if not part_dir.is_dir():
-            raise MissingPartError(f"missing part directory {part_dir} (named by {part}_cfg in {root / 'config.json'})", part_dir)
+            raise MissingPartError(
+                f"missing part directory {part_dir} (named by {part}_cfg in {root / 'config.json'})", part_dir
+            )
         if part != "mm_projector" and (part_dir / "config.json").is_file():
             part_cfg = _read_json(part_dir / "config.json")
             part_cfg["_name_or_path"] = getattr(config, f"{part}_cfg").get("_name_or_path", f"./{part}")
@@ -206,7 +211,8 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
     missing = sorted(set(expected) - loaded - set(optional))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise WeightKeysError(f"{len(missing)} tensors missing from {', '.join(str(f) for f in files)}: {shown}", files[0])
+        named = ", ".join(str(f) for f in files)
+        raise WeightKeysError(f"{len(missing)} tensors missing from {named}: {shown}", files[0])
 
 
 def load_tokenizer(llm_dir: Path) -> Any:
@@ -216,7 +222,9 @@ def load_tokenizer(llm_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     if not any((llm_dir / name).is_file() for name in TOKENIZER_FILES):
-        raise MissingPartError(f"no tokenizer in {llm_dir} (expected tokenizer.json or tokenizer.model)", llm_dir / "tokenizer.json")
+        raise MissingPartError(
+            f"no tokenizer in {llm_dir} (expected tokenizer.json or tokenizer.model)", llm_dir / "tokenizer.json"
+        )
     sentencepiece_only = not (llm_dir / "tokenizer.json").is_file()
     if sentencepiece_only:
         try:
@@ -228,13 +236,15 @@ def load_tokenizer(llm_dir: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False,
                                              use_fast=False, legacy=False)
-    except Exception as error:  # transformers raises OSError, ValueError, RuntimeError or parser errors alike
+    except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, RuntimeError, parser errors
         source = llm_dir / ("tokenizer.model" if sentencepiece_only else "tokenizer.json")
         raise CorruptCheckpointError(f"cannot read the tokenizer {source}: {type(error).__name__}: {error}",
                                      source) from error
 
 
-def load_vila(path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu") -> VilaModel:
+def load_vila(
+    path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> VilaModel:
     """Load a VILA1.5 checkpoint directory. ``dtype`` None keeps the stored ``model_dtype``."""
     root = Path(path)
     config = read_config(root)
@@ -275,7 +285,9 @@ def _plain_tensor(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def save_part_weights(state: dict[str, torch.Tensor], part_dir: Path, max_shard_bytes: int, always_index: bool) -> list[str]:
+def save_part_weights(
+    state: dict[str, torch.Tensor], part_dir: Path, max_shard_bytes: int, always_index: bool
+) -> list[str]:
     """Write ``state`` as one model.safetensors, or as shards + index (always for llm/, like VILA's files)."""
     for stale in list(part_dir.glob("*.safetensors")) + [part_dir / INDEX_NAME]:
         stale.unlink(missing_ok=True)
@@ -342,8 +354,10 @@ def save_vila(model: VilaModel, path: str | Path, max_shard_bytes: int = DEFAULT
 
     vt = model.vision_tower.model
     vt_dtype = vt.embeddings.patch_embedding.weight.dtype
-    vt_cfg = _hf_config_dict(vt.config, "SiglipVisionModel", vt_dtype, config.vision_tower_cfg.get("_name_or_path", "./vision_tower"))
-    save_part_weights({VILA_STATE_PREFIX + k: v for k, v in vt.state_dict().items()}, dirs["vision_tower"], max_shard_bytes, always_index=False)
+    vt_name = config.vision_tower_cfg.get("_name_or_path", "./vision_tower")
+    vt_cfg = _hf_config_dict(vt.config, "SiglipVisionModel", vt_dtype, vt_name)
+    vt_state = {VILA_STATE_PREFIX + k: v for k, v in vt.state_dict().items()}
+    save_part_weights(vt_state, dirs["vision_tower"], max_shard_bytes, always_index=False)
     _write_json(dirs["vision_tower"] / "config.json", vt_cfg)
     model.image_processor.save(dirs["vision_tower"] / "preprocessor_config.json")
 

@@ -45,7 +45,9 @@ class VilaConfig:
 
     def __post_init__(self) -> None:
         if self.mm_projector_token_order not in TOKEN_ORDERS:
-            raise ValueError(f"mm_projector_token_order must be one of {TOKEN_ORDERS}, got {self.mm_projector_token_order!r}")
+            raise ValueError(
+                f"mm_projector_token_order must be one of {TOKEN_ORDERS}, got {self.mm_projector_token_order!r}"
+            )
         if self.mm_vision_select_feature not in ("cls_patch", "patch"):
             raise ValueError(f"unsupported mm_vision_select_feature {self.mm_vision_select_feature!r}")
         if self.image_aspect_ratio not in ("resize", "pad"):
@@ -128,7 +130,8 @@ class VilaConfig:
             kwargs["conv_template"] = infer_conv_template(data)
         if kwargs.get("mm_projector_token_order") is None:
             kwargs["mm_projector_token_order"] = defaults["mm_projector_token_order"]
-        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in _OWN_KEYS and k not in ("architectures", "model_type")}
+        not_extra = {*_OWN_KEYS, "architectures", "model_type"}
+        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in not_extra}
         return cls(**kwargs, extra=extra)
 
     @classmethod

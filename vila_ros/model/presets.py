@@ -108,7 +108,9 @@ def init_model(
 ) -> Path:
     """Write a randomly initialised checkpoint of ``preset`` to ``out_dir``; returns the directory."""
     spec = _get(preset)
-    tokenizer = build_tokenizer(tokenizer_corpus, spec.tokenizer_vocab, model_max_length=spec.llm["max_position_embeddings"])
+    tokenizer = build_tokenizer(
+        tokenizer_corpus, spec.tokenizer_vocab, model_max_length=spec.llm["max_position_embeddings"]
+    )
     config = preset_config(
         preset, len(tokenizer), tokenizer.convert_tokens_to_ids(BOS), tokenizer.convert_tokens_to_ids(EOS),
         tokenizer.convert_tokens_to_ids(PAD),

@@ -89,7 +89,9 @@ class VilaModel(nn.Module):
                 return self.encode_images(images)
             if images.dim() == 3:  # already [N, T, hidden]
                 return images
-            raise ValueError(f"images tensor must be [N,3,S,S] pixels or [N,T,hidden] features, got {tuple(images.shape)}")
+            raise ValueError(
+                f"images tensor must be [N,3,S,S] pixels or [N,T,hidden] features, got {tuple(images.shape)}"
+            )
         items = list(images)
         if not items:
             return None
@@ -166,6 +168,3 @@ class VilaModel(nn.Module):
         """Training forward: loss (if labels) and logits over the spliced sequence."""
         inputs = self.build_inputs(input_ids, attention_mask, images, labels)
         return self.llm(**inputs, **llm_kwargs)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -16,7 +16,6 @@ state as a uint8 tensor, and {step, elapsed, stage} in ``state.json``. The data 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -30,51 +29,19 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from vila_ros.model.checkpoint import load_vila, parse_dtype, save_vila
-from vila_ros.model.prompt import IMAGE_TOKEN_INDEX
+from vila_ros.model.checkpoint import load_vila, parse_dtype
 from vila_ros.train import data as D
+from vila_ros.train.distributed import Dist
 from vila_ros.train.lora import apply_lora, lora_state, merge_lora, unmerge_into
+from vila_ros.train.objectives import objective_for
 from vila_ros.train.recipe import resolve_stages
-
-STATE_DIR = "trainer_state"
-
-
-# ------------------------------------------------------------------------------------------------ distributed
-class Dist:
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend=backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-    def mean(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        torch.distributed.all_reduce(t)
-        return float(t) / self.world
-
-    def max(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return float(t)
-
-    def close(self) -> None:
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+from vila_ros.train.trainer_state import (
+    STATE_DIR,
+    latest_checkpoint,
+    load_optimizer,
+    save_checkpoint_dir,
+    save_optimizer,
+)
 
 
 # ------------------------------------------------------------------------------------------------------ pieces
@@ -98,122 +65,6 @@ def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def batch_tokens(batch: dict[str, Any], tokens_per_image: int) -> int:
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    slots = int((ids == IMAGE_TOKEN_INDEX).sum())
-    return int(mask.sum()) + slots * (tokens_per_image - 1)
-
-
-class LanguageObjective:
-    """VILA's next-token loss on conversations (every stage but ``vision``)."""
-
-    def __init__(self, model: Any) -> None:
-        self.module = model
-        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-        self.tokens_per_image = model.tokens_per_image
-
-    def collate(self, samples: list[dict]) -> dict[str, Any]:
-        return D.collate(samples, self.pad_id)
-
-    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
-        """(mean loss, tokens in the batch, extra metrics); ``net`` is the module or its DDP wrapper."""
-        out = net(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                  images=None if batch["images"] is None else batch["images"].to(device),
-                  labels=batch["labels"].to(device))
-        return out.loss, batch_tokens(batch, self.tokens_per_image), {}
-
-    def weight(self, batch: dict[str, Any]) -> int:
-        """How much this batch counts in a validation mean: its supervised tokens."""
-        return int((batch["labels"][:, 1:] != -100).sum())
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        pass
-
-
-class VisionLabelObjective:
-    """The ``vision`` stage: the tower and projector learn from simulator frame labels (``vision_labels``)."""
-
-    def __init__(self, model: Any) -> None:
-        from vila_ros.train.vision_labels import VisionLabelHeads
-
-        self.module = VisionLabelHeads(model)
-
-    def collate(self, samples: list[dict]) -> dict[str, Any]:
-        from vila_ros.train.vision_labels import collate_frames
-
-        return collate_frames(samples)
-
-    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
-        loss, accuracy = net(batch)
-        return loss, int(batch["pixels"].shape[0]), accuracy
-
-    def weight(self, batch: dict[str, Any]) -> int:
-        return int(batch["pixels"].shape[0])
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return self.module.heads_state()
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_heads_state(state)
-
-
-def objective_for(stage: dict[str, Any], model: Any) -> LanguageObjective | VisionLabelObjective:
-    return VisionLabelObjective(model) if stage["data"].get("type") == "sim_frames" else LanguageObjective(model)
-
-
-def save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for index, state in sd["state"].items():
-        for key, value in state.items():
-            t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            tensors[f"{index}.{key}"] = t.detach().cpu().contiguous()
-    save_file(tensors, str(directory / "optimizer.safetensors"))
-    (directory / "optimizer_groups.json").write_text(json.dumps(sd["param_groups"], indent=1))
-
-
-def load_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    groups = json.loads((directory / "optimizer_groups.json").read_text())
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = t
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint_dir(model: torch.nn.Module, path: Path, dtype: torch.dtype | None = None) -> Path:
-    """A plain VILA1.5 directory of ``model`` (LoRA merged into a copy; the training model is untouched)."""
-    from vila_ros.train.lora import lora_modules
-
-    target = model
-    if lora_modules(model) or (dtype is not None and dtype != model.dtype):
-        target = copy.deepcopy(model)
-        merge_lora(target)
-        if dtype is not None:
-            target.to(dtype)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_vila(target, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return path
-
-
-def latest_checkpoint(stage_dir: Path) -> Path | None:
-    found = []
-    for p in stage_dir.glob("checkpoint-*"):
-        if (p / STATE_DIR / "state.json").is_file() and p.name.split("-")[-1].isdigit():
-            found.append((int(p.name.split("-")[-1]), p))
-    return max(found)[1] if found else None
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
@@ -284,9 +135,10 @@ class Trainer:
             val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind == "sim":
-            params = dict(image_size=model.config.image_size, num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
-                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)), qa_turns=int(cfg.get("qa_turns", 2)),
-                          own_event_qa=float(cfg.get("own_event_qa", 0.0)))
+            params = dict(image_size=model.config.image_size,
+                          num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
+                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)),
+                          qa_turns=int(cfg.get("qa_turns", 2)), own_event_qa=float(cfg.get("own_event_qa", 0.0)))
             train = D.SimDataset(split="train", seed=self.seed, **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
             val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None

@@ -1,0 +1,76 @@
+"""What a training stage minimises, behind one small interface the trainer runs: ``collate``, ``loss``, ``weight``
+(of a batch in a validation mean), and ``state`` / ``load_state`` (training-only modules, saved for resume)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vila_ros.model.prompt import IMAGE_TOKEN_INDEX
+from vila_ros.train import data as D
+
+
+def batch_tokens(batch: dict[str, Any], tokens_per_image: int) -> int:
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    slots = int((ids == IMAGE_TOKEN_INDEX).sum())
+    return int(mask.sum()) + slots * (tokens_per_image - 1)
+
+
+class LanguageObjective:
+    """VILA's next-token loss on conversations (every stage but ``vision``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.module = model
+        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        self.tokens_per_image = model.tokens_per_image
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        return D.collate(samples, self.pad_id)
+
+    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
+        """(mean loss, tokens in the batch, extra metrics); ``net`` is the module or its DDP wrapper."""
+        out = net(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                  images=None if batch["images"] is None else batch["images"].to(device),
+                  labels=batch["labels"].to(device))
+        return out.loss, batch_tokens(batch, self.tokens_per_image), {}
+
+    def weight(self, batch: dict[str, Any]) -> int:
+        """How much this batch counts in a validation mean: its supervised tokens."""
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class VisionLabelObjective:
+    """The ``vision`` stage: the tower and projector learn from simulator frame labels (``vision_labels``)."""
+
+    def __init__(self, model: Any) -> None:
+        from vila_ros.train.vision_labels import VisionLabelHeads
+
+        self.module = VisionLabelHeads(model)
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        from vila_ros.train.vision_labels import collate_frames
+
+        return collate_frames(samples)
+
+    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
+        loss, accuracy = net(batch)
+        return loss, int(batch["pixels"].shape[0]), accuracy
+
+    def weight(self, batch: dict[str, Any]) -> int:
+        return int(batch["pixels"].shape[0])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.module.heads_state()
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_heads_state(state)
+
+
+def objective_for(stage: dict[str, Any], model: Any) -> LanguageObjective | VisionLabelObjective:
+    return VisionLabelObjective(model) if stage["data"].get("type") == "sim_frames" else LanguageObjective(model)
