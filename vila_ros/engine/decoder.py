@@ -73,7 +73,7 @@ def _cpu_kernels_for(device: torch.device, dtype: torch.dtype):
 
 def _weights_onto_huge_pages(modules: list[torch.nn.Module]) -> None:
     """Every parameter of ``modules`` a decode step streams, copied onto huge pages (vila_ros.kernels.huge_pages:
-    on 4 KiB pages this VM streamed some buffers at two thirds of the rate of others). Parameters stay the same
+    on 4 KiB pages some buffers streamed at two thirds of the rate of others). Parameters stay the same
     objects (a lm_head tied to the embedding stays tied); small ones are left where they are."""
     from vila_ros.kernels import huge_pages
 
@@ -84,6 +84,10 @@ def _weights_onto_huge_pages(modules: list[torch.nn.Module]) -> None:
 
 
 class LlamaDecoder:
+    """Prefill and decode steps of an HF LlamaForCausalLM over our KV cache. ``steps`` holds one step object per
+    layer (vila_ros.engine.layer_steps), chosen here from the model's dtype, device and projections and from
+    whether our compiled kernels load; ``step_names`` says which."""
+
     def __init__(self, llm: LlamaForCausalLM):
         cfg = llm.config
         self.llm = llm
@@ -133,7 +137,7 @@ class LlamaDecoder:
         """A cache for ``batch`` sequences of up to ``capacity`` positions. On CPU it lives in one huge-page buffer
         the decoder keeps and lends to the next cache once no live cache uses it: one-token attention walks each
         head's rows, and on 4 KiB pages its page walks held it to 14.5 GB/s (3b shapes, 256 positions; 18.1 on
-        huge pages), while faulting in fresh huge pages for every request added ~350 ms to a 3b prefill here."""
+        huge pages), while faulting in fresh huge pages for every request added ~350 ms to a 3b prefill."""
         args = (len(self.layers), batch, self.num_kv_heads, capacity, self.head_dim, self.cache_dtype, self.device)
         if self.device.type != "cpu" or (self._kv_user is not None and self._kv_user() is not None):
             return KVCache(*args)  # not CPU, or the buffer is lent out: a cache of its own

@@ -86,16 +86,15 @@ def decoder_ops(layer: nn.Module, heads: int, kv_heads: int, head_dim: int, kern
 
     q, k, v = (projection(p) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
     gate, up = projection(mlp.gate_proj), projection(mlp.up_proj)
-    if fused_qkv is not None:
-        qkv_sizes = [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
-        qkv = lambda h: fused_qkv(h).split(qkv_sizes, dim=-1)  # noqa: E731
-    else:
-        qkv = lambda h: (q(h), k(h), v(h))  # noqa: E731
-    if fused_gate_up is not None:
-        gate_up_sizes = [mlp.gate_proj.out_features, mlp.up_proj.out_features]
-        gate_up = lambda h: fused_gate_up(h).split(gate_up_sizes, dim=-1)  # noqa: E731
-    else:
-        gate_up = lambda h: (gate(h), up(h))  # noqa: E731
+    qkv_sizes = [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
+    gate_up_sizes = [mlp.gate_proj.out_features, mlp.up_proj.out_features]
+
+    def qkv(h: Tensor) -> tuple[Tensor, ...]:
+        return (q(h), k(h), v(h)) if fused_qkv is None else fused_qkv(h).split(qkv_sizes, dim=-1)
+
+    def gate_up(h: Tensor) -> tuple[Tensor, ...]:
+        return (gate(h), up(h)) if fused_gate_up is None else fused_gate_up(h).split(gate_up_sizes, dim=-1)
+
     return LayerOps(
         heads=heads, kv_heads=kv_heads, head_dim=head_dim,
         input_norm=norm_of(layer.input_layernorm), qkv=qkv, o_proj=projection(attn.o_proj),
