@@ -103,18 +103,25 @@ def test_reference_layer_equals_hf_llama_layer():
     assert torch.allclose(cache[0][:, :, :9], keys, atol=1e-6)
 
 
-def test_rms_norm_equals_hf(our_kernels):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_hf(dtype):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    for dtype in (torch.float32, torch.bfloat16):
-        norm = LlamaRMSNorm(100, eps=1e-5)
-        norm.weight.data.uniform_(0.5, 1.5)
-        norm = norm.to(dtype)
-        x = (torch.randn(3, 1, 100) * 4).to(dtype)
-        with torch.no_grad():
-            assert torch.equal(llama_math.rms_norm(x, norm.weight, 1e-5), norm(x))
-            if dtype == torch.bfloat16:
-                assert torch.equal(our_kernels.rms_norm_bf16(x, norm.weight, 1e-5), norm(x))
+    norm = LlamaRMSNorm(100, eps=1e-5)
+    norm.weight.data.uniform_(0.5, 1.5)
+    norm = norm.to(dtype)
+    x = (torch.randn(3, 1, 100) * 4).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(llama_math.rms_norm(x, norm.weight, 1e-5), norm(x))
+
+
+def test_bf16_kernels_equal_the_reference_functions(our_kernels):
+    gen = torch.Generator().manual_seed(3)
+    weight = (torch.rand(300, generator=gen) + 0.5).to(torch.bfloat16)
+    x = (torch.randn(2, 1, 300, generator=gen) * 4).to(torch.bfloat16)
+    assert torch.equal(our_kernels.rms_norm_bf16(x, weight, 1e-6), llama_math.rms_norm(x, weight, 1e-6))
+    gate, up = ((torch.randn(1, 1, 300, generator=gen) * 6).to(torch.bfloat16) for _ in range(2))
+    assert torch.equal(our_kernels.silu_mul_bf16(gate, up), torch.nn.functional.silu(gate) * up)
 
 
 def test_f32_kernel_step_equals_the_reference(our_kernels):

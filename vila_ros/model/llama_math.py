@@ -56,7 +56,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, cache: tuple[Tensor, Tensor] | No
     return o.to(q.dtype)
 
 
-Attention = Callable[[Tensor, Tensor, Tensor, "tuple[Tensor, Tensor] | None", int, "Tensor | None", bool], Tensor]
+Attention = Callable[[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None, int, Tensor | None, bool], Tensor]
 
 
 @dataclass(frozen=True)
