@@ -9,7 +9,7 @@ masked steps): ``forward``. They differ in ``step``, one new token of one sequen
     Int4KernelStep   "int4_layer_step"  one kernel call per layer: bf16 layers with unpadded int4 projections
 
 Per token, aten's dispatch of a layer's ~30-75 small ops cost several times their arithmetic on small models and
-16% of a 3b int4 token; the kernels compute the same math with the same rounding points (test/engine/
+16% of a 3b int4 token; the kernels compute the same math, bf16 rounding points included (test/engine/
 test_layer_steps.py holds each to the reference).
 """
 from __future__ import annotations
