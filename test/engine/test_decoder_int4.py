@@ -4,6 +4,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vila_ros.engine.decoder import LlamaDecoder
+from vila_ros.engine.layer_steps import Bf16KernelStep
 from vila_ros.model.int4 import Int4Linear, quantize_weight
 
 
@@ -27,20 +28,18 @@ def test_int4_layer_step_equals_the_per_op_path(our_kernels):
         hidden_size=256, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=300, max_position_embeddings=128))
     dec = LlamaDecoder(llm)
-    assert all(step is not None for step in dec._int4_steps)
+    assert dec.step_names == ["int4_layer_step"] * 2
+    one_call_steps = dec.steps
+    per_op_steps = [Bf16KernelStep(step.ops, layer, our_kernels) for step, layer in zip(dec.steps, dec.layers)]
     prompt = dec.embed(torch.tensor([[1, 17, 42, 99, 7]]))
     tokens = dec.embed(torch.tensor([[3, 250, 11, 64]]))
 
     def run(one_call: bool):
-        steps = dec._int4_steps
-        dec._int4_steps = steps if one_call else [None] * len(steps)
-        try:
-            cache = dec.new_cache(1, prompt.shape[1] + tokens.shape[1])
-            logits = [dec.logits(dec.forward(prompt, cache)[:, -1])]
-            for i in range(tokens.shape[1]):
-                logits.append(dec.logits(dec.forward(tokens[:, i:i + 1], cache)[:, -1]))
-        finally:
-            dec._int4_steps = steps
+        dec.steps = one_call_steps if one_call else per_op_steps
+        cache = dec.new_cache(1, prompt.shape[1] + tokens.shape[1])
+        logits = [dec.logits(dec.forward(prompt, cache)[:, -1])]
+        for i in range(tokens.shape[1]):
+            logits.append(dec.logits(dec.forward(tokens[:, i:i + 1], cache)[:, -1]))
         return torch.cat(logits), cache
 
     (one_call, cache_a), (per_op, cache_b) = run(True), run(False)
@@ -54,7 +53,7 @@ def test_heads_wider_than_the_attention_kernels_take_aten_paths(our_kernels):
     llm = random_bf16_llama(hidden_size=576, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
                             num_key_value_heads=2, vocab_size=50, max_position_embeddings=32)
     dec = LlamaDecoder(llm)
-    assert dec._kernels is None and not dec._fused_step
+    assert dec._kernels is None and dec.step_names == ["aten"]
     ids = torch.tensor([[1, 5, 9, 2]])
     cache = dec.new_cache(1, 4)
     dec.forward(dec.embed(ids[:, :3]), cache)

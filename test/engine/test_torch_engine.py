@@ -84,15 +84,17 @@ def test_fused_bf16_layer_step_equals_the_general_path(tiny_engine, frames, our_
     import copy
 
     from vila_ros.engine.decoder import LlamaDecoder
+    from vila_ros.engine.layer_steps import AtenStep
 
     feats = tiny_engine.encode_frames(frames[:2])
     x = tiny_engine.embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
     dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).to(torch.bfloat16))
-    assert dec._fused_step
+    assert set(dec.step_names) == {"bf16_kernels"}
+    kernel_steps, aten_steps = dec.steps, [AtenStep(step.ops) for step in dec.steps]
     steps = dec.embed(torch.tensor([[5, 77, 300, 12, 9, 41]]))
 
     def run(fused: bool):
-        dec._fused_step = fused
+        dec.steps = kernel_steps if fused else aten_steps
         cache = dec.new_cache(1, x.shape[1] + steps.shape[1])
         logits = [dec.logits(dec.forward(x.to(torch.bfloat16), cache)[:, -1])]
         for i in range(steps.shape[1]):
@@ -113,16 +115,17 @@ def test_fused_fp32_layer_step_equals_the_general_path(tiny_engine, frames, our_
     import copy
 
     from vila_ros.engine.decoder import LlamaDecoder
+    from vila_ros.engine.layer_steps import AtenStep
 
     feats = tiny_engine.encode_frames(frames[:2])
     x = tiny_engine.embed(tiny_engine.prompt_ids("Describe.", 2, GenerationConfig()), feats)[None]
     dec = LlamaDecoder(copy.deepcopy(tiny_engine.model.llm).float())
-    steps_kernel = dec._f32_steps
-    assert steps_kernel is not None
+    assert set(dec.step_names) == {"f32_layer_step"}
+    kernel_steps, aten_steps = dec.steps, [AtenStep(step.ops) for step in dec.steps]
     steps = dec.embed(torch.tensor([[5, 77, 300, 12, 9, 41]]))
 
     def run(fused: bool):
-        dec._f32_steps = steps_kernel if fused else None
+        dec.steps = kernel_steps if fused else aten_steps
         cache = dec.new_cache(1, x.shape[1] + steps.shape[1])
         logits = [dec.logits(dec.forward(x.float(), cache)[:, -1])]
         for i in range(steps.shape[1]):

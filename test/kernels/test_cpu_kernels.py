@@ -185,7 +185,7 @@ def test_silu_mul_bf16_equals_aten(compiled, n):
 
 @pytest.mark.parametrize("heads,kv_heads,head_dim,position", [(32, 32, 80, 0), (8, 2, 72, 137), (4, 1, 16, 299)])
 def test_rope_cache_attention_equals_the_aten_steps(compiled, heads, kv_heads, head_dim, position):
-    from vila_ros.engine.decoder import _rotate_half
+    from vila_ros.model.llama_math import apply_rope
 
     gen = torch.Generator().manual_seed(position + heads)
     capacity = 300
@@ -202,7 +202,7 @@ def test_rope_cache_attention_equals_the_aten_steps(compiled, heads, kv_heads, h
         return t.view(1, 1, h, head_dim).transpose(1, 2)
 
     qh, kh = heads_first(q, heads), heads_first(k, kv_heads)
-    qh, kh = qh * cos + _rotate_half(qh) * sin, kh * cos + _rotate_half(kh) * sin
+    qh, kh = apply_rope(qh, cos, sin), apply_rope(kh, cos, sin)
     ref_k[:, :, position:position + 1], ref_v[:, :, position:position + 1] = kh, heads_first(v, kv_heads)
     ref = F.scaled_dot_product_attention(qh.float(), ref_k[:, :, :position + 1].float(),
                                          ref_v[:, :, :position + 1].float(), enable_gqa=heads != kv_heads)

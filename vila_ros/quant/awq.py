@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vila_ros.model import llama_math
 from vila_ros.model.int4 import dequantize_weight, fake_quantize, num_groups, quantize_weight
 from vila_ros.model.int4_checkpoint import ATTN_LINEARS, MLP_LINEARS, QTensors, linear_names
 
@@ -73,27 +74,14 @@ def check_group_size(llm: nn.Module, group: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- layer forward
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def layer_forward(layer: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cfg: Any) -> torch.Tensor:
-    """One Llama decoder layer over a whole causal sequence x [B, L, H] (the math of engine/decoder.py, no cache)."""
-    bsz, n, _ = x.shape
-    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    """One Llama decoder layer over a whole causal sequence x [B, L, H], no cache (vila_ros.model.llama_math)."""
+    heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    attn = layer.self_attn
-    h = layer.input_layernorm(x)
-    q = attn.q_proj(h).view(bsz, n, heads, head_dim).transpose(1, 2)
-    k = attn.k_proj(h).view(bsz, n, kv_heads, head_dim).transpose(1, 2)
-    v = attn.v_proj(h).view(bsz, n, kv_heads, head_dim).transpose(1, 2)
-    c, s = cos[:n][None, None].to(x.dtype), sin[:n][None, None].to(x.dtype)
-    q = q * c + _rotate_half(q) * s
-    k = k * c + _rotate_half(k) * s
-    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv_heads != heads)
-    x = x + attn.o_proj(o.transpose(1, 2).reshape(bsz, n, heads * head_dim))
-    return x + layer.mlp(layer.post_attention_layernorm(x))
+    ops = llama_math.layer_ops(layer, heads, cfg.num_key_value_heads, head_dim)
+    n = x.shape[1]
+    return llama_math.layer_forward(ops, x, cos[:n][None, None].to(x.dtype), sin[:n][None, None].to(x.dtype),
+                                    causal=True)
 
 
 def rope_tables(llm: nn.Module, length: int) -> tuple[torch.Tensor, torch.Tensor]:
