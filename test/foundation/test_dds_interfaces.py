@@ -12,7 +12,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 import samples
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service, isolated_node
+from vila_ros.tools.client import ServiceTimeoutError, ServiceUnavailableError, call_service, isolated_node
 from vila_ros.srv import QueryEvents, QueryScene
 
 HERE = pathlib.Path(__file__).parent

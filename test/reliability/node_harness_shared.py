@@ -1,10 +1,10 @@
 """Run the node on a bag until it has alerted, then stop it the hard way."""
 import time
 
-from vila_ros.ros.client import isolated_node
+from vila_ros.tools.client import isolated_node
 from vila_ros.ros.outputs import STATE_NAMES
-from vila_ros.ros.replay import replay_bag
-from vila_ros.ros.replay_test import Listener, start_node
+from vila_ros.tools.replay import replay_bag
+from vila_ros.tools.replay_test import Listener, start_node
 
 
 def run_until_alerts(bag, tmp_path, kill_signal):

@@ -19,10 +19,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from vila_ros.ros.client import SERVICE_QOS, ServiceTimeoutError, call_service, isolated_node
+from vila_ros.tools.client import SERVICE_QOS, ServiceTimeoutError, call_service, isolated_node
 from vila_ros.ros.conversion import rgb_to_image
 from vila_ros.ros.fault_report import local_status_name
-from vila_ros.ros.replay_test import Listener, start_node, stop_node
+from vila_ros.tools.replay_test import Listener, start_node, stop_node
 from vila_ros.srv import QueryScene
 
 NODE = "/vila_perception"

@@ -6,7 +6,7 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from query_harness import CameraFeed, Diagnostics, Operator, QueryLoad, running_node
 
-from vila_ros.ros.client import call_concurrently, isolated_node
+from vila_ros.tools.client import call_concurrently, isolated_node
 from vila_ros.srv import QueryScene
 
 NODE = "/vila_perception"

@@ -9,8 +9,8 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from vila_ros.ros import replay_test
-from vila_ros.ros.client import isolated_node
+from vila_ros.tools import replay_test
+from vila_ros.tools.client import isolated_node
 
 
 def start_node(log_path: Path, *ros_parameters: str):

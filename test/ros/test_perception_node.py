@@ -10,10 +10,10 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from node_harness import Listener, ros_helper, start_node, stop_node
-from vila_ros.ros.client import call_service
+from vila_ros.tools.client import call_service
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
-from vila_ros.ros.replay import replay_bag
+from vila_ros.tools.replay import replay_bag
 from vila_ros.sim.writers import write_bag
 from vila_ros.srv import QueryEvents, QueryScene
 

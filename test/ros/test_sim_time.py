@@ -4,7 +4,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from node_harness import Listener, ros_helper, start_node, stop_node
 from vila_ros.ros.conversion import stamp_to_ns
-from vila_ros.ros.replay import replay_bag
+from vila_ros.tools.replay import replay_bag
 from vila_ros.sim.writers import DEFAULT_START_NS, write_bag
 
 S = 1_000_000_000

@@ -1,4 +1,4 @@
-"""The soak run itself (vila_ros.ros.soak has the recording, the configuration and the command line): the node
+"""The soak run itself (vila_ros.tools.soak has the recording, the configuration and the command line): the node
 process, the paced replay, RSS sampling and the report."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Callable
 
 import psutil
 
-from vila_ros.ros.replay_test import Listener, load_truth, score, start_node, stop_node
-from vila_ros.ros.soak import CAMERA, MB, STALE, S, SoakConfig, planned_stops, write_soak_bag
+from vila_ros.tools.replay_test import Listener, load_truth, score, start_node, stop_node
+from vila_ros.tools.soak import CAMERA, MB, STALE, S, SoakConfig, planned_stops, write_soak_bag
 
 
 class RssSampler:
@@ -89,8 +89,8 @@ def _wait_for_node(listener: Listener, process, timeout: float) -> bool:
 def run_soak(out_dir: Path, config: SoakConfig = SoakConfig(), printer: Callable[[str], None] = print,
              node_parameters: dict[str, str] | None = None) -> dict:
     """Write the recording, run the node on it at full speed, and return (and write) the report."""
-    from vila_ros.ros.client import isolated_node
-    from vila_ros.ros.replay import replay_bag
+    from vila_ros.tools.client import isolated_node
+    from vila_ros.tools.replay import replay_bag
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

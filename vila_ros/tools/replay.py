@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vila_ros.ros.cli import add_replay_arguments
+    from vila_ros.tools.cli import add_replay_arguments
 
     parser = argparse.ArgumentParser(prog="replay_node", description=__doc__.splitlines()[0])
     add_replay_arguments(parser)

@@ -46,14 +46,14 @@ def register(subparsers) -> None:
     replay_test.add_argument("--clock", action="store_true", help="replay /clock and run the node on sim time")
     replay_test.set_defaults(func=_run_replay_test)
 
-    from vila_ros.ros.soak import add_arguments as add_soak_arguments
+    from vila_ros.tools.soak import add_arguments as add_soak_arguments
 
     soak = subparsers.add_parser("soak", help="many frames at full speed through a node process: memory, alerts, "
                                               "crashes (JSON report)")
     add_soak_arguments(soak)
 
     demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
-    from vila_ros.ros.demo import add_arguments as add_demo_arguments
+    from vila_ros.tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(func=_run_demo)
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 def _run_replay_test(args) -> int:
     from pathlib import Path
 
-    from vila_ros.ros.replay_test import run_replay_test
+    from vila_ros.tools.replay_test import run_replay_test
 
     if args.truth and len(args.bags) != 1:
         print("replay-test: --truth names the ground truth of a single bag", file=sys.stderr)
@@ -81,7 +81,7 @@ def _run_replay_test(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from vila_ros.ros.demo import run
+    from vila_ros.tools.demo import run
 
     return run(args)
 
@@ -114,7 +114,7 @@ def _run_node(args) -> int:
 
 
 def _run_replay(args) -> int:
-    from vila_ros.ros.replay import run
+    from vila_ros.tools.replay import run
 
     return run(args)
 
@@ -122,7 +122,7 @@ def _run_replay(args) -> int:
 def _run_query(args) -> int:
     import rclpy
 
-    from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service
+    from vila_ros.tools.client import ServiceTimeoutError, ServiceUnavailableError, call_service
     from vila_ros.ros.conversion import stamp_to_ns
     from vila_ros.srv import QueryEvents, QueryScene
 

@@ -104,7 +104,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vila_ros.ros.soak_runner import run_soak
+    from vila_ros.tools.soak_runner import run_soak
 
     try:
         width, height = _size(args.size)

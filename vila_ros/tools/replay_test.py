@@ -195,7 +195,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
 
 
 def _ask(question: str) -> dict:
-    from vila_ros.ros.client import call_service, isolated_node
+    from vila_ros.tools.client import call_service, isolated_node
     from vila_ros.srv import QueryScene
 
     with isolated_node("vila_ros_replay_test_query") as node:
@@ -207,8 +207,8 @@ def _ask(question: str) -> dict:
 
 
 def _replay_all(bags: list[Path], rate: float, published: dict[int, float], clock: bool = False) -> None:
-    from vila_ros.ros.client import isolated_node
-    from vila_ros.ros.replay import replay_bag
+    from vila_ros.tools.client import isolated_node
+    from vila_ros.tools.replay import replay_bag
 
     errors = []
 
