@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import psutil
 
     from vila_ros.bench.node_load import camera_topic, ingest_cost
-    from vila_ros.tools.replay_test import Listener, start_node, stop_node
+    from vila_ros.tools.harness import Listener, start_node, stop_node
 
     json_path = Path(args.json)
     work = json_path.with_name(json_path.stem + "_work")
