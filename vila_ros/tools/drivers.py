@@ -27,7 +27,8 @@ S = 1_000_000_000
 
 
 class Operator:
-    """Parameter changes, lifecycle transitions and single queries from a node of the caller's."""
+    """Parameter changes, lifecycle transitions and single queries through the caller's node (which nothing else
+    spins meanwhile: each call spins it until its answer comes)."""
 
     def __init__(self, node: Node, target: str = f"/{NODE_NAME}") -> None:
         self.node = node

@@ -1,10 +1,11 @@
-"""The perception node as a process of its own, exactly as deployed, and what watches and drives it over DDS from
+"""The perception node as a process of its own, exactly as deployed, and what starts and watches it over DDS from
 this process: one harness for `vila-ros replay-test` / `soak` / `demo`, `vila-ros bench node` and the tests.
 
 - `start_node` / `stop_node` / `wait_for_node`, or `running_node` (all three, with checks of a clean exit);
 - `Listener`: the node's descriptions, alerts (and optionally annotated image and description text) and latest
   /diagnostics, in a context and executor thread of its own; `Diagnostics`: every /diagnostics array over time;
-- `isolated_node`: a node in a context of its own for one job's calls and publishers;
+- `isolated_node`: a node in a context of its own for one job's calls and publishers.
+
 Driving a running node (parameters, lifecycle, a synthetic camera, query load) is in `vila_ros.tools.drivers`.
 """
 from __future__ import annotations
