@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
-from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node, wait_for_node
+from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node
 from vila_ros.tools.scoring import S, Received, load_truth, score
 
 
@@ -48,7 +48,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
         listener.callbacks.append(printer)
     published: dict[int, float] = {}
     try:
-        if not wait_for_node(listener, process, timeout=120):
+        if not listener.wait_for_node(timeout=120):
             raise RuntimeError(f"the perception node did not come up; see {log_path}:\n"
                                + log_path.read_text()[-2000:])
         _replay_all(bags, rate, published, clock)
