@@ -8,7 +8,7 @@ import sys
 ENTRY_POINTS = {
     "vila-ros": "vila_ros.cli:main",
     "perception_node": "vila_ros.ros.perception_node:main",
-    "replay_node": "vila_ros.ros.replay:main",
+    "replay_node": "vila_ros.tools.replay:main",
 }
 
 

@@ -11,7 +11,7 @@ import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 
-import samples  # noqa: E402
+import samples  # noqa: E402 - beside this file, which runs as a script by its path
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 

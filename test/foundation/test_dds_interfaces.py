@@ -1,5 +1,4 @@
 """Every vila_ros interface crosses real DDS between two processes with all fields intact."""
-import os
 import pathlib
 import signal
 import subprocess
@@ -10,10 +9,10 @@ import pytest
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
-import samples
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service, isolated_node
 from vila_ros.srv import QueryEvents, QueryScene
+from vila_ros.tools.client import ServiceTimeoutError, ServiceUnavailableError, call_service
+from vila_ros.tools.harness import isolated_node
 
 HERE = pathlib.Path(__file__).parent
 LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -26,8 +25,8 @@ def ros_node():
 
 
 def start_peer(role: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ["PYTHONPATH"]]))
-    peer = subprocess.Popen([sys.executable, str(HERE / "peer.py"), role, "--lifetime", "60"], env=env,
+    # Run by path, the peer finds samples.py beside it.
+    peer = subprocess.Popen([sys.executable, str(HERE / "peer.py"), role, "--lifetime", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = peer.stdout.readline()
     if line.strip() != "ready":
@@ -44,7 +43,7 @@ def stop_peer(peer: subprocess.Popen) -> None:
         peer.kill()
 
 
-def test_every_message_type_arrives_intact(ros_node):
+def test_every_message_type_arrives_intact(ros_node, samples):
     received = {"descriptions": [], "alerts": []}
     ros_node.create_subscription(SceneDescription, "test/descriptions", received["descriptions"].append, LATCHED)
     ros_node.create_subscription(CornerCaseAlert, "test/alerts", received["alerts"].append, LATCHED)
@@ -67,7 +66,7 @@ def test_every_message_type_arrives_intact(ros_node):
     assert received["alerts"][2].evidence_stamps[1].nanosec == 999_999_999
 
 
-def test_both_services_are_called_and_answered(ros_node):
+def test_both_services_are_called_and_answered(ros_node, samples):
     peer = start_peer("serve")
     try:
         scene_request = samples.query_scene_request()
@@ -84,7 +83,7 @@ def test_both_services_are_called_and_answered(ros_node):
     assert len(events_response.descriptions) == 3 and len(events_response.alerts) == 3
 
 
-def test_absent_peer_fails_clearly_instead_of_hanging(ros_node):
+def test_absent_peer_fails_clearly_instead_of_hanging(ros_node, samples):
     started = time.monotonic()
     with pytest.raises(ServiceUnavailableError, match="not available after 1.0 s"):
         call_service(ros_node, QueryScene, "test/nobody_serves_this", samples.query_scene_request(),
@@ -92,7 +91,7 @@ def test_absent_peer_fails_clearly_instead_of_hanging(ros_node):
     assert time.monotonic() - started < 10
 
 
-def test_a_lost_response_is_recovered_by_resending(ros_node):
+def test_a_lost_response_is_recovered_by_resending(ros_node, samples):
     import threading
 
     import rclpy.task

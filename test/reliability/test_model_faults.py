@@ -8,9 +8,9 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import Transition
-from query_harness import CameraFeed, Diagnostics, Operator, running_node
 
-from vila_ros.ros.client import isolated_node
+from vila_ros.tools.drivers import CameraFeed, Operator
+from vila_ros.tools.harness import Diagnostics, isolated_node, running_node
 
 PARAMS = {"camera_names": "[front]", "camera_topics": "[/cameras/front/image_raw]", "describe_period_s": "1.0",
           "alert_period_s": "1.0"}

@@ -4,10 +4,11 @@ import time
 
 import pytest
 from lifecycle_msgs.msg import Transition
-from query_harness import CameraFeed, Diagnostics, Operator, QueryLoad, running_node
 
-from vila_ros.ros.client import call_concurrently, isolated_node
 from vila_ros.srv import QueryScene
+from vila_ros.tools.client import call_concurrently
+from vila_ros.tools.drivers import CameraFeed, Operator, QueryLoad
+from vila_ros.tools.harness import Diagnostics, isolated_node, running_node
 
 NODE = "/vila_perception"
 LIVE = {"camera_names": "[front]", "camera_topics": "[/cameras/front/image_raw]", "describe_period_s": "1.0",

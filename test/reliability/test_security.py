@@ -6,7 +6,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from query_harness import running_node
+from vila_ros.tools.harness import running_node
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "config" / "sros2" / "vila_perception.policy.xml"

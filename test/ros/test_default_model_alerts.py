@@ -55,7 +55,7 @@ def test_replay_test_finds_the_planted_events_with_their_stamps(planted):
 
 
 def test_yes_no_rules_raise_their_own_category(planted):
-    from vila_ros.ros.replay_test import run_replay_test
+    from vila_ros.tools.replay_test import run_replay_test
 
     root, bags = planted
     # The road recording is in daylight until its camera gets covered at 4.9 s; the default model then answers

@@ -9,13 +9,13 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_harness import Listener, ros_helper, start_node, stop_node
-from vila_ros.ros.client import call_service
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
-from vila_ros.ros.replay import replay_bag
 from vila_ros.sim.writers import write_bag
 from vila_ros.srv import QueryEvents, QueryScene
+from vila_ros.tools.client import call_service
+from vila_ros.tools.harness import Listener, isolated_node, start_node, stop_node
+from vila_ros.tools.replay import replay_bag
 
 S = 1_000_000_000
 
@@ -34,12 +34,13 @@ def bags(tmp_path_factory):
 def running_node(tiny_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     log = logs / "node.log"
-    process = start_node(log, f"model_dir:={tiny_dir}", f"event_log_path:={logs / 'alerts.jsonl'}",
-                         "stale_after_s:=2.5", "image_qos_depth:=30", "camera_names:=[front,rear]",
-                         "camera_topics:=[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
-                         "num_frames:=4", "describe_period_s:=1.0", "alert_period_s:=1.0",
-                         "describe_max_new_tokens:=6", "query_max_new_tokens:=6", "diagnostics_period_s:=0.5")
-    listener = Listener()
+    process = start_node(log, {"model_dir": str(tiny_dir), "event_log_path": str(logs / "alerts.jsonl"),
+                               "stale_after_s": "2.5", "image_qos_depth": "30", "camera_names": "[front,rear]",
+                               "camera_topics": "[/cameras/front/image_raw,/cameras/rear/image_raw/compressed]",
+                               "num_frames": "4", "describe_period_s": "1.0", "alert_period_s": "1.0",
+                               "describe_max_new_tokens": "6", "query_max_new_tokens": "6",
+                               "diagnostics_period_s": "0.5"})
+    listener = Listener(watch_annotated=True)
     yield process, listener, log
     listener.close()
     code = stop_node(process)
@@ -47,7 +48,7 @@ def running_node(tiny_dir, tmp_path_factory):
 
 
 def replay_both(bags):
-    with ros_helper("vila_ros_test_replay") as node:
+    with isolated_node("vila_ros_test_replay") as node:
         threads = [threading.Thread(target=replay_bag, args=(node, bag), kwargs={"rate": 1.0}) for bag in bags]
         for thread in threads:
             thread.start()
@@ -98,7 +99,7 @@ def test_descriptions_cover_stamped_frames_of_both_cameras(running_node, bags):
 def test_scene_queries_answer_or_fail_clearly(running_node, bags):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    with ros_helper("vila_ros_test_query") as node:
+    with isolated_node("vila_ros_test_query") as node:
         def ask(**fields):
             return call_service(node, QueryScene, "/vila_perception/query_scene", QueryScene.Request(**fields), 60)
 
@@ -117,7 +118,7 @@ def test_scene_queries_answer_or_fail_clearly(running_node, bags):
 def test_bad_frames_do_not_kill_the_node(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    with ros_helper("vila_ros_test_bad_frames") as node:
+    with isolated_node("vila_ros_test_bad_frames") as node:
         qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
         raw = node.create_publisher(Image, "/cameras/front/image_raw", qos)
         jpeg = node.create_publisher(CompressedImage, "/cameras/rear/image_raw/compressed", qos)
@@ -144,7 +145,7 @@ def test_bad_frames_do_not_kill_the_node(running_node):
 def test_query_events_returns_what_was_published_and_filters(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    with ros_helper("vila_ros_test_events") as node:
+    with isolated_node("vila_ros_test_events") as node:
         listener.wait_for(lambda: len(listener.description_messages) > 0, 30)
         published = list(listener.description_messages)
         answer = call_service(node, QueryEvents, "/vila_perception/query_events", QueryEvents.Request(), 30)
@@ -161,7 +162,7 @@ def test_query_events_returns_what_was_published_and_filters(running_node):
 def test_prompts_change_live_and_bad_values_are_refused(running_node):
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    with ros_helper("vila_ros_test_params") as node:
+    with isolated_node("vila_ros_test_params") as node:
 
         def set_parameter(name, value):
             request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
@@ -200,7 +201,7 @@ def test_lifecycle_deactivate_and_activate_again(running_node):
 
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    with ros_helper("vila_ros_test_lifecycle") as node:
+    with isolated_node("vila_ros_test_lifecycle") as node:
 
         def transition(transition_id):
             request = ChangeState.Request(transition=Transition(id=transition_id))
@@ -234,7 +235,7 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
     assert listener.wait_for(lambda: currently_stale("front") and currently_stale("rear"), 10), log.read_text()[-2000:]
     front_begin = [a for a in stale(CornerCaseAlert.BEGIN) if a.camera == "front"][-1]
     ends_before = len(stale(CornerCaseAlert.END))
-    with ros_helper("vila_ros_test_revive") as node:
+    with isolated_node("vila_ros_test_revive") as node:
         publisher = node.create_publisher(Image, "/cameras/front/image_raw",
                                           QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
         # Publish until the node says the camera is back: on 2 busy cores, discovery of a new publisher can take
@@ -265,7 +266,7 @@ def test_a_late_subscriber_still_gets_the_alerts(running_node):
     assert listener.wait_for(lambda: len(listener.alert_messages) >= 2, 10)
     # The node keeps publishing (stale cameras come and go): the claim is about what it sent before we joined.
     published_before = [a.alert_id for a in listener.alert_messages]
-    with ros_helper("vila_ros_test_late") as node:
+    with isolated_node("vila_ros_test_late") as node:
         late = []
         node.create_subscription(CornerCaseAlert, "/vila_perception/alerts", late.append,
                                  QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,

@@ -2,7 +2,8 @@
 from builtin_interfaces.msg import Time
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros.replay_test import Received, score, timeline_markdown
+from vila_ros.tools.replay_test import timeline_markdown
+from vila_ros.tools.scoring import Received, score
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -64,8 +64,8 @@ def add_parser(bench_subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import psutil
 
-    from vila_ros.ros.node_load import camera_topic, ingest_cost
-    from vila_ros.ros.replay_test import Listener, start_node, stop_node
+    from vila_ros.bench.node_load import camera_topic, ingest_cost
+    from vila_ros.tools.harness import Listener, start_node, stop_node
 
     json_path = Path(args.json)
     work = json_path.with_name(json_path.stem + "_work")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         node_process = psutil.Process(node.pid)
         for index, (name, encoding) in enumerate(cameras):
             publishers.append(subprocess.Popen(
-                [sys.executable, "-m", "vila_ros.ros.node_load", "--name", name, "--encoding", encoding,
+                [sys.executable, "-m", "vila_ros.bench.node_load", "--name", name, "--encoding", encoding,
                  "--width", str(args.width), "--height", str(args.height), "--fps", str(args.fps),
                  "--duration", str(args.duration), "--seed", str(index), "--out", str(work / f"camera_{name}.json")],
                 stdout=open(work / f"camera_{name}.log", "w"), stderr=subprocess.STDOUT))

@@ -1,1 +1,2 @@
-"""ROS 2 side of vila_ros: nodes, message conversion, services, replay. The only package that imports rclpy."""
+"""ROS 2 side of vila_ros: what runs inside the perception node process (node, worker, message conversion,
+services, outputs). The programs around the node are in the tools package."""

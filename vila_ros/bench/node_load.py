@@ -1,6 +1,6 @@
 """Load for `vila-ros bench node`: synthetic cameras, a watcher of the node's outputs, and the ingest-cost probe.
 
-- `python -m vila_ros.ros.node_load --name front --encoding rgb8 ...`: one camera in a process of its own (as a
+- `python -m vila_ros.bench.node_load --name front --encoding rgb8 ...`: one camera in a process of its own (as a
   camera driver is), publishing simulator frames at a fixed rate with sensor-data QoS. Each frame is stamped with
   the ROS clock right before `publish()`, so the node's frame age at the end of its callback is the latency from
   publish to processed. Frames are rendered once and cycled; at exit the camera writes its counts as JSON.

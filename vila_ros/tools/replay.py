@@ -14,19 +14,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+# rclpy and rosbags are imported where a replay starts: `vila-ros --help` reads this module's arguments.
+if TYPE_CHECKING:
+    from rclpy.node import Node
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-
-import rclpy  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from rosbags.rosbag2 import Reader  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
-
-REPLAY_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 
 
 @dataclass
@@ -52,8 +46,15 @@ def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str]
 
     `on_publish(topic, recorded_ns)` is called right after each message goes out (used to measure latency).
     """
+    from builtin_interfaces.msg import Time
+    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+    from rosbags.rosbag2 import Reader
+    from rosgraph_msgs.msg import Clock
+
     if rate < 0:
         raise ValueError("rate must be >= 0")
+    replay_qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    clock_qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
     remap = remap or {}
     stop = stop or threading.Event()
     stats = ReplayStats()
@@ -67,8 +68,8 @@ def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str]
         for connection in connections:
             topic = remap.get(connection.topic, connection.topic)
             if topic not in publishers:
-                publishers[topic] = node.create_publisher(message_class(connection.msgtype), topic, REPLAY_QOS)
-        clock_publisher = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
+                publishers[topic] = node.create_publisher(message_class(connection.msgtype), topic, replay_qos)
+        clock_publisher = node.create_publisher(Clock, "/clock", clock_qos) if clock else None
         _wait_for_subscribers(publishers.values(), stop)
         while not stop.is_set():
             pass_start = time.monotonic()
@@ -103,7 +104,20 @@ def _wait_for_subscribers(publishers, stop: threading.Event, timeout_s: float = 
         time.sleep(0.05)
 
 
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `vila-ros replay` and `replay_node`."""
+    parser.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor; 0 = as fast as possible")
+    parser.add_argument("--topics", nargs="*", help="only these topics")
+    parser.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO", help="publish FROM under TO")
+    parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--clock", action="store_true", help="publish /clock at the recorded times "
+                                                             "(for nodes with use_sim_time:=true)")
+
+
 def run(args: argparse.Namespace) -> int:
+    import rclpy
+
     remap = {}
     for item in args.remap:
         if ":=" not in item:
@@ -128,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vila_ros.ros.cli import add_replay_arguments
+    """`replay_node`: `vila-ros replay` as a ROS program (ROS arguments are ignored)."""
+    import rclpy
 
     parser = argparse.ArgumentParser(prog="replay_node", description=__doc__.splitlines()[0])
     add_replay_arguments(parser)

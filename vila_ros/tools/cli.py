@@ -1,4 +1,5 @@
-"""`vila-ros node | replay | query | demo`: the ROS side from the command line (rclpy imported in handlers)."""
+"""`vila-ros run | replay | query | replay-test | soak | demo`: the perception node and the programs around it from
+the command line. Registering reads only argument definitions; rclpy, the node and the model load in the handlers."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,11 @@ import json
 import sys
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from vila_ros.tools.demo import add_arguments as add_demo_arguments
+    from vila_ros.tools.replay import add_replay_arguments
+    from vila_ros.tools.soak import add_arguments as add_soak_arguments
+
     node = subparsers.add_parser("run", help="run the perception node without ros2 launch",
                                  description="Run the perception node (what perception.launch.py starts). "
                                              "Arguments after --ros-args go to ROS, e.g. --ros-args -p model_dir:=DIR.")
@@ -46,23 +51,19 @@ def register(subparsers) -> None:
     replay_test.add_argument("--clock", action="store_true", help="replay /clock and run the node on sim time")
     replay_test.set_defaults(func=_run_replay_test)
 
-    from vila_ros.ros.soak import add_arguments as add_soak_arguments
-
     soak = subparsers.add_parser("soak", help="many frames at full speed through a node process: memory, alerts, "
                                               "crashes (JSON report)")
     add_soak_arguments(soak)
 
     demo = subparsers.add_parser("demo", help="the product end to end on a simulated drive (what `make demo` runs)")
-    from vila_ros.ros.demo import add_arguments as add_demo_arguments
-
     add_demo_arguments(demo)
     demo.set_defaults(func=_run_demo)
 
 
-def _run_replay_test(args) -> int:
+def _run_replay_test(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vila_ros.ros.replay_test import run_replay_test
+    from vila_ros.tools.replay_test import run_replay_test
 
     if args.truth and len(args.bags) != 1:
         print("replay-test: --truth names the ground truth of a single bag", file=sys.stderr)
@@ -80,23 +81,13 @@ def _run_replay_test(args) -> int:
     return 0
 
 
-def _run_demo(args) -> int:
-    from vila_ros.ros.demo import run
+def _run_demo(args: argparse.Namespace) -> int:
+    from vila_ros.tools.demo import run
 
     return run(args)
 
 
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor; 0 = as fast as possible")
-    parser.add_argument("--topics", nargs="*", help="only these topics")
-    parser.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO", help="publish FROM under TO")
-    parser.add_argument("--loop", action="store_true", help="start over at the end")
-    parser.add_argument("--clock", action="store_true", help="publish /clock at the recorded times "
-                                                             "(for nodes with use_sim_time:=true)")
-
-
-def _run_node(args) -> int:
+def _run_node(args: argparse.Namespace) -> int:
     from vila_ros.ros.perception_node import main
 
     ros_arguments = list(args.ros_arguments)
@@ -113,18 +104,18 @@ def _run_node(args) -> int:
     return main(["perception_node", *ros_arguments])
 
 
-def _run_replay(args) -> int:
-    from vila_ros.ros.replay import run
+def _run_replay(args: argparse.Namespace) -> int:
+    from vila_ros.tools.replay import run
 
     return run(args)
 
 
-def _run_query(args) -> int:
+def _run_query(args: argparse.Namespace) -> int:
     import rclpy
 
-    from vila_ros.ros.client import ServiceTimeoutError, ServiceUnavailableError, call_service
     from vila_ros.ros.conversion import stamp_to_ns
     from vila_ros.srv import QueryEvents, QueryScene
+    from vila_ros.tools.client import ServiceTimeoutError, ServiceUnavailableError, call_service
 
     rclpy.init()
     node = rclpy.create_node("vila_ros_query")

@@ -24,8 +24,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from vila_ros.resources import resolve_model_dir
-    from vila_ros.ros.replay_test import run_replay_test
     from vila_ros.sim.writers import truth_path, write_bag
+    from vila_ros.tools.replay_test import run_replay_test
 
     model_dir = resolve_model_dir(args.model)
     out = Path(args.out)

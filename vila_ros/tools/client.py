@@ -1,12 +1,10 @@
 """Calling vila_ros services from Python with clear failures instead of hangs."""
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
@@ -14,19 +12,6 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 # only `depth` unread ones (10 by default); among more than 10 concurrent callers, a client can lose its own
 # response to the others' and wait forever. The node's services use the same depth (`service_qos_depth`).
 SERVICE_QOS = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE)
-
-
-@contextlib.contextmanager
-def isolated_node(name: str) -> Iterator[Node]:
-    """A node in a context of its own (so it can be spun apart from any other), torn down on exit."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node(name, context=context)
-    try:
-        yield node
-    finally:
-        node.destroy_node()
-        context.try_shutdown()
 
 
 class ServiceUnavailableError(RuntimeError):
