@@ -41,7 +41,7 @@ def camera_topic(name: str, encoding: str) -> str:
 
 def camera_messages(encoding: str, width: int, height: int, count: int, seed: int = 0) -> list[Any]:
     """`count` simulator frames (road for even seeds, warehouse for odd) as Image or CompressedImage (JPEG q90)."""
-    from vila_ros.sim.scene import make_scenario
+    from vila_ros.sim import make_scenario
 
     scenario = make_scenario(seed, "road" if seed % 2 == 0 else "warehouse")
     messages = []
