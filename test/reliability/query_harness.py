@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image
 
 from vila_ros.ros.client import SERVICE_QOS, ServiceTimeoutError, call_service, isolated_node
 from vila_ros.ros.conversion import rgb_to_image
-from vila_ros.ros.fault_report import local_status_name
+from vila_ros.ros.diagnostics import local_status_name
 from vila_ros.ros.replay_test import Listener, start_node, stop_node
 from vila_ros.srv import QueryScene
 

@@ -7,6 +7,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from vila_ros import tasks
+from vila_ros.ros.events import TrackerSettings
 from vila_ros.ros.worker import AlertRule, WorkerSettings
 
 # Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
@@ -119,10 +120,22 @@ def camera_specs(node: Node) -> list[CameraSpec]:
             for n, t, r in zip(names, topics, rates)]
 
 
-def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
-    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+def _getter(node: Node, overrides: dict | None):
     def get(name):
         return overrides[name] if overrides and name in overrides else value(node, name)
+    return get
+
+
+def tracker_settings(node: Node, overrides: dict | None = None) -> TrackerSettings:
+    """How detections become events (TrackerSettings validates them); `overrides` as in `worker_settings`."""
+    get = _getter(node, overrides)
+    return TrackerSettings(confirm=get("alert_confirm"), clear=get("alert_clear"),
+                           ongoing_period_s=get("alert_ongoing_period_s"), cooldown_s=get("alert_cooldown_s"))
+
+
+def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
+    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+    get = _getter(node, overrides)
 
     categories = tuple(c for c in get("alert_categories") if c)
     unknown = [c for c in categories if c not in tasks.CATEGORIES]

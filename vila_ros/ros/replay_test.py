@@ -75,7 +75,7 @@ class Listener:
             callback(message)
 
     def _on_diagnostics(self, array) -> None:
-        from vila_ros.ros.fault_report import local_status_name
+        from vila_ros.ros.diagnostics import local_status_name
 
         with self._diagnostics_lock:
             for status in array.status:
