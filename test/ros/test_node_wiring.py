@@ -180,3 +180,20 @@ def test_open_alerts_end_when_the_node_stops_watching(context):
         assert rig.node.cameras == {} and rig.node.worker is None and not rig.node.overlay.alerts
     finally:
         rig.close()
+
+
+def test_tracker_settings_change_live_as_one_validated_object(context, tiny_dir):
+    node = PerceptionNode("wired_settings", context=context, parameter_overrides=[
+        Parameter("model_dir", value=str(tiny_dir)), Parameter("event_log_path", value=""),
+        Parameter("autostart", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        tracker = node.worker.tracker
+        assert (tracker.settings.confirm, tracker.settings.clear) == (1, 2)
+        [result] = node.set_parameters([Parameter("alert_confirm", value=3)])
+        assert result.successful
+        assert (tracker.settings.confirm, tracker.settings.clear) == (3, 2)
+        [result] = node.set_parameters([Parameter("alert_cooldown_s", value=-1.0)])  # out of the declared range
+        assert not result.successful and tracker.settings.cooldown_s == 0.0
+    finally:
+        node.destroy_node()

@@ -166,3 +166,17 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
         backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )
+
+
+def load_engine(node: Node):
+    """The engine the parameters name (model_dir, engine, precision, device, num_threads)."""
+    from vila_ros.engine import create_engine
+    from vila_ros.resources import resolve_model_dir
+
+    threads = value(node, "num_threads")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    return create_engine(resolve_model_dir(value(node, "model_dir")), engine=value(node, "engine"),
+                         precision=value(node, "precision"), device=value(node, "device"))

@@ -32,7 +32,6 @@ from std_msgs.msg import String  # noqa: E402
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
 from vila_ros.ros import diagnostics, parameters  # noqa: E402
 from vila_ros.ros.camera import Camera  # noqa: E402
-from vila_ros.ros.conversion import stamp_to_ns  # noqa: E402
 from vila_ros.ros.events import AlertUpdate, EventTracker  # noqa: E402
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
 from vila_ros.ros.history import History  # noqa: E402
@@ -40,7 +39,7 @@ from vila_ros.ros.ingest import IngestExecutor  # noqa: E402
 from vila_ros.ros.node_stats import NodeStats, TimedEngine  # noqa: E402
 from vila_ros.ros.outputs import (STATE_NAMES, EventLog, Overlay, alert_message, alert_record,  # noqa: E402
                                   description_message)
-from vila_ros.ros.query_service import SceneQueryService  # noqa: E402
+from vila_ros.ros.query_service import EventQueryService, SceneQueryService  # noqa: E402
 from vila_ros.ros.stale import StaleMonitor  # noqa: E402
 from vila_ros.ros.worker import Description, InferenceWorker  # noqa: E402
 from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
@@ -84,7 +83,7 @@ class PerceptionNode(LifecycleNode):
         self._query_services = [
             self.create_service(QueryScene, "~/query_scene", self._on_query_scene, qos_profile=service_qos,
                                 callback_group=group),
-            self.create_service(QueryEvents, "~/query_events", self._on_query_events, qos_profile=service_qos,
+            self.create_service(QueryEvents, "~/query_events", EventQueryService(self.history), qos_profile=service_qos,
                                 callback_group=group)]
         self.add_on_set_parameters_callback(self._validate_parameter_change)
 
@@ -103,7 +102,7 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             specs = parameters.camera_specs(self)
-            self.engine = TimedEngine(self._load_engine())  # its model clock splits latency into model and node
+            self.engine = TimedEngine(parameters.load_engine(self))  # its model clock splits latency into model and node
             settings = parameters.worker_settings(self, self.engine.num_video_frames)
             tracker = EventTracker(parameters.tracker_settings(self))
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
@@ -203,19 +202,6 @@ class PerceptionNode(LifecycleNode):
         self.worker = self.engine = self.node_stats = None
         self.cameras = {}
         self.overlay.clear()
-
-    def _load_engine(self):
-        from vila_ros.engine import create_engine
-        from vila_ros.resources import resolve_model_dir
-
-        threads = parameters.value(self, "num_threads")
-        if threads > 0:
-            import torch
-
-            torch.set_num_threads(threads)
-        model_dir = resolve_model_dir(parameters.value(self, "model_dir"))
-        return create_engine(model_dir, engine=parameters.value(self, "engine"),
-                             precision=parameters.value(self, "precision"), device=parameters.value(self, "device"))
 
     def _validate_parameter_change(self, changed) -> SetParametersResult:
         """Prompts, periods and alert rules change live; a bad value is refused with the reason."""
@@ -322,18 +308,6 @@ class PerceptionNode(LifecycleNode):
     def _unconfigured_reason(self) -> str:
         reason = "the perception node is not configured"
         return f"{reason}: configuration failed: {self._configure_error}" if self._configure_error else reason
-
-    def _on_query_events(self, request: QueryEvents.Request, response: QueryEvents.Response) -> QueryEvents.Response:
-        try:
-            found = self.history.search(request.kind, stamp_to_ns(request.start), stamp_to_ns(request.end),
-                                        request.window_seconds, request.text_filter, request.max_results)
-        except ValueError as error:
-            response.success, response.error_message = False, str(error)
-            return response
-        response.success = True
-        response.descriptions = found["descriptions"]
-        response.alerts = found["alerts"]
-        return response
 
     def _warn_throttled(self, key: str, text: str, period_s: float = 5.0) -> None:
         now = time.monotonic()
