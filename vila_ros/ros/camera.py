@@ -42,8 +42,9 @@ class Camera:
         return self.spec.clip_fps
 
     def silent_s(self, now: float, since: float) -> float:
-        """Seconds without a message at `now` (monotonic); `since` counts when none has come yet."""
-        return now - (self.last_frame_s if self.last_frame_s is not None else since)
+        """Seconds without a message at `now` (monotonic), counted from `since` (activation) at the earliest: a
+        camera is not silent while nobody listened."""
+        return now - max(since, self.last_frame_s if self.last_frame_s is not None else since)
 
     def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int) -> Ingested:
         """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp."""
