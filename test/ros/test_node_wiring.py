@@ -128,9 +128,11 @@ def test_stale_timing_does_not_follow_the_diagnostics_period(context, tiny_dir):
         # Called within a check period (a tenth of the limit) of the limit, not at the next /diagnostics a minute on.
         assert time.monotonic() - activated < 5.0
         begin = rig.alerts_where(category="sensor_stale", state=BEGIN)[0]
-        assert (begin.camera, begin.alert_id, begin.severity) == ("front", "front/sensor_stale/1", CornerCaseAlert.WARNING)
+        assert (begin.camera, begin.alert_id, begin.severity) == ("front", "front/sensor_stale/1",
+                                                                  CornerCaseAlert.WARNING)
         # A frame brings the camera back: END under the same id.
-        assert rig.feed_until("/wired/silent/image_raw", lambda: rig.alerts_where(category="sensor_stale", state=END), 10)
+        assert rig.feed_until("/wired/silent/image_raw",
+                              lambda: rig.alerts_where(category="sensor_stale", state=END), 10)
         assert rig.alerts_where(category="sensor_stale", state=END)[0].alert_id == begin.alert_id
     finally:
         rig.close()

@@ -102,7 +102,8 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             specs = parameters.camera_specs(self)
-            self.engine = TimedEngine(parameters.load_engine(self))  # its model clock splits latency into model and node
+            # A TimedEngine: its model clock splits latency into model and node time.
+            self.engine = TimedEngine(parameters.load_engine(self))
             settings = parameters.worker_settings(self, self.engine.num_video_frames)
             tracker = EventTracker(parameters.tracker_settings(self))
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
@@ -257,8 +258,8 @@ class PerceptionNode(LifecycleNode):
         msg = alert_message(update)
         state = STATE_NAMES[msg.state]
         if not self.context.ok():  # shutting down after a signal: nothing can be sent any more
-            self.get_logger().warning(f"alert {msg.alert_id} ({msg.category}) on {msg.camera} was still active; "
-                                      "its END could not be published")
+            self.get_logger().warning(f"alert {state} {msg.alert_id} ({msg.category}) on {msg.camera} not published: "
+                                      "the ROS context is shut down")
             return
         self.history.add("alerts", update.stamp_ns, f"{update.category} {msg.text}", msg)
         self._publish("alert", msg)
@@ -292,16 +293,17 @@ class PerceptionNode(LifecycleNode):
             self._publish_alert(update)
 
     def _publish_diagnostics(self) -> None:
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
         engine, worker = self.engine, self.worker
-        array.status = diagnostics.statuses(diagnostics.NodeView(
-            self.get_fully_qualified_name(), list(self.cameras.values()), worker,
-            engine.model_id if engine is not None else "", self.event_log, self.node_stats, self._configure_error,
-            parameters.value(self, "model_dir"), self.stale.since if self._stale_timer is not None else None,
-            time.monotonic(), {"node": self, "worker": worker, "tracker": worker.tracker if worker else None,
-                               "history": self.history, "engine": getattr(engine, "inner", engine),
-                               "stats": self.node_stats}))
+        view = diagnostics.NodeView(
+            node_name=self.get_fully_qualified_name(), cameras=list(self.cameras.values()), worker=worker,
+            model_id=engine.model_id if engine is not None else "", event_log=self.event_log, stats=self.node_stats,
+            configure_error=self._configure_error, model_dir=parameters.value(self, "model_dir"),
+            silent_since=self.stale.since if self._stale_timer is not None else None, now=time.monotonic(),
+            containers={"node": self, "worker": worker, "tracker": worker.tracker if worker else None,
+                        "history": self.history, "overlay": self.overlay, "engine": getattr(engine, "inner", engine),
+                        "stats": self.node_stats})
+        array = DiagnosticArray(status=diagnostics.statuses(view))
+        array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
     # -------------------------------------------------------------------------------------------- services
