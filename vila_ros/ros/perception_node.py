@@ -11,6 +11,7 @@ stalls anything else.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -47,6 +48,7 @@ from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
 # Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
 OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
 GIL_SWITCH_INTERVAL_S = 0.001
+log = logging.getLogger("vila_ros.perception_node")
 
 
 class PerceptionNode(LifecycleNode):
@@ -257,9 +259,9 @@ class PerceptionNode(LifecycleNode):
     def _publish_alert(self, update: AlertUpdate) -> None:
         msg = alert_message(update)
         state = STATE_NAMES[msg.state]
-        if not self.context.ok():  # shutting down after a signal: nothing can be sent any more
-            self.get_logger().warning(f"alert {state} {msg.alert_id} ({msg.category}) on {msg.camera} not published: "
-                                      "the ROS context is shut down")
+        if not self.context.ok():  # shutting down after a signal: nothing can be sent, not even to /rosout
+            log.warning("alert %s %s (%s) on %s not published: the ROS context is shut down", state, msg.alert_id,
+                        msg.category, msg.camera)
             return
         self.history.add("alerts", update.stamp_ns, f"{update.category} {msg.text}", msg)
         self._publish("alert", msg)
