@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
 from vila_ros import tasks
 from vila_ros.ros.events import TrackerSettings
-from vila_ros.ros.worker import AlertRule, WorkerSettings
+from vila_ros.ros.worker import AlertRule, InferenceWorker, WorkerSettings
 
 # Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
 # operator can point the node at a good checkpoint and configure again without restarting the process.
@@ -180,3 +181,22 @@ def load_engine(node: Node):
         torch.set_num_threads(threads)
     return create_engine(resolve_model_dir(value(node, "model_dir")), engine=value(node, "engine"),
                          precision=value(node, "precision"), device=value(node, "device"))
+
+
+def apply_change(node: Node, worker: InferenceWorker | None, engine: Any, changed: list) -> str:
+    """Check a live parameter change (`changed`: the rclpy Parameters about to be set) and, when valid, hand the new
+    settings to the worker and its tracker (`engine`: the node's, for its frame count). Returns why the change is
+    refused, or "" when it is accepted."""
+    if worker is None or engine is None:
+        return ""  # unconfigured: configure reads and checks everything
+    overrides = {p.name: p.value for p in changed}
+    frozen = sorted(CONFIGURE_TIME & overrides.keys())
+    if frozen:
+        return f"{', '.join(frozen)} can be set only while the node is unconfigured (deactivate and clean up first)"
+    try:
+        settings = worker_settings(node, engine.num_video_frames, overrides)
+        tracker = tracker_settings(node, overrides)
+    except ValueError as error:
+        return str(error)
+    worker.settings, worker.tracker.settings = settings, tracker
+    return ""

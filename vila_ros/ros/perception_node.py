@@ -26,6 +26,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
 from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -206,23 +207,10 @@ class PerceptionNode(LifecycleNode):
         self.cameras = {}
         self.overlay.clear()
 
-    def _validate_parameter_change(self, changed) -> SetParametersResult:
+    def _validate_parameter_change(self, changed: list[Parameter]) -> SetParametersResult:
         """Prompts, periods and alert rules change live; a bad value is refused with the reason."""
-        worker, engine = self.worker, self.engine
-        if worker is None or engine is None:
-            return SetParametersResult(successful=True)
-        overrides = {p.name: p.value for p in changed}
-        frozen = sorted(parameters.CONFIGURE_TIME & overrides.keys())
-        if frozen:
-            return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} can be set only while the node "
-                                       "is unconfigured (deactivate and clean up first)")
-        try:
-            settings = parameters.worker_settings(self, engine.num_video_frames, overrides)
-            tracker = parameters.tracker_settings(self, overrides)
-        except ValueError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        worker.settings, worker.tracker.settings = settings, tracker
-        return SetParametersResult(successful=True)
+        reason = parameters.apply_change(self, self.worker, self.engine, changed)
+        return SetParametersResult(successful=not reason, reason=reason)
 
     # ---------------------------------------------------------------------------------------------- inputs
     def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
