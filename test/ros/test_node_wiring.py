@@ -199,3 +199,33 @@ def test_tracker_settings_change_live_as_one_validated_object(context, tiny_dir)
         assert not result.successful and tracker.settings.cooldown_s == 0.0
     finally:
         node.destroy_node()
+
+
+def test_frames_arrive_under_a_plain_rclpy_spin(monkeypatch, tiny_dir):
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")
+    rclpy.init()  # the default context, which `rclpy.spin(node)` and its global executor use
+    spinner = None
+    try:
+        node = PerceptionNode("spun_perception", parameter_overrides=[
+            Parameter("model_dir", value=str(tiny_dir)), Parameter("camera_topics", value=["/spun/front/image_raw"]),
+            Parameter("event_log_path", value=""), Parameter("stale_after_s", value=0.0),
+            Parameter("describe_period_s", value=0.0), Parameter("alert_period_s", value=0.0)])
+        helper = rclpy.create_node("spun_helper")
+        publisher = helper.create_publisher(Image, "/spun/front/image_raw", 10)
+        spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+        spinner.start()
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        buffer = node.cameras["front"].buffer
+        deadline, k = time.monotonic() + 20, 0
+        while buffer.stats.kept < 3 and time.monotonic() < deadline:
+            publisher.publish(rgb_to_image(np.zeros((120, 160, 3), np.uint8), 1_700_000_000 * S + k * S // 10, "f"))
+            k += 1
+            time.sleep(0.05)
+        assert buffer.stats.kept >= 3, buffer.stats
+    finally:
+        rclpy.try_shutdown()
+        if spinner is not None:
+            spinner.join(5)
+    node.destroy_node()
+    helper.destroy_node()

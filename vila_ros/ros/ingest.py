@@ -25,11 +25,9 @@ class IngestExecutor:
         self.node = rclpy.create_node(f"{owner.get_name()}_ingest", namespace=owner.get_namespace(),
                                       context=owner.context, use_global_arguments=False,
                                       start_parameter_services=False)
-        self._executor = SingleThreadedExecutor(context=owner.context)
-        self._executor.add_node(self.node)
-        self._wake = self.node.create_guard_condition(lambda: None)  # ends a wait at once when stopping
-        self._stop = threading.Event()
+        self._executor: SingleThreadedExecutor | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @property
     def running(self) -> bool:
@@ -44,29 +42,35 @@ class IngestExecutor:
     def start(self) -> None:
         if self.running:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._spin, name="vila_ros_ingest", daemon=True)
+        # An executor per run: stopping shuts it down, which is what wakes its wait at once.
+        self._executor = SingleThreadedExecutor(context=self.node.context)
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, args=(self._executor, self._stop), name="vila_ros_ingest",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
+        thread, executor = self._thread, self._executor
+        self._thread = self._executor = None
         self._stop.set()
-        if self.node.context.ok():
-            self._wake.trigger()
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError(f"the ingest thread did not stop within {timeout:g} s")
+        if executor is not None:
+            # Never waits on the context: rclpy destroys a context's nodes while holding its lock (try_shutdown),
+            # and a shut-down executor ends its spin without asking the context whether it is still ok.
+            executor.shutdown(timeout_sec=0)
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"the ingest thread did not stop within {timeout:g} s")
 
     def destroy(self) -> None:
         self.stop()
-        self._executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.node.context.ok():
-            try:
-                self._executor.spin_once(timeout_sec=0.5)
-            except (ExternalShutdownException, ShutdownException, KeyboardInterrupt):
-                return
+    @staticmethod
+    def _spin(executor: SingleThreadedExecutor, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                executor.spin_once()
+        except (ExternalShutdownException, ShutdownException, KeyboardInterrupt):
+            pass
