@@ -172,7 +172,7 @@ def ingest_cost(width: int, height: int, frames: int, fps: float = 30.0, model_d
                 samples[encoding][f"{outcome}_wall"].append(wall)
                 samples[encoding][f"{outcome}_cpu"].append(cpu)
         errors = {e: node.buffers[e].stats.decode_errors for e in ENCODINGS}
-        clip_fps = node.cameras[0].clip_fps
+        clip_fps = next(iter(node.cameras.values())).clip_fps
         frame_max_side = node.get_parameter("frame_max_side").value
     finally:
         node.destroy_node()

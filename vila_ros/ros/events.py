@@ -4,13 +4,18 @@ A category must be detected in `confirm` consecutive evaluations to BEGIN (one n
 reported ONGOING at most every `ongoing_period_s` while detections continue, and ENDs after `clear` consecutive
 evaluations without it. After an END, the same category on the same camera waits `cooldown_s` before a new BEGIN
 (the Jetson VLM alert service uses a per-rule cooldown for the same reason: a flickering answer must not page
-the operator every second). No rclpy in here.
+the operator every second). Every update is a complete alert: severity, text and the evidence frames' frame_id
+travel with it, so whoever publishes it has nothing left to work out. No rclpy in here.
 """
 from __future__ import annotations
 
+import itertools
+import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+from vila_ros import tasks
 
 NANOSECONDS = 1_000_000_000
 BEGIN, ONGOING, END = 0, 1, 2  # as in msg/CornerCaseAlert.msg
@@ -26,6 +31,52 @@ class AlertUpdate:
     confidence: float
     evidence_stamps_ns: tuple[int, ...]
     text: str
+    severity: int
+    frame_id: str
+
+
+def category_severity(category: str) -> int:
+    """Severity of a built-in category; WARNING for any other (a user's rule without its own)."""
+    known = tasks.CATEGORIES.get(category)
+    return known.severity if known else tasks.WARNING
+
+
+def category_text(category: str) -> str:
+    """What an alert says when the model's answer gave no text of its own."""
+    known = tasks.CATEGORIES.get(category)
+    return known.description if known else category
+
+
+class AlertIds:
+    """Alert ids `<camera>/<category>/<n>`, n counting up from 1 per source: unique for the life of the source."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new(self, camera: str, category: str) -> str:
+        with self._lock:
+            return f"{camera}/{category}/{next(self._counter)}"
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """How detections become events; validated here, so a bad value is refused before it reaches a tracker."""
+
+    confirm: int = 1
+    clear: int = 2
+    ongoing_period_s: float = 2.0
+    cooldown_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("confirm", "clear"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{name} must be a whole number of evaluations, at least 1: {count!r}")
+        for name in ("ongoing_period_s", "cooldown_s"):
+            seconds = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds, at least 0: {seconds!r}")
 
 
 @dataclass
@@ -35,26 +86,28 @@ class _Track:
     negative_streak: int = 0
     active_id: str | None = None
     last_report_ns: int = 0
+    last_stamp_ns: int = 0
     ended_ns: int | None = None
+    severity: int = tasks.WARNING
+    frame_id: str = ""
 
 
-@dataclass
 class EventTracker:
-    confirm: int = 1
-    clear: int = 2
-    ongoing_period_s: float = 2.0
-    cooldown_s: float = 0.0
+    """Tracks of (camera, category). `settings` may be replaced at any time (live parameter changes)."""
 
-    def __post_init__(self) -> None:
-        if self.confirm < 1 or self.clear < 1:
-            raise ValueError("confirm and clear must be at least 1 evaluation")
+    def __init__(self, settings: TrackerSettings | None = None, **fields: Any) -> None:
+        """`settings`, or its fields as keywords: `EventTracker(confirm=2, clear=1)`."""
+        self.settings = settings if settings is not None else TrackerSettings(**fields)
         self._tracks: dict[tuple[str, str], _Track] = {}
-        self._counter = 0
+        self._ids = AlertIds()
 
     def update(self, camera: str, categories: Sequence[str], detected: Sequence[str], stamp_ns: int,
-               evidence_stamps_ns: Sequence[int], text: str = "") -> list[AlertUpdate]:
-        """One evaluation of `categories` on `camera`; `detected` is the subset the model reported."""
+               evidence_stamps_ns: Sequence[int], text: str = "", frame_id: str = "",
+               severities: Mapping[str, int] | None = None) -> list[AlertUpdate]:
+        """One evaluation of `categories` on `camera`; `detected` is the subset the model reported. `severities`
+        holds the severity of categories that are not built in (a rule's); `frame_id` is the evidence frames'."""
         detected_set = set(detected)
+        severities = severities or {}
         updates = []
         for category in categories:
             track = self._tracks.setdefault((camera, category), _Track())
@@ -66,40 +119,48 @@ class EventTracker:
             else:
                 track.negative_streak += 1
                 track.positive_streak = 0
-            confidence = sum(track.history) / len(track.history)
+            track.last_stamp_ns = stamp_ns
+            track.frame_id = frame_id
+            track.severity = (category_severity(category) if category in tasks.CATEGORIES
+                              else severities.get(category, tasks.WARNING))
             state = self._transition(track, camera, category, positive, stamp_ns)
             if state is not None:
-                updates.append(AlertUpdate(track.active_id if state != END else self._ended_id(track), camera,
-                                           category, state, stamp_ns, confidence, tuple(evidence_stamps_ns), text))
+                updates.append(self._alert(track, camera, category, state, stamp_ns, tuple(evidence_stamps_ns),
+                                           text))
                 if state == END:
                     track.active_id = None
         return updates
 
-    def active(self) -> list[tuple[str, str, str]]:
-        return [(camera, category, track.active_id) for (camera, category), track in self._tracks.items()
-                if track.active_id]
+    def end_all(self, text: str) -> list[AlertUpdate]:
+        """END every active alert (nobody watches the cameras any more) and forget all tracks."""
+        updates = [self._alert(track, camera, category, END, track.last_stamp_ns, (), text)
+                   for (camera, category), track in self._tracks.items() if track.active_id]
+        self._tracks.clear()
+        return updates
+
+    def _alert(self, track: _Track, camera: str, category: str, state: int, stamp_ns: int,
+               evidence: tuple[int, ...], text: str) -> AlertUpdate:
+        confidence = sum(track.history) / len(track.history)
+        return AlertUpdate(track.active_id or "", camera, category, state, stamp_ns, confidence, evidence,
+                           text or category_text(category), track.severity, track.frame_id)
 
     def _transition(self, track: _Track, camera: str, category: str, positive: bool, stamp_ns: int) -> int | None:
+        settings = self.settings
         if track.active_id is None:
-            if not positive or track.positive_streak < self.confirm:
+            if not positive or track.positive_streak < settings.confirm:
                 return None
-            if track.ended_ns is not None and 0 <= stamp_ns - track.ended_ns < self.cooldown_s * NANOSECONDS:
+            if track.ended_ns is not None and 0 <= stamp_ns - track.ended_ns < settings.cooldown_s * NANOSECONDS:
                 return None
-            self._counter += 1
-            track.active_id = f"{camera}/{category}/{self._counter}"
+            track.active_id = self._ids.new(camera, category)
             track.last_report_ns = stamp_ns
             return BEGIN
         if positive:
-            if stamp_ns - track.last_report_ns >= self.ongoing_period_s * NANOSECONDS:
+            if stamp_ns - track.last_report_ns >= settings.ongoing_period_s * NANOSECONDS:
                 track.last_report_ns = stamp_ns
                 return ONGOING
             return None
-        if track.negative_streak >= self.clear:
+        if track.negative_streak >= settings.clear:
             track.ended_ns = stamp_ns
             track.last_report_ns = stamp_ns
             return END
         return None
-
-    @staticmethod
-    def _ended_id(track: _Track) -> str:
-        return track.active_id or ""

@@ -1,5 +1,5 @@
 """What an operator needs to see the node keep up, in constant memory: image-callback cost and latency, description
-latency minus model time, and the size of every container that could grow. No rclpy in here.
+latency minus model time (`diagnostics.py` publishes them). No rclpy in here.
 
 Durations go into log-spaced histograms (bins 2 % wide, 1 us .. 1000 s), so p50/p99 since activation are exact to
 a bin however long the node runs. "Model time" is the wall time spent inside the engine's encode/generate calls
@@ -10,7 +10,6 @@ behind.
 from __future__ import annotations
 
 import math
-import queue
 import threading
 import time
 from collections import deque
@@ -171,44 +170,6 @@ class NodeStats:
         values = _flatten({name: h.summary() for name, h in self.descriptions.items()})
         values["unmatched"] = self.unmatched_descriptions
         return values
-
-
-def container_sizes(objects: dict[str, Any]) -> dict[str, int]:
-    """Length of every container attribute of `objects` (one level deep, plus dicts of containers); bounded
-    ones also report their bound as `<name>.bound`."""
-    sizes: dict[str, int] = {}
-    for prefix, obj in objects.items():
-        if obj is None:
-            continue
-        for name, value in sorted(vars(obj).items()):
-            _size_of(f"{prefix}.{name.lstrip('_')}", value, sizes)
-            if isinstance(value, dict) and 0 < len(value) <= 16:
-                for key, inner in value.items():
-                    if isinstance(key, str):
-                        _size_of(f"{prefix}.{name.lstrip('_')}.{key}", inner, sizes)
-    return sizes
-
-
-def _size_of(name: str, value: Any, sizes: dict[str, int]) -> None:
-    if isinstance(value, queue.Queue):
-        sizes[name] = value.qsize()
-        if value.maxsize > 0:
-            sizes[f"{name}.bound"] = value.maxsize
-    elif isinstance(value, (dict, list, set, deque)):
-        sizes[name] = len(value)
-        if isinstance(value, deque) and value.maxlen is not None:
-            sizes[f"{name}.bound"] = value.maxlen
-
-
-def process_rss_bytes() -> int | None:
-    """Resident memory of this process (Linux, Jetson); None elsewhere."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            import os
-
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _flatten(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 from vila_ros.msg import CornerCaseAlert, SceneDescription
 from vila_ros.ros.conversion import ns_to_stamp, rgb_to_image, stamp_to_ns
 from vila_ros.ros.events import AlertUpdate
+from vila_ros.ros.frame_buffer import Frame
 from vila_ros.ros.worker import Description
 
 STATE_NAMES = ("BEGIN", "ONGOING", "END")
@@ -35,15 +36,15 @@ def description_message(description: Description, model_id: str) -> SceneDescrip
     return msg
 
 
-def alert_message(update: AlertUpdate, severity: int, frame_id: str, text: str) -> CornerCaseAlert:
+def alert_message(update: AlertUpdate) -> CornerCaseAlert:
     msg = CornerCaseAlert()
     msg.header.stamp = ns_to_stamp(update.stamp_ns)
-    msg.header.frame_id = frame_id
+    msg.header.frame_id = update.frame_id
     msg.alert_id = update.alert_id
     msg.category = update.category
-    msg.severity = severity
+    msg.severity = update.severity
     msg.state = update.state
-    msg.text = text
+    msg.text = update.text
     msg.confidence = float(update.confidence)
     msg.camera = update.camera
     msg.evidence_stamps = [ns_to_stamp(ns) for ns in update.evidence_stamps_ns]
@@ -107,6 +108,35 @@ class EventLog:
 
 
 _ALERT_COLOURS = {0: (80, 200, 255), 1: (255, 190, 0), 2: (255, 40, 40)}
+
+
+class Overlay:
+    """What `~/annotated_image` draws over the newest frame: the latest description and the active alerts."""
+
+    def __init__(self) -> None:
+        self.description = ""
+        self.alerts: dict[str, tuple[str, int]] = {}  # alert id -> (camera/category, severity)
+        self._lock = threading.Lock()  # the worker adds while a lifecycle transition clears
+
+    def describe(self, camera: str, text: str) -> None:
+        self.description = f"[{camera}] {text}"
+
+    def alert(self, msg: CornerCaseAlert) -> None:
+        with self._lock:
+            if msg.state == CornerCaseAlert.END:
+                self.alerts.pop(msg.alert_id, None)
+            else:
+                self.alerts[msg.alert_id] = (f"{msg.camera}/{msg.category}", msg.severity)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.alerts.clear()
+        self.description = ""
+
+    def draw(self, frame: Frame):
+        with self._lock:
+            alerts = list(self.alerts.values())
+        return annotate(frame.rgb, self.description, alerts, frame.stamp_ns, frame.frame_id)
 
 
 def annotate(rgb: np.ndarray, description: str, active_alerts: Sequence[tuple[str, int]], stamp_ns: int,

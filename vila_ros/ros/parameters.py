@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
 from vila_ros import tasks
-from vila_ros.ros.worker import AlertRule, WorkerSettings
+from vila_ros.ros.events import TrackerSettings
+from vila_ros.ros.worker import AlertRule, InferenceWorker, WorkerSettings
 
 # Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
 # operator can point the node at a good checkpoint and configure again without restarting the process.
@@ -119,10 +121,22 @@ def camera_specs(node: Node) -> list[CameraSpec]:
             for n, t, r in zip(names, topics, rates)]
 
 
-def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
-    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+def _getter(node: Node, overrides: dict | None):
     def get(name):
         return overrides[name] if overrides and name in overrides else value(node, name)
+    return get
+
+
+def tracker_settings(node: Node, overrides: dict | None = None) -> TrackerSettings:
+    """How detections become events (TrackerSettings validates them); `overrides` as in `worker_settings`."""
+    get = _getter(node, overrides)
+    return TrackerSettings(confirm=get("alert_confirm"), clear=get("alert_clear"),
+                           ongoing_period_s=get("alert_ongoing_period_s"), cooldown_s=get("alert_cooldown_s"))
+
+
+def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
+    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+    get = _getter(node, overrides)
 
     categories = tuple(c for c in get("alert_categories") if c)
     unknown = [c for c in categories if c not in tasks.CATEGORIES]
@@ -153,3 +167,36 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
         backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )
+
+
+def load_engine(node: Node):
+    """The engine the parameters name (model_dir, engine, precision, device, num_threads)."""
+    from vila_ros.engine import create_engine
+    from vila_ros.resources import resolve_model_dir
+
+    threads = value(node, "num_threads")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    return create_engine(resolve_model_dir(value(node, "model_dir")), engine=value(node, "engine"),
+                         precision=value(node, "precision"), device=value(node, "device"))
+
+
+def apply_change(node: Node, worker: InferenceWorker | None, engine: Any, changed: list) -> str:
+    """Check a live parameter change (`changed`: the rclpy Parameters about to be set) and, when valid, hand the new
+    settings to the worker and its tracker (`engine`: the node's, for its frame count). Returns why the change is
+    refused, or "" when it is accepted."""
+    if worker is None or engine is None:
+        return ""  # unconfigured: configure reads and checks everything
+    overrides = {p.name: p.value for p in changed}
+    frozen = sorted(CONFIGURE_TIME & overrides.keys())
+    if frozen:
+        return f"{', '.join(frozen)} can be set only while the node is unconfigured (deactivate and clean up first)"
+    try:
+        settings = worker_settings(node, engine.num_video_frames, overrides)
+        tracker = tracker_settings(node, overrides)
+    except ValueError as error:
+        return str(error)
+    worker.settings, worker.tracker.settings = settings, tracker
+    return ""

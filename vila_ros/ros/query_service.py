@@ -1,7 +1,11 @@
-"""The QueryScene service callback: every request gets an answer or a clear refusal, within its timeout.
+"""The query service callbacks: QueryScene (a question about the cameras, answered by the model) and QueryEvents (a
+search of what the node published).
 
-- Each query waiting for the model holds an executor thread, so at most `query_max_waiting` wait; more are
-  refused at once as "busy" and the camera callbacks always find a free thread.
+QueryScene: every request gets an answer or a clear refusal, within its timeout.
+- Each query waiting for the model holds a thread of the executor that spins the node, so at most
+  `query_max_waiting` wait and more are refused at once as "busy": under the node's `main` (3 + query_max_waiting
+  threads) the timers and the lifecycle and parameter services always find a free thread. Camera frames need none:
+  they arrive on the node's own ingest thread.
 - Questions that cannot be answered (empty, too long, wrong <image> count, unknown camera) are refused without
   taking a waiting slot or a model turn.
 - A query still unanswered at `query_timeout_s` is answered "timed out", and the worker drops it (or stops its
@@ -16,7 +20,8 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable
 
-from vila_ros.ros.conversion import ns_to_stamp
+from vila_ros.ros.conversion import ns_to_stamp, stamp_to_ns
+from vila_ros.ros.history import History
 from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
 
 
@@ -84,3 +89,22 @@ class SceneQueryService:
         response.answer = answer.answer
         response.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
         response.frame_cameras = [f.camera for f in answer.frames]
+
+
+class EventQueryService:
+    """QueryEvents: descriptions and alerts of the history, by kind, time window and text."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    def __call__(self, request: Any, response: Any) -> Any:
+        try:
+            found = self._history.search(request.kind, stamp_to_ns(request.start), stamp_to_ns(request.end),
+                                         request.window_seconds, request.text_filter, request.max_results)
+        except ValueError as error:
+            response.success, response.error_message = False, str(error)
+            return response
+        response.success = True
+        response.descriptions = found["descriptions"]
+        response.alerts = found["alerts"]
+        return response

@@ -55,6 +55,7 @@ class WorkerSettings:
     backoff_initial_s: float = 1.0  # first wait before retrying a failed periodic job; doubles per failure
     backoff_max_s: float = 30.0
 
+
 @dataclass
 class Timings:
     vision_ms: float = 0.0
@@ -272,7 +273,9 @@ class InferenceWorker:
                 answers.append(f"{rule.category}: {text}")
         categories = tuple(settings.alert_categories) + tuple(rule.category for rule in settings.alert_rules)
         stamps = [f.stamp_ns for f in frames]
-        updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers))
+        severities = {rule.category: rule.severity for rule in settings.alert_rules}
+        updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers),
+                                      frames[-1].frame_id, severities)
         self.stats.alert_checks += 1
         for update in updates:
             self._on_alert(update)

@@ -29,7 +29,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
-from vila_ros.ros.fault_report import local_status_name  # noqa: E402
+from vila_ros.ros.diagnostics import local_status_name  # noqa: E402
 from vila_ros.tools.scoring import Received  # noqa: E402
 
 NODE_NAME = "vila_perception"
