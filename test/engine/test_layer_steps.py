@@ -8,8 +8,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from vila_ros.engine.layer_steps import (AtenStep, Bf16KernelStep, F32KernelStep, Int4KernelStep, choose_steps,
-                                         decoder_ops)
+from vila_ros.engine.layer_steps import (
+    AtenStep,
+    Bf16KernelStep,
+    F32KernelStep,
+    Int4KernelStep,
+    choose_steps,
+    decoder_ops,
+)
 from vila_ros.model import llama_math
 from vila_ros.model.int4 import Int4Linear, quantize_weight
 

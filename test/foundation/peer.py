@@ -7,13 +7,13 @@ import time
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
+import rclpy
+import samples
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
-import samples  # noqa: E402 - beside this file, which runs as a script by its path
-from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
-from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
+from vila_ros.msg import CornerCaseAlert, SceneDescription
+from vila_ros.srv import QueryEvents, QueryScene
 
 LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 

@@ -3,8 +3,14 @@ CPU kernels: aten's tinygemm and ours (vila_ros/kernels; skipped only where this
 import pytest
 import torch
 
-from vila_ros.model.int4 import (Int4Linear, dequantize_weight, fake_quantize, pack_nibbles, quantize_weight,
-                                 unpack_nibbles)
+from vila_ros.model.int4 import (
+    Int4Linear,
+    dequantize_weight,
+    fake_quantize,
+    pack_nibbles,
+    quantize_weight,
+    unpack_nibbles,
+)
 
 
 @pytest.mark.parametrize("scheme", ["asym", "sym"])

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from vila_ros.ros.conversion import (MAX_COMPRESSED_PIXELS, ImageDecodeError, compressed_to_rgb, image_to_rgb,
-                                     rgb_to_image)
+from vila_ros.ros.conversion import (
+    MAX_COMPRESSED_PIXELS,
+    ImageDecodeError,
+    compressed_to_rgb,
+    image_to_rgb,
+    rgb_to_image,
+)
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
 
 

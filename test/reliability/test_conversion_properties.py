@@ -6,8 +6,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 
-from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, rgb_to_compressed,
-                                     rgb_to_image, stamp_to_ns)
+from vila_ros.ros.conversion import (
+    ImageDecodeError,
+    compressed_to_rgb,
+    image_to_rgb,
+    rgb_to_compressed,
+    rgb_to_image,
+    stamp_to_ns,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

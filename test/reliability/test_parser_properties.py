@@ -3,9 +3,22 @@ what `make_caption` / `alert_answer` write is read back exactly."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vila_ros.tasks import (CATEGORY_NAMES, EVENT_SENTENCES, LIGHT_COLOURS, NUMBER_WORDS, ROAD_TIMES, ROAD_WEATHERS,
-                            SIGNS, WAREHOUSE_LIGHTING, alert_answer, caption_attributes, make_caption,
-                            parse_categories, parse_count, parse_yes_no)
+from vila_ros.tasks import (
+    CATEGORY_NAMES,
+    EVENT_SENTENCES,
+    LIGHT_COLOURS,
+    NUMBER_WORDS,
+    ROAD_TIMES,
+    ROAD_WEATHERS,
+    SIGNS,
+    WAREHOUSE_LIGHTING,
+    alert_answer,
+    caption_attributes,
+    make_caption,
+    parse_categories,
+    parse_count,
+    parse_yes_no,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

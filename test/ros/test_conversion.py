@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from vila_ros.ros.conversion import (ImageDecodeError, compressed_to_rgb, image_to_rgb, ns_to_stamp,
-                                     rgb_to_compressed, rgb_to_image, shrink, stamp_to_ns)
+from vila_ros.ros.conversion import (
+    ImageDecodeError,
+    compressed_to_rgb,
+    image_to_rgb,
+    ns_to_stamp,
+    rgb_to_compressed,
+    rgb_to_image,
+    shrink,
+    stamp_to_ns,
+)
 
 
 def gradient(height=48, width=64):

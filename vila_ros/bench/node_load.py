@@ -23,12 +23,12 @@ from typing import Any
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import rclpy  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+import rclpy
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 
-from vila_ros.ros.conversion import rgb_to_compressed, rgb_to_image  # noqa: E402
-from vila_ros.ros.node_stats import Histogram  # noqa: E402
+from vila_ros.ros.conversion import rgb_to_compressed, rgb_to_image
+from vila_ros.ros.node_stats import Histogram
 
 ENCODINGS = ("rgb8", "bgr8", "jpeg")
 CAMERA_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.BEST_EFFORT,

@@ -236,7 +236,7 @@ def load_tokenizer(llm_dir: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True, trust_remote_code=False,
                                              use_fast=False, legacy=False)
-    except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, RuntimeError, parser errors
+    except Exception as error:
         source = llm_dir / ("tokenizer.model" if sentencepiece_only else "tokenizer.json")
         raise CorruptCheckpointError(f"cannot read the tokenizer {source}: {type(error).__name__}: {error}",
                                      source) from error

@@ -29,11 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch import nn
 
-from vila_ros.model.checkpoint import (CheckpointError, MissingPartError, build_uninitialized,
-                                       load_tokenizer, load_weights, read_config, save_vila, weight_files)
+from vila_ros.model.checkpoint import (
+    CheckpointError,
+    MissingPartError,
+    build_uninitialized,
+    load_tokenizer,
+    load_weights,
+    read_config,
+    save_vila,
+    weight_files,
+)
 from vila_ros.model.config import PART_NAMES
 from vila_ros.model.int4 import Int4Linear
 from vila_ros.model.preprocess import ImageProcessor

@@ -19,32 +19,31 @@ import time
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rcl_interfaces.msg import SetParametersResult  # noqa: E402
-from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
-from rclpy.clock import Clock, ClockType  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
 
-from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
-from vila_ros.ros import diagnostics, parameters  # noqa: E402
-from vila_ros.ros.camera import Camera  # noqa: E402
-from vila_ros.ros.events import AlertUpdate, EventTracker  # noqa: E402
-from vila_ros.ros.frame_buffer import CameraBuffer, Frame  # noqa: E402
-from vila_ros.ros.history import History  # noqa: E402
-from vila_ros.ros.ingest import IngestExecutor  # noqa: E402
-from vila_ros.ros.node_stats import NodeStats, TimedEngine  # noqa: E402
-from vila_ros.ros.outputs import (STATE_NAMES, EventLog, Overlay, alert_message, alert_record,  # noqa: E402
-                                  description_message)
-from vila_ros.ros.query_service import EventQueryService, SceneQueryService  # noqa: E402
-from vila_ros.ros.stale import StaleMonitor  # noqa: E402
-from vila_ros.ros.worker import Description, InferenceWorker  # noqa: E402
-from vila_ros.srv import QueryEvents, QueryScene  # noqa: E402
+from vila_ros.msg import CornerCaseAlert, SceneDescription
+from vila_ros.ros import diagnostics, parameters
+from vila_ros.ros.camera import Camera
+from vila_ros.ros.events import AlertUpdate, EventTracker
+from vila_ros.ros.frame_buffer import CameraBuffer, Frame
+from vila_ros.ros.history import History
+from vila_ros.ros.ingest import IngestExecutor
+from vila_ros.ros.node_stats import NodeStats, TimedEngine
+from vila_ros.ros.outputs import STATE_NAMES, EventLog, Overlay, alert_message, alert_record, description_message
+from vila_ros.ros.query_service import EventQueryService, SceneQueryService
+from vila_ros.ros.stale import StaleMonitor
+from vila_ros.ros.worker import Description, InferenceWorker
+from vila_ros.srv import QueryEvents, QueryScene
 
 # Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
 OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)

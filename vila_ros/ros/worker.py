@@ -218,7 +218,7 @@ class InferenceWorker:
         except QueryError as error:  # the request's fault, not the model's: answered, not counted as a failure
             if future is not None and not future.done():
                 future.set_exception(error)
-        except Exception as error:  # noqa: BLE001 - a failed inference must never kill the node
+        except Exception as error:
             self.stats.failures += 1
             self.stats.last_error = f"{type(error).__name__}: {error}"
             if job is not None:

@@ -22,15 +22,15 @@ from typing import Any, Callable, Iterator
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
-from vila_ros.msg import CornerCaseAlert, SceneDescription  # noqa: E402
-from vila_ros.ros.diagnostics import local_status_name  # noqa: E402
-from vila_ros.tools.scoring import Received  # noqa: E402
+from vila_ros.msg import CornerCaseAlert, SceneDescription
+from vila_ros.ros.diagnostics import local_status_name
+from vila_ros.tools.scoring import Received
 
 NODE_NAME = "vila_perception"
 

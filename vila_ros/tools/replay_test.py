@@ -16,7 +16,7 @@ from typing import Any, Callable
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
 from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node
-from vila_ros.tools.scoring import S, Received, load_truth, score
+from vila_ros.tools.scoring import Received, S, load_truth, score
 
 
 def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: float = 1.0,

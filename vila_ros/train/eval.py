@@ -36,9 +36,20 @@ from typing import Any, Callable
 from vila_ros import tasks
 from vila_ros.train.eval_batch import Requests, engine_image_size, generate_answers
 from vila_ros.train.eval_cases import DEFAULT_STRETCH, Case, build_case, mode_truth
-from vila_ros.train.eval_scoring import (MODES, TARGETS, answer_correct, check_targets, frames_to_alert, pooled_recall,
-                                         prf, score_alerts, score_captions, score_qa, summarize_frames_to_alert,
-                                         summarize_results)
+from vila_ros.train.eval_scoring import (
+    MODES,
+    TARGETS,
+    answer_correct,
+    check_targets,
+    frames_to_alert,
+    pooled_recall,
+    prf,
+    score_alerts,
+    score_captions,
+    score_qa,
+    summarize_frames_to_alert,
+    summarize_results,
+)
 
 __all__ = ["CLIP_CHUNK", "DEFAULT_BATCH", "DEFAULT_COUNT", "DEFAULT_STRETCH", "MAX_NEW_TOKENS", "MODES", "TARGETS",
            "Case", "answer_correct", "build_case", "evaluate", "frames_to_alert", "pooled_recall", "prf",
