@@ -1,7 +1,9 @@
 """One camera as the node sees it: its settings, frame buffer, subscription, last frame and stale alert, in one object.
 
 `ingest` is the image callback's work: decide from the header stamp whether the frame is wanted (most are not: a
-30 fps camera feeds a 4 fps clip), and only then decode, shrink and buffer it. No rclpy in here beyond the messages.
+30 fps camera feeds a 4 fps clip), and only then decode, shrink and buffer it. `ingest_serialized` does the same
+from a raw subscription's CDR bytes (`cdr.py`): the stamp is read from the first bytes, and only a kept frame is
+parsed further. No rclpy in here beyond the messages.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any, Callable
 
 from sensor_msgs.msg import CompressedImage
 
+from vila_ros.ros import cdr
 from vila_ros.ros.conversion import ImageDecodeError, compressed_to_rgb, image_to_rgb, shrink, stamp_to_ns
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.parameters import CameraSpec
@@ -49,20 +52,44 @@ class Camera:
     def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int) -> Ingested:
         """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp."""
         self.last_frame_s = time.monotonic()
-        buffer = self.buffer
-        stamp_ns = stamp_to_ns(msg.header.stamp)
-        warning = key = ""
-        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
-            stamp_ns = clock_ns()
-            warning, key = f"camera {self.name}: images have no header stamp; using receipt time", "stamp"
-        if not buffer.wants(stamp_ns):
+        stamp_ns, warning, key = self._stamp(stamp_to_ns(msg.header.stamp), clock_ns)
+        if not self.buffer.wants(stamp_ns):
+            return Ingested("skipped", stamp_ns, warning, key)
+        return self._keep(msg, stamp_ns, max_side, warning, key)
+
+    def ingest_serialized(self, data: bytes, clock_ns: Callable[[], int], max_side: int) -> Ingested:
+        """`ingest` for a serialized Image or CompressedImage (`spec.compressed` says which): a skipped frame costs
+        a read of its stamp; malformed bytes are a bad frame like an undecodable image."""
+        self.last_frame_s = time.monotonic()
+        try:
+            raw_stamp = cdr.read_stamp_ns(data)
+        except ImageDecodeError as error:
+            return self._bad(str(error), clock_ns(), received=True)
+        stamp_ns, warning, key = self._stamp(raw_stamp, clock_ns)
+        if not self.buffer.wants(stamp_ns):
             return Ingested("skipped", stamp_ns, warning, key)
         try:
-            rgb = (shrink(compressed_to_rgb(msg, min_long_side=max_side or None), max_side)
-                   if isinstance(msg, CompressedImage) else image_to_rgb(msg, max_side))
+            msg = cdr.read_compressed_image(data) if self.spec.compressed else cdr.read_image(data)
         except ImageDecodeError as error:
-            buffer.record_error(str(error))
-            return Ingested("error", stamp_ns, f"camera {self.name}: dropped a frame: {error}", "decode")
-        buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
+            return self._bad(str(error), stamp_ns)
+        return self._keep(msg, stamp_ns, max_side, warning, key)
+
+    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int]) -> tuple[int, str, str]:
+        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
+            return clock_ns(), f"camera {self.name}: images have no header stamp; using receipt time", "stamp"
+        return stamp_ns, "", ""
+
+    def _bad(self, error: str, stamp_ns: int, received: bool = False) -> Ingested:
+        self.buffer.record_error(error, received)
+        return Ingested("error", stamp_ns, f"camera {self.name}: dropped a frame: {error}", "decode")
+
+    def _keep(self, msg: Any, stamp_ns: int, max_side: int, warning: str, key: str) -> Ingested:
+        try:
+            compressed = isinstance(msg, (CompressedImage, cdr.RawCompressedImage))
+            rgb = (shrink(compressed_to_rgb(msg, min_long_side=max_side or None), max_side)
+                   if compressed else image_to_rgb(msg, max_side))
+        except ImageDecodeError as error:
+            return self._bad(str(error), stamp_ns)
+        self.buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
         self.frame_id = msg.header.frame_id
         return Ingested("kept", stamp_ns, warning, key)

@@ -103,8 +103,10 @@ class CameraBuffer:
             self.stats.kept += 1
             self._evict()
 
-    def record_error(self, message: str) -> None:
+    def record_error(self, message: str, received: bool = False) -> None:
+        """A frame that could not be read; `received`: one `wants` never saw (its stamp was unreadable)."""
         with self._lock:
+            self.stats.received += int(received)
             self.stats.decode_errors += 1
             self.stats.last_error = message
 

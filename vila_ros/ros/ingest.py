@@ -33,8 +33,11 @@ class IngestExecutor:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def subscribe(self, message_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
-        return self.node.create_subscription(message_type, self._owner.resolve_topic_name(topic), callback, qos)
+    def subscribe(self, message_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile,
+                  raw: bool = False) -> Any:
+        """`raw`: the callback gets the serialized bytes (the cameras parse them themselves, `cdr.py`)."""
+        return self.node.create_subscription(message_type, self._owner.resolve_topic_name(topic), callback, qos,
+                                             raw=raw)
 
     def unsubscribe(self, subscription: Any) -> None:
         self.node.destroy_subscription(subscription)

@@ -148,7 +148,7 @@ class PerceptionNode(LifecycleNode):
         for camera in self.cameras.values():
             camera.subscription = self.ingest.subscribe(
                 CompressedImage if camera.spec.compressed else Image, camera.spec.topic,
-                lambda msg, name=camera.name: self._on_image(name, msg), image_qos)
+                lambda msg, name=camera.name: self._on_image(name, msg), image_qos, raw=True)
         self.stale.start(time.monotonic())
         if self.stale.enabled:  # wall time, whatever clock the node runs on (a paused /clock must not hide it)
             self._stale_timer = self.create_timer(self.stale.check_period_s, self._check_stale,
@@ -212,12 +212,14 @@ class PerceptionNode(LifecycleNode):
         return SetParametersResult(successful=not reason, reason=reason)
 
     # ---------------------------------------------------------------------------------------------- inputs
-    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
+    def _on_image(self, name: str, msg: bytes | Image | CompressedImage) -> None:
         camera, worker, stats = self.cameras.get(name), self.worker, self.node_stats  # a cleanup may clear them
         if camera is None or worker is None:
             return
         token = stats.begin_callback() if stats is not None else None
-        result = camera.ingest(msg, self._now_ns, self._frame_max_side)
+        # Serialized (raw subscription): a skipped frame is never deserialized (`cdr.py`).
+        result = (camera.ingest_serialized(msg, self._now_ns, self._frame_max_side) if isinstance(msg, bytes)
+                  else camera.ingest(msg, self._now_ns, self._frame_max_side))
         if result.warning:
             self._warn_throttled(f"{name}-{result.warning_key}", result.warning)
         if result.outcome == "kept":
