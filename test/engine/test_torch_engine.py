@@ -241,3 +241,29 @@ def test_interface_and_errors(tiny_engine, tiny_dir, frames):
     bf16 = create_engine(tiny_dir, precision="bf16")
     assert bf16.encode_frames(frames[:1])[0].dtype == torch.bfloat16
     assert len(bf16.generate("Describe.", frames[:1], GenerationConfig(max_new_tokens=4)).token_ids) <= 4
+
+
+def test_batch_shares_heads_and_prefix_cache_and_equals_individual(tiny_dir, frames):
+    """The node's period: two cameras, each asked two questions about the same frames, with per-row limits; the
+    shared head prefill and the prefix cache give each row what generate() alone gives."""
+    engine = create_engine(tiny_dir)
+    feats = engine.encode_frames(frames)
+    first, second = feats[:2], feats[2:4]
+    questions = ["Describe.", "Is there a person in the image? Answer yes or no.", "Describe.", "What?"]
+    images = [first, first, second, second]
+    limits = [12, 3, 12, 0]
+    cfg = GenerationConfig(max_new_tokens=12, system_prompt="You watch a warehouse robot camera. Be brief.")
+    cached = []
+    for _ in range(2):  # a prefix-cache miss, then a hit
+        batch = engine.generate_batch(questions, images, cfg, max_new_tokens=limits)
+        cached.append({got.cached_prefix_tokens for got in batch})
+        for q, imgs, limit, got in zip(questions, images, limits, batch):
+            single = engine.generate(q, imgs, GenerationConfig(**{**cfg.__dict__, "max_new_tokens": limit}))
+            assert got.token_ids == single.token_ids and len(got.token_ids) <= limit
+            assert got.text == single.text and got.stop_reason == single.stop_reason
+            assert got.prompt_tokens == single.prompt_tokens
+    assert cached[0] == {0} and len(cached[1]) == 1 and cached[1].pop() > 10
+    # Heads of different lengths (one frame against two): every row a left-padded tail, same answers.
+    mixed = engine.generate_batch(["Describe.", "Describe."], [feats[:1], second], cfg)
+    for imgs, got in zip([feats[:1], second], mixed):
+        assert got.token_ids == engine.generate("Describe.", imgs, cfg).token_ids

@@ -292,89 +292,15 @@ class TorchEngine:
                 on_token(-1, tail)  # flush of held-back text: no new token, id -1
         return Decoded(out_ids, reason, "".join(pieces))
 
-    @torch.inference_mode()
     def generate_batch(
         self,
         questions: Sequence[str],
         image_features: Sequence[Sequence[Any]],
         config: GenerationConfig | None = None,
+        max_new_tokens: Sequence[int] | None = None,
     ) -> list[GenerationResult]:
-        """Left-padded batch: every row's prompt ends at the same position, so one step serves all rows; pads
-        are masked out of attention and rows keep their own RoPE positions, so each row computes what a
-        single generate() would."""
-        config = config or GenerationConfig()
-        if len(questions) != len(image_features):
-            raise ValueError("one list of images per question")
-        bsz = len(questions)
-        if bsz == 0:
-            return []
-        dev = self.decoder.device
-        vision_ms = 0.0
-        row_features = []
-        for items in image_features:
-            feats, v_ms = self._features(items)
-            vision_ms += v_ms
-            row_features.append(feats)
-        t0 = time.perf_counter()
-        embeds_rows = [self.embed_prompt(q, feats, config)[1] for q, feats in zip(questions, row_features)]
-        lengths = torch.tensor([e.shape[0] for e in embeds_rows], device=dev)
-        longest = int(lengths.max())
-        capacity = self._capacity(longest, config.max_new_tokens)
-        cache = self.decoder.new_cache(bsz, capacity)
-        hidden_size = embeds_rows[0].shape[1]
-        embeds = embeds_rows[0].new_zeros(bsz, longest, hidden_size)
-        valid = torch.zeros(bsz, capacity, dtype=torch.bool, device=dev)
-        for b, e in enumerate(embeds_rows):
-            embeds[b, longest - e.shape[0]:] = e
-            valid[b, longest - e.shape[0]:longest] = True
-        pad = longest - lengths  # [B]
-        positions = (torch.arange(longest, device=dev)[None] - pad[:, None]).clamp_min(0)
-        causal = torch.tril(torch.ones(longest, longest, dtype=torch.bool, device=dev))
-        # pad queries attend to themselves only, so no row of the mask is empty (empty rows give NaN)
-        mask = (causal[None] & valid[:, None, :longest]) | torch.eye(longest, dtype=torch.bool, device=dev)[None]
-        logits, cache = self.prefill(embeds, cache, positions=positions, mask=mask[:, None])
-        prefill_ms = _ms(t0)
+        """All rows decoded together, each as generate() would alone; rows asking about the same frames share one
+        prefill of them (`engine/batch.py`). `max_new_tokens`: one limit per row (default the config's)."""
+        from vila_ros.engine.batch import generate_batch
 
-        stop_ids, stop_strings = self._stops(config)
-        generator = self._generator(config)
-        streams = [TextStream(self.tokenizer, stop_strings) for _ in range(bsz)]
-        out_ids: list[list[int]] = [[] for _ in range(bsz)]
-        reasons: list[str | None] = [None] * bsz
-        texts = [""] * bsz
-        t1 = time.perf_counter()
-        next_pos = lengths.clone()
-        for step in range(config.max_new_tokens):
-            tokens = sample_next(logits, config.temperature, config.top_p, generator)
-            for b, token in enumerate(tokens.tolist()):
-                if reasons[b] is not None:
-                    continue
-                out_ids[b].append(token)
-                if token in stop_ids:
-                    reasons[b] = "stop_token"
-                    texts[b] += streams[b].finish()
-                    continue
-                texts[b] += streams[b].push(token)
-                if streams[b].stopped:
-                    reasons[b] = "stop_string"
-            if all(r is not None for r in reasons) or step == config.max_new_tokens - 1:
-                break
-            if cache.length >= cache.capacity:
-                for b in range(bsz):
-                    reasons[b] = reasons[b] or "context_full"
-                break
-            valid[:, cache.length] = True
-            logits = self.decode_step(tokens, cache, step + 1, positions=next_pos[:, None],
-                                      mask=valid[:, None, None, : cache.length + 1])
-            next_pos += 1
-        decode_ms = _ms(t1)
-        results = []
-        for b in range(bsz):
-            if reasons[b] is None:
-                reasons[b] = "max_new_tokens"
-            if reasons[b] in ("max_new_tokens", "context_full"):
-                texts[b] += streams[b].finish()
-            results.append(GenerationResult(
-                text=texts[b], token_ids=out_ids[b], vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms,
-                stop_reason=str(reasons[b]), prompt_tokens=int(lengths[b]),
-            ))
-        return results
+        return generate_batch(self, questions, image_features, config, max_new_tokens)
