@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -159,5 +160,9 @@ class TensorRTLLMEngine:
                                 stop_reason=reason, prompt_tokens=len(ids))
 
     def generate_batch(self, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
-                       config: GenerationConfig | None = None) -> list[GenerationResult]:
-        return [self.generate(q, f, config) for q, f in zip(questions, image_features)]
+                       config: GenerationConfig | None = None,
+                       max_new_tokens: Sequence[int] | None = None) -> list[GenerationResult]:
+        config = config or GenerationConfig()
+        limits = max_new_tokens or [config.max_new_tokens] * len(questions)
+        return [self.generate(q, f, replace(config, max_new_tokens=n))
+                for q, f, n in zip(questions, image_features, limits)]

@@ -71,6 +71,8 @@ class Engine(Protocol):
         questions: Sequence[str],
         image_features: Sequence[Sequence[Any]],
         config: GenerationConfig | None = None,
+        max_new_tokens: Sequence[int] | None = None,
     ) -> list[GenerationResult]:
-        """Several prompts decoded together (left-padded batch); same results as one generate() each."""
+        """Several prompts decoded together; same results as one generate() each. `max_new_tokens`: a limit per
+        prompt (default the config's)."""
         ...

@@ -4,7 +4,8 @@ Engines are not thread-safe and a CPU has no spare cores, so one thread runs eve
 scene queries (a person or a planner is waiting), alert checks (safety), descriptions. Periodic work is due when
 a camera's newest frame stamp has advanced by the period since the last run, so cadence follows the data (a bag
 replayed at 2x gives the same number of checks per recorded second) and a slow model skips ahead to the newest
-frames instead of building a backlog. Frames are encoded once and their features cached in the buffer.
+frames instead of building a backlog. Frames are encoded once and their features cached in the buffer. The jobs
+of every camera due at the same time are answered by one batch through the engine (`period.py`).
 A periodic job that fails (the engine raised, e.g. on NaN logits) is retried with exponential back-off per camera
 and kind (`retry.py`); a failed query is answered with the error, since its caller is waiting and can retry.
 No rclpy in here: the node turns the results into messages.
@@ -21,6 +22,7 @@ from typing import Callable, Sequence
 
 from vila_ros import tasks
 from vila_ros.engine.errors import PromptTooLongError
+from vila_ros.ros import period
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
 from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
@@ -103,6 +105,9 @@ class WorkerStats:
     last_error: str = ""
     last_latency_ms: float = 0.0
     busy_s: float = 0.0
+    periods: int = 0  # batches of periodic work (all cameras due at once)
+    period_rows: int = 0  # generations those batches held
+    last_period_ms: float = 0.0
 
 
 class InferenceWorker:
@@ -124,6 +129,9 @@ class InferenceWorker:
         self.retries = RetryTracker()
         # Orders submit_query against stop(): a query either enters the queue before stop() drains it, or is refused.
         self._lifecycle_lock = threading.Lock()
+        # While a period runs: each due camera's window, and the batch's answers its jobs pick up (`period.py`).
+        self._pinned: dict[str, list[Frame]] = {}
+        self._answers: dict[period.Request, tuple[object, float]] = {}
 
     # ---------------------------------------------------------------------------------------------- control
     def start(self) -> None:
@@ -182,8 +190,9 @@ class InferenceWorker:
             return True
         settings = self.settings
         now = time.monotonic()
-        for kind, period in (("alerts", settings.alert_period_s), ("describe", settings.describe_period_s)):
-            if period <= 0:
+        due: list[JobKey] = []
+        for kind, period_s in (("alerts", settings.alert_period_s), ("describe", settings.describe_period_s)):
+            if period_s <= 0:
                 continue
             for camera, buffer in self.buffers.items():
                 newest = buffer.newest_stamp_ns()
@@ -194,15 +203,48 @@ class InferenceWorker:
                     continue  # backing off after failures
                 if not self.retries.is_retry(key):  # a retry is due whatever the frames did meanwhile
                     last = self._last_run_ns.get(key)
-                    if last is not None and newest > last and newest - last < period * NANOSECONDS * 0.95:
+                    if last is not None and newest > last and newest - last < period_s * NANOSECONDS * 0.95:
                         continue
                     if last == newest:
                         continue
                 self._last_run_ns[key] = newest
+                due.append(key)
+        if not due:
+            return False
+        try:
+            self._batch_period(due)
+            for camera, kind in due:  # alert checks first: safety before descriptions
                 job = self.check_alerts if kind == "alerts" else self.describe
-                self._guarded(lambda: job(camera), job=key)
-                return True
-        return False
+                self._guarded(lambda: job(camera), job=(camera, kind))
+        finally:
+            self._pinned, self._answers = {}, {}
+        return True
+
+    def _batch_period(self, due: list[JobKey]) -> None:
+        """Answer every due job's questions in one engine batch; a failed batch leaves each job to run (and fail,
+        and back off) on its own."""
+        settings = self.settings
+        for camera in dict.fromkeys(camera for camera, _ in due):
+            frames = self.buffers[camera].window(self._span(camera, settings.num_frames), settings.num_frames)
+            if frames:
+                self._pinned[camera] = frames
+        requests = [(camera, question, limit) for camera, kind in due if camera in self._pinned
+                    for question, limit in period.questions(settings, kind)]
+        if len(requests) < 2 or not hasattr(self.engine, "generate_batch"):
+            return
+        started = time.perf_counter()
+        try:
+            self._answers = period.run_batch(self.engine, self._pinned, requests, settings.temperature,
+                                             self._encode_missing)
+        except Exception as error:  # noqa: BLE001 - then each job runs alone, with its own failure accounting
+            log.warning("batch of %d generations failed, running them one by one: %r", len(requests), error)
+            return
+        finally:
+            elapsed = time.perf_counter() - started
+            self.stats.busy_s += elapsed
+            self.stats.last_period_ms = elapsed * 1000.0
+        self.stats.periods += 1
+        self.stats.period_rows += len(self._answers)
 
     def _idle_wait(self) -> float:
         """How long the loop may sleep without news: until the next retry is due, at most 0.2 s."""
@@ -319,6 +361,9 @@ class InferenceWorker:
         return (count + 0.5) * self.buffers[camera].keep_interval_s
 
     def _window(self, camera: str, count: int) -> list[Frame]:
+        pinned = self._pinned.get(camera)
+        if pinned is not None and count == self.settings.num_frames:
+            return pinned  # the window this period's batch was asked about
         frames = self.buffers[camera].window(self._span(camera, count), count)
         if not frames:
             raise QueryError(f"no frames from camera {camera!r}")
@@ -330,6 +375,10 @@ class InferenceWorker:
 
         if deadline and time.monotonic() > deadline:
             raise QueryError("timed out waiting for the model")
+        batched = self._answers.pop((frames[0].camera, question, max_new_tokens), None) if frames else None
+        if batched is not None and not deadline:
+            result, vision_ms = batched
+            return result.text.strip(), Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         vision_ms = self._encode_missing(frames)
         config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature)
         # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
