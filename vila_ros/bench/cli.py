@@ -15,6 +15,7 @@ BENCH_MODULES = [
     "vila_ros.bench.vision",
     "vila_ros.bench.prefix",
     "vila_ros.bench.node",
+    "vila_ros.bench.cameras",
     "vila_ros.bench.roofline",
 ]
 
