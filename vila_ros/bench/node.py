@@ -309,7 +309,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
              f"Model: {c['model']}, torch threads {c['num_threads']}.", "",
              f"## a) ingest cost per frame (node callback, in process; frame period {ingest['frame_period_ms']} ms)",
              "", "| encoding | kept wall p50 / p99 ms | kept CPU p50 ms | kept % of period | skipped wall p50 / p99 ms "
-             "| skipped % of period | deserialize p50 ms (not paid: raw) | mean per frame incl. raw take, % of period |",
+             "| skipped % of period | deserialize p50 ms (raw: unpaid) | incl. raw take, % of period |",
              "|---|---|---|---|---|---|---|---|"]
     for encoding in ("rgb8", "bgr8", "jpeg"):
         row = ingest[encoding]
