@@ -9,9 +9,13 @@ that changed since) simply gets a generation of its own. No rclpy in here.
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Callable, Sequence
 
-from vila_ros.ros.frame_buffer import Frame
+from vila_ros.ros.frame_buffer import CameraBuffer, Frame
+
+log = logging.getLogger("vila_ros.worker")
 
 # What a rule question may generate (`InferenceWorker.check_alerts`); a different value there only means its
 # rules get generations of their own.
@@ -42,3 +46,33 @@ def run_batch(engine: Any, windows: dict[str, list[Frame]], requests: Sequence[R
                                     max_new_tokens=[r[2] for r in requests])
     return {request: (result, vision_ms) for request, result in zip(requests, results)}
 
+
+
+def answer_due(engine: Any, buffers: dict[str, CameraBuffer], settings: Any, due: Sequence[tuple[str, str]],
+               span: Callable[[str, int], float], encode: Callable[[Sequence[Frame]], float],
+               stats: Any) -> tuple[dict[str, list[Frame]], dict[Request, tuple[Any, float]]]:
+    """Each due camera's window (pinned: the jobs use exactly these frames) and the answers to every due job's
+    questions from one engine batch; none when a batch would hold one generation or failed (each job then runs,
+    fails and backs off on its own). `stats` (the worker's) counts batches, rows and model time."""
+    pinned: dict[str, list[Frame]] = {}
+    for camera in dict.fromkeys(camera for camera, _ in due):
+        frames = buffers[camera].window(span(camera, settings.num_frames), settings.num_frames)
+        if frames:
+            pinned[camera] = frames
+    requests = [(camera, question, limit) for camera, kind in due if camera in pinned
+                for question, limit in questions(settings, kind)]
+    if len(requests) < 2 or not hasattr(engine, "generate_batch"):
+        return pinned, {}
+    started = time.perf_counter()
+    try:
+        answers = run_batch(engine, pinned, requests, settings.temperature, encode)
+    except Exception as error:  # noqa: BLE001 - then each job runs alone, with its own failure accounting
+        log.warning("batch of %d generations failed, running them one by one: %r", len(requests), error)
+        return pinned, {}
+    finally:
+        elapsed = time.perf_counter() - started
+        stats.busy_s += elapsed
+        stats.last_period_ms = elapsed * 1000.0
+    stats.periods += 1
+    stats.period_rows += len(answers)
+    return pinned, answers

@@ -221,30 +221,8 @@ class InferenceWorker:
         return True
 
     def _batch_period(self, due: list[JobKey]) -> None:
-        """Answer every due job's questions in one engine batch; a failed batch leaves each job to run (and fail,
-        and back off) on its own."""
-        settings = self.settings
-        for camera in dict.fromkeys(camera for camera, _ in due):
-            frames = self.buffers[camera].window(self._span(camera, settings.num_frames), settings.num_frames)
-            if frames:
-                self._pinned[camera] = frames
-        requests = [(camera, question, limit) for camera, kind in due if camera in self._pinned
-                    for question, limit in period.questions(settings, kind)]
-        if len(requests) < 2 or not hasattr(self.engine, "generate_batch"):
-            return
-        started = time.perf_counter()
-        try:
-            self._answers = period.run_batch(self.engine, self._pinned, requests, settings.temperature,
-                                             self._encode_missing)
-        except Exception as error:  # noqa: BLE001 - then each job runs alone, with its own failure accounting
-            log.warning("batch of %d generations failed, running them one by one: %r", len(requests), error)
-            return
-        finally:
-            elapsed = time.perf_counter() - started
-            self.stats.busy_s += elapsed
-            self.stats.last_period_ms = elapsed * 1000.0
-        self.stats.periods += 1
-        self.stats.period_rows += len(self._answers)
+        self._pinned, self._answers = period.answer_due(self.engine, self.buffers, self.settings, due, self._span,
+                                                        self._encode_missing, self.stats)
 
     def _idle_wait(self) -> float:
         """How long the loop may sleep without news: until the next retry is due, at most 0.2 s."""
