@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from vila_ros.engine.decoder import KVCache
-from vila_ros.engine.sampling import TextStream, sample_next
+from vila_ros.engine.sampling import TextStream, mask_to, sample_next
 from vila_ros.engine.types import GenerationConfig, GenerationResult
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, text_prefix
 
@@ -48,6 +48,7 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     limits = [config.max_new_tokens] * bsz if max_new_tokens is None else [int(n) for n in max_new_tokens]
     if len(limits) != bsz:
         raise ValueError("one max_new_tokens per question")
+    engine.schemas.check(config.json_schema)  # a bad schema is refused before any model work
     decoder, dev = engine.decoder, engine.decoder.device
     vision_ms = 0.0
     row_features = []
@@ -90,13 +91,18 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
 
     stop_ids, stop_strings = engine._stops(config)
     generator = engine._generator(config)
-    streams = [TextStream(engine.tokenizer, stop_strings) for _ in range(bsz)]
+    room = cache.capacity - cache.length + 1  # tokens the cache leaves room for
+    guides = [engine.schemas.guide(config.json_schema, min(n, room), stop_ids) for n in limits]
+    streams = [TextStream(engine.tokenizer, () if guides[0] is not None else stop_strings) for _ in range(bsz)]
     out_ids: list[list[int]] = [[] for _ in range(bsz)]
     reasons: list[str | None] = [None] * bsz
     texts = [""] * bsz
     t1 = time.perf_counter()
     next_pos = head_len + lengths
     for step in range(max(limits)):
+        if guides[0] is not None:  # finished rows' tokens are ignored: any of theirs will do
+            logits = torch.stack([mask_to(row, g.allowed() if r is None and len(o) < n else [0])
+                                  for row, g, r, o, n in zip(logits, guides, reasons, out_ids, limits)])
         tokens = sample_next(logits, config.temperature, config.top_p, generator)
         for b, token in enumerate(tokens.tolist()):
             if reasons[b] is not None or len(out_ids[b]) >= limits[b]:
@@ -107,7 +113,9 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
                 texts[b] += streams[b].finish()
                 continue
             texts[b] += streams[b].push(token)
-            if streams[b].stopped:
+            if guides[b] is not None and guides[b].advance(token):
+                reasons[b] = "schema_complete"
+            elif streams[b].stopped:
                 reasons[b] = "stop_string"
         if all(r is not None or len(o) >= n for r, o, n in zip(reasons, out_ids, limits)):
             break
@@ -124,7 +132,7 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     results = []
     for b in range(bsz):
         reason = reasons[b] or "max_new_tokens"
-        if reason in ("max_new_tokens", "context_full"):
+        if reason in ("max_new_tokens", "context_full", "schema_complete"):
             texts[b] += streams[b].finish()
         results.append(GenerationResult(
             text=texts[b], token_ids=out_ids[b], vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms,

@@ -20,7 +20,8 @@ import torch
 
 from vila_ros.engine.decoder import KVCache, LlamaDecoder
 from vila_ros.engine.errors import NonFiniteOutputError, PromptTooLongError
-from vila_ros.engine.sampling import TextStream, sample_next
+from vila_ros.engine.json_schema import SchemaCompiler
+from vila_ros.engine.sampling import TextStream, mask_to, sample_next
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, build_prompt_ids, text_prefix
 from vila_ros.model.templates import get_template
@@ -52,6 +53,7 @@ class TorchEngine:
         self.prefix_cache_size = prefix_cache_size
         self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self._stop_cache: dict[tuple, tuple[frozenset[int], tuple[str, ...]]] = {}
+        self.schemas = SchemaCompiler(self.tokenizer)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, precision: str = "fp32", device: str = "cpu") -> "TorchEngine":
@@ -203,6 +205,7 @@ class TorchEngine:
         on_token: TokenCallback | None = None,
     ) -> GenerationResult:
         config = config or GenerationConfig()
+        self.schemas.check(config.json_schema)  # a bad schema is refused before any model work
         features, vision_ms = self._features(image_features)
         t0 = time.perf_counter()
         ids, embeds = self.embed_prompt(question, features, config)
@@ -257,11 +260,16 @@ class TorchEngine:
             stop_strings = config_strings if stop_strings is None else stop_strings
         if generator is None:
             generator = self._generator(config)
-        stream = TextStream(self.tokenizer, stop_strings)
+        room = min(config.max_new_tokens, cache.capacity - cache.length + 1)  # tokens this call can generate
+        guide = self.schemas.guide(config.json_schema, room, stop_ids)
+        # A JSON answer ends where its schema says: a stop string inside a JSON string must not cut it.
+        stream = TextStream(self.tokenizer, () if guide else stop_strings)
         out_ids: list[int] = []
         reason = "max_new_tokens"
         pieces: list[str] = []
         for step in range(config.max_new_tokens):
+            if guide is not None:
+                logits = mask_to(logits, guide.allowed())
             token = int(sample_next(logits, config.temperature, config.top_p, generator)[0])
             out_ids.append(token)
             if token in stop_ids:
@@ -276,6 +284,9 @@ class TorchEngine:
             if on_token is not None and on_token(token, delta):
                 reason = "cancelled"
                 break
+            if guide is not None and guide.advance(token):
+                reason = "schema_complete"
+                break
             if stream.stopped:
                 reason = "stop_string"
                 break
@@ -285,7 +296,7 @@ class TorchEngine:
                 reason = "context_full"
                 break
             logits = self.decode_step(torch.tensor([token], device=self.decoder.device), cache, step + 1)
-        if reason in ("max_new_tokens", "context_full"):  # a cancelled caller has what it was streamed
+        if reason in ("max_new_tokens", "context_full", "schema_complete"):  # cancelled: it has what it was streamed
             tail = stream.finish()
             pieces.append(tail)
             if tail and on_token is not None:
