@@ -173,6 +173,15 @@ class InferenceWorker:
             while not self._stop.is_set() and self._step():
                 pass
 
+    def run_due(self) -> int:
+        """Run every job that is due, on the calling thread, and return how many ran. For a caller that drives the
+        node's schedule itself, frame by frame (an in-process stream evaluation, faster than real time), instead
+        of starting the worker thread."""
+        ran = 0
+        while self._step():
+            ran += 1
+        return ran
+
     def _step(self) -> bool:
         """Run the most urgent piece of work; False when nothing is due."""
         if not self._queries.empty():
