@@ -74,7 +74,7 @@ def plot(path: Path, report: dict, cameras: dict[str, dict], timeline_cameras: i
         spec = cameras[camera]
         origin = spec["segments"][0]["start_ns"]
         for segment in spec["segments"][1:]:
-            timeline.axvline((segment["start_ns"] - origin) / S, ymin=0, ymax=1, color="0.85", lw=0.8)
+            timeline.vlines((segment["start_ns"] - origin) / S, row - 0.4, row + 0.4, color="0.6", lw=0.8)
         for event in spec["events"]:
             end = event["end_ns"] if event["end_ns"] is not None else spec["segments"][-1]["end_ns"]
             timeline.barh(row, max(0.5, (end - event["start_ns"]) / S), left=(event["start_ns"] - origin) / S,
