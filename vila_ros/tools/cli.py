@@ -69,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stream.add_argument("--frames", type=int, default=0, help="window in frames (node num_frames; 1 = single frame)")
     stream.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a node parameter (JSON value), e.g. --set alert_confirm=2")
+    stream.add_argument("--probabilities", action="store_true",
+                        help="also the model's probability of each category at every alert check: calibration "
+                             "(reliability.png, ECE) and per-category thresholds (alert_thresholds.json)")
+    stream.add_argument("--thresholds", help="alert_thresholds.json to score with instead of choosing them here")
     stream.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     stream.add_argument("--out", default="out/stream_eval", help="directory for stream_eval.json / .md / .png")
     stream.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -126,7 +130,9 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args.model, args.precision, args.split, args.minutes, overrides,
                           [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,
-                          progress=lambda line: print(line, file=sys.stderr))
+                          progress=lambda line: print(line, file=sys.stderr),
+                          probabilities=args.probabilities or bool(args.thresholds),
+                          thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None)
     except (FileNotFoundError, ValueError) as error:
         print(f"eval-stream: {error}", file=sys.stderr)
         return 1
@@ -135,6 +141,8 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
     else:
         for name, value in summary_rows(report):
             print(f"{name}: {value}")
+        if "probabilities" in report:
+            print(f"expected calibration error: {report['probabilities']['calibration']['ece']:.3f}")
         print(f"report in {args.out}/stream_eval.md")
     return 0
 

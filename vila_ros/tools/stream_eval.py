@@ -29,6 +29,7 @@ CAMERA_FPS = 10.0
 class NodeRecords:
     alerts: list[dict] = field(default_factory=list)
     descriptions: list[dict] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)  # alert checks with the model's category probabilities
 
 
 def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,7 +44,8 @@ def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 class InProcessNode:
     """The node's cameras, buffers, worker and tracker without rclpy's executor: frames in, records out."""
 
-    def __init__(self, engine, cameras: dict[str, str], overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, engine, cameras: dict[str, str], overrides: dict[str, Any] | None = None,
+                 probabilities: bool = False) -> None:
         from vila_ros.ros import parameters
         from vila_ros.ros.camera import Camera
         from vila_ros.ros.events import EventTracker
@@ -63,6 +65,11 @@ class InProcessNode:
                                                   values["buffer_max_frames"], max_bytes))
                         for name, topic in cameras.items()}
         self.records = NodeRecords()
+        self.probe = None
+        if probabilities:
+            from vila_ros.tools.stream_calibration import ProbabilityProbe
+
+            engine = self.probe = ProbabilityProbe(engine, settings.alert_prompt, settings.alert_categories)
         self.worker = InferenceWorker(engine, {n: c.buffer for n, c in self.cameras.items()}, settings,
                                       self._on_description, self._on_alert, tracker)
         self._max_side = values["frame_max_side"]
@@ -75,6 +82,8 @@ class InProcessNode:
         outcome = self.cameras[camera].ingest(message, time.time_ns, self._max_side).outcome
         if outcome == "kept":
             self.worker.run_due()
+            if self.probe is not None and self.probe.pending:
+                self.records.checks += self.probe.take(camera, self.cameras[camera].buffer.window())
         return outcome
 
     def _on_description(self, description) -> None:
@@ -99,7 +108,8 @@ def image_message(rgb, stamp_ns: int, frame_id: str):
 
 def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, fps: float = CAMERA_FPS,
                 size: tuple[int, int] = RENDER_SIZE, start_ns: int = DEFAULT_START_NS,
-                progress: Callable[[str], None] | None = None) -> tuple[dict[str, dict], NodeRecords, float]:
+                progress: Callable[[str], None] | None = None,
+                probabilities: bool = False) -> tuple[dict[str, dict], NodeRecords, float]:
     """Each generated stream (`sim.streams.Stream`) as a camera of its own at `fps`; returns the truth per camera,
     what the node published and the seconds it took."""
     truth: dict[str, dict] = {}
@@ -109,13 +119,14 @@ def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, 
         camera = f"{stream.family}{stream.number}"
         topic = f"/cameras/{camera}/image_raw"
         truth[camera] = stream.camera_truth(topic, f"{camera}_camera", start_ns)
-        node = InProcessNode(engine, {camera: topic}, overrides)
+        node = InProcessNode(engine, {camera: topic}, overrides, probabilities)
         for k in range(int(stream.duration * fps)):
             stamp_ns = start_ns + int(round(k * 1e9 / fps))
             if node.wants(camera, stamp_ns):  # render only what the buffer keeps: ingest decides again, the same
                 node.feed(camera, image_message(stream.render(k / fps, *size), stamp_ns, f"{camera}_camera"))
         records.alerts += node.records.alerts
         records.descriptions += node.records.descriptions
+        records.checks += node.records.checks
         if progress:
             progress(f"{camera}: {stream.duration:.0f} s, {time.perf_counter() - started:.0f} s so far")
     return truth, records, time.perf_counter() - started
@@ -172,7 +183,8 @@ def score_records(cameras: dict[str, dict], records: NodeRecords, clip_fps: floa
 def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_test", minutes: float = 32.0,
              overrides: dict[str, Any] | None = None, bags: list[Path] | None = None, out_dir: Path | None = None,
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, probabilities: bool = False,
+             thresholds: dict[str, float] | None = None) -> dict:
     """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
@@ -183,7 +195,8 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
         cameras, records, seconds = run_bags(engine, bags, overrides)
     else:
         streams = make_streams(split, minutes, min_scene, max_scene, stream_minutes)
-        cameras, records, seconds = run_streams(engine, streams, overrides, progress=progress)
+        cameras, records, seconds = run_streams(engine, streams, overrides, progress=progress,
+                                                probabilities=probabilities)
     values = node_values(overrides)
     report = score_records(cameras, records, float(values["clip_fps"]))
     report["meta"] = {"model_dir": str(resolve_model_dir(model_dir)), "precision": precision,
@@ -191,11 +204,19 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
                       "num_frames": values["num_frames"] or engine.num_video_frames, "clip_fps": values["clip_fps"],
                       "wall_s": round(seconds, 1),
                       "real_time_factor": round(report["camera_seconds"] / seconds, 2) if seconds else None}
-    report["records"] = {"alerts": records.alerts, "descriptions": records.descriptions}
+    report["records"] = {"alerts": records.alerts, "descriptions": records.descriptions, "checks": records.checks}
+    calibrated = None
+    if probabilities:
+        from vila_ros.tools import stream_calibration
+
+        calibrated = stream_calibration.report(cameras, records.checks, thresholds)
+        report["probabilities"] = {key: value for key, value in calibrated.items()}
     if out_dir is not None:
         from vila_ros.tools.stream_report import write_report
 
         write_report(Path(out_dir), report, cameras)
+        if calibrated is not None:
+            stream_calibration.write(Path(out_dir), calibrated)
     return report
 
 
