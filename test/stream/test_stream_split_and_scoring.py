@@ -94,3 +94,28 @@ def test_descriptions_are_judged_for_their_window(stream):
     assert verdicts[4]["across_cut"]
     assert report["malformed_rate"] == 0.2 and report["named_before_onset_rate"] == 0.2
     assert well_formed("A warehouse aisle in bright a box and a box.") is None
+
+
+def test_calibration_and_thresholds_from_check_probabilities(stream):
+    from vila_ros.tools.stream_calibration import calibration, choose_thresholds, labelled
+
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    during = [start - 1.0 + 0.25 * i for i in range(8)]  # the onset inside
+    quiet = [scene.start + 1.0 + 0.25 * i for i in range(8)]  # long before it
+
+    def check(times, p):
+        return {"camera": "front", "stamps_ns": [T0 + int(round(t * S)) for t in times],
+                "probabilities": {scene.category: p}}
+
+    pairs = labelled(truth, [check(during, 0.9), check(quiet, 0.3), check(quiet, 0.1)])
+    own = [pair for pair in pairs if pair[0] == scene.category]
+    assert own == [(scene.category, 0.9, True), (scene.category, 0.3, False), (scene.category, 0.1, False)]
+    assert len(pairs) == 3 * len(tasks.categories_for("road"))  # every road category, 0 where not given
+    result = calibration(own)
+    # bins: 0.9 -> positive (gap 0.1), 0.3 -> negative (0.3), 0.1 -> negative (0.1)
+    assert result["ece"] == pytest.approx((0.1 + 0.3 + 0.1) / 3)
+    thresholds = choose_thresholds(pairs)
+    assert 0.3 < thresholds[scene.category] <= 0.9
+    assert thresholds["camera_blocked"] == 0.5  # no positives: the default
