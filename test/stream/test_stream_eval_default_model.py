@@ -61,3 +61,30 @@ def test_replay_over_dds_agrees_with_the_in_process_run(tmp_path):
     assert len(set(begins(received["alerts"])) ^ set(begins(records.alerts))) <= 2
     assert dds["alerts"]["recall"] == local["alerts"]["recall"]
     assert abs(dds["alerts"]["alert_begins"] - local["alerts"]["alert_begins"]) <= 2
+
+
+def test_alerts_decided_on_probabilities_carry_the_models_probability(tmp_path):
+    import json
+
+    from vila_ros import tasks
+    from vila_ros.engine import create_engine
+    from vila_ros.engine.answer_scores import answer_probabilities
+    from vila_ros.sim.streams import make_stream
+    from vila_ros.sim.writers import DEFAULT_START_NS
+    from vila_ros.tools.stream_eval import RENDER_SIZE, run_streams
+
+    engine = create_engine(DEFAULT_MODEL_DIR)
+    stream = make_stream("stream_val", 0, "road", 20, 20, 25)  # the camera gets blocked at 14.4 s
+    thresholds = tmp_path / "alert_thresholds.json"
+    thresholds.write_text(json.dumps({name: 0.5 for name in tasks.CATEGORY_NAMES}))
+    _, records, _ = run_streams(engine, [stream], {"alert_thresholds_file": str(thresholds),
+                                                   "describe_period_s": 0.0})
+    begins = [a for a in records.alerts if a["state"] == 0 and a["category"] == "camera_blocked"]
+    assert begins and begins[0]["stamp_ns"] >= DEFAULT_START_NS + int(14.4e9)
+    # The alert's confidence is the model's probability of the category on the alert's window.
+    alert = begins[0]
+    window = [DEFAULT_START_NS + k * 250_000_000 for k in range(200)]
+    window = [s for s in window if s <= alert["stamp_ns"]][-8:]
+    frames = [stream.render((s - DEFAULT_START_NS) / 1e9, *RENDER_SIZE) for s in window]
+    expected = answer_probabilities(engine, tasks.ALERT_PROMPT, engine.encode_frames(frames), ["camera_blocked"])[0]
+    assert alert["confidence"] >= 0.5 and abs(alert["confidence"] - expected) < 1e-3

@@ -49,6 +49,11 @@ class WorkerSettings:
     alert_categories: tuple[str, ...] = tasks.CATEGORY_NAMES
     alert_rules: tuple[AlertRule, ...] = ()
     alert_max_new_tokens: int = 24
+    # Per-category probability thresholds (category, threshold); empty: categories come from the generated answer.
+    # With them, a category is detected when the model's probability of it as the reply reaches its threshold,
+    # and an active alert stays detected down to `alert_release` times it (hysteresis against flicker).
+    alert_thresholds: tuple[tuple[str, float], ...] = ()
+    alert_release: float = 0.5
     query_max_new_tokens: int = 64
     query_max_new_tokens_limit: int = 256
     temperature: float = 0.0
@@ -271,7 +276,18 @@ class InferenceWorker:
         frames = self._window(camera, settings.num_frames)
         detected: list[str] = []
         answers = []
-        if settings.alert_categories:
+        confidences: dict[str, float] = {}
+        if settings.alert_categories and settings.alert_thresholds:
+            confidences = self._category_probabilities(frames)
+            thresholds = dict(settings.alert_thresholds)
+            for category in settings.alert_categories:
+                threshold = thresholds.get(category, 0.5)
+                if self.tracker.is_active(camera, category):
+                    threshold *= settings.alert_release
+                if confidences[category] >= threshold:
+                    detected.append(category)
+            answers.append(", ".join(f"{c} {confidences[c]:.2f}" for c in detected) or tasks.NO_ALERT_ANSWER)
+        elif settings.alert_categories:
             text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)
             detected += [c for c in tasks.parse_categories(text) if c in settings.alert_categories]
             answers.append(text)
@@ -284,7 +300,7 @@ class InferenceWorker:
         stamps = [f.stamp_ns for f in frames]
         severities = {rule.category: rule.severity for rule in settings.alert_rules}
         updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers),
-                                      frames[-1].frame_id, severities)
+                                      frames[-1].frame_id, severities, confidences)
         self.stats.alert_checks += 1
         for update in updates:
             self._on_alert(update)
@@ -348,6 +364,16 @@ class InferenceWorker:
             raise QueryError("timed out waiting for the model (generation stopped)")
         timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         return result.text.strip(), timings
+
+    def _category_probabilities(self, frames: Sequence[Frame]) -> dict[str, float]:
+        """The model's probability of each alert category as its reply to the alert prompt on `frames`."""
+        from vila_ros.engine.answer_scores import answer_probabilities
+
+        self._encode_missing(frames)
+        categories = self.settings.alert_categories
+        values = answer_probabilities(self.engine, self.settings.alert_prompt, [f.features for f in frames],
+                                      categories)
+        return dict(zip(categories, values))
 
     def _encode_missing(self, frames: Sequence[Frame]) -> float:
         missing = [frame for frame in frames if frame.features is None]
