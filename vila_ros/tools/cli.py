@@ -141,7 +141,7 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
     else:
         for name, value in summary_rows(report):
             print(f"{name}: {value}")
-        if "probabilities" in report:
+        if "probabilities" in report and report["probabilities"]["calibration"]["ece"] is not None:
             print(f"expected calibration error: {report['probabilities']['calibration']['ece']:.3f}")
         print(f"report in {args.out}/stream_eval.md")
     return 0

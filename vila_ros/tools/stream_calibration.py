@@ -138,7 +138,8 @@ def write(out_dir: Path, result: dict) -> None:
         axis.annotate(str(b["count"]), (b["mean_probability"], b["positive_rate"]), fontsize=7)
     axis.set_xlabel("model probability of the category")
     axis.set_ylabel("fraction of windows showing it")
-    axis.set_title(f"reliability (ECE {result['calibration']['ece']:.3f})")
+    ece = result["calibration"]["ece"]
+    axis.set_title("reliability" + ("" if ece is None else f" (ECE {ece:.3f})"))
     figure.tight_layout()
     figure.savefig(out_dir / "reliability.png", dpi=100)
     plt.close(figure)
