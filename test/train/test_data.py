@@ -75,7 +75,7 @@ def test_sim_dataset_kinds(tiny_ckpt):
     for i in range(60):
         conv, frames, kind = ds.conversation(i)
         seen.setdefault(kind, (conv, frames))
-    assert set(seen) == set(D.SIM_KINDS)
+    assert set(seen) == set(D.DEFAULT_SIM_MIX) == set(D.SIM_KINDS)
     assert seen["video_alert"][0][0]["value"].endswith(tasks.ALERT_PROMPT) and len(seen["video_alert"][1]) == 4
     assert seen["video_caption"][0][0]["value"].endswith(tasks.DESCRIBE_PROMPT)
     assert len(seen["frame"][1]) == 1 and not seen["text"][1]
