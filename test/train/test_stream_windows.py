@@ -36,3 +36,24 @@ def test_short_training_run_on_the_stream_mix(tiny_ckpt, tmp_path):
         "data": {"type": "sim", "num_frames": 4, "mix": {"stream_window": 0.5, "video_alert": 0.5}}}]}
     final = train(recipe, tmp_path / "run", init=tiny_ckpt)
     assert (final / "config.json").is_file() and load_vila(final) is not None
+
+
+def test_out_of_world_frames_are_answered_unfamiliar_without_alert(tiny_ckpt):
+    import numpy as np
+
+    from vila_ros.sim.unfamiliar import KINDS, unfamiliar_frame
+    from vila_ros.tools.stream_scoring import well_formed
+
+    model = load_vila(tiny_ckpt)
+    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                      mix={"unfamiliar": 1.0})
+    answers = set()
+    for i in range(12):
+        conv, frames, kind = ds.conversation(i)
+        assert kind == "unfamiliar" and 1 <= len(frames) <= 8 and frames[0].shape == (56, 56, 3)
+        answers.add((conv[0]["value"].split("\n")[-1], conv[1]["value"]))
+    assert answers == {(tasks.DESCRIBE_PROMPT, tasks.UNFAMILIAR_SCENE), (tasks.ALERT_PROMPT, tasks.NO_ALERT_ANSWER)}
+    rng = np.random.default_rng(0)
+    for kind in KINDS:  # none of them is the dark of a covered lens
+        assert unfamiliar_frame(rng, 64, kind).max() >= 120
+    assert well_formed(tasks.UNFAMILIAR_SCENE) is not None

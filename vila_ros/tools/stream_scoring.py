@@ -97,6 +97,8 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
 def well_formed(text: str) -> dict | None:
     """The caption's attributes when ``text`` is a sentence sequence of the caption grammar (``tasks.make_caption``
     gives it back word for word), else None."""
+    if " ".join(text.split()) == tasks.UNFAMILIAR_SCENE:
+        return {"event": "none"}  # in the grammar; wrong for any window of the simulator's world
     attrs = tasks.caption_attributes(text)
     family = attrs.get("family")
     # A caption without its event sentence is what one frame is trained to say: in the grammar, naming no event.

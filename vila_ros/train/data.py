@@ -26,9 +26,9 @@ from vila_ros.model.templates import IMAGE_PLACEHOLDER, Template, count_images, 
 _USER = ("human", "user")
 _ASSISTANT = ("gpt", "assistant", "model")
 
-SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text", "stream_window")
-DEFAULT_SIM_MIX = {"video_caption": 0.2, "video_alert": 0.2, "video_qa": 0.2, "frame": 0.15, "text": 0.1,
-                   "stream_window": 0.15}
+SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text", "stream_window", "unfamiliar")
+DEFAULT_SIM_MIX = {"video_caption": 0.2, "video_alert": 0.2, "video_qa": 0.2, "frame": 0.1, "text": 0.1,
+                   "stream_window": 0.15, "unfamiliar": 0.05}
 
 
 class DataError(ValueError):
@@ -210,7 +210,8 @@ class SimDataset:
     ALERT_PROMPT -> alert answer), ``video_qa`` (clip + 1..qa_turns QA pairs, temporal and single-frame),
     ``frame`` (one frame + its event-free caption or single-frame QA), ``text`` (text-only instructions),
     ``stream_window`` (what the node asks: a window of 1..num_frames frames ending anywhere in a 20-60 s scene,
-    before, during or after its event, + caption or alert answer of exactly those frames).
+    before, during or after its event, + caption or alert answer of exactly those frames), ``unfamiliar``
+    (out-of-world frames, ``sim.unfamiliar``: "An unfamiliar scene." and no alert).
     ``own_event_qa``: probability that a clip with an event is asked about that event in its video_qa turns.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
@@ -252,6 +253,13 @@ class SimDataset:
             n = int(rng.integers(1, 3))
             pairs = [self.instructions[i] for i in rng.choice(len(self.instructions), size=n, replace=False)]
             return _conv(pairs, 0), [], kind
+        if kind == "unfamiliar":
+            from vila_ros.sim.unfamiliar import unfamiliar_frames
+
+            frames = unfamiliar_frames(rng, int(rng.integers(1, self.num_frames + 1)), self.image_size)
+            pair = (tasks.DESCRIBE_PROMPT, tasks.UNFAMILIAR_SCENE) if rng.random() < 0.5 else \
+                (tasks.ALERT_PROMPT, tasks.NO_ALERT_ANSWER)
+            return _conv([pair], len(frames)), frames, kind
         scene_seed = split_seeds(self.split, 1, int(rng.integers(0, 9_000_000)))[0]
         if kind == "stream_window":
             return self._stream_window(scene_seed, rng)
