@@ -31,7 +31,9 @@ def questions(settings: Any, kind: str) -> list[tuple[str, int]]:
     """The (question, max_new_tokens) a job of `kind` ("alerts" or "describe") asks the model."""
     if kind == "describe":
         return [(settings.describe_prompt, settings.describe_max_new_tokens)]
-    asked = [(settings.alert_prompt, settings.alert_max_new_tokens)] if settings.alert_categories else []
+    # Alerts decided on category probabilities (alert_thresholds) generate no answer to the alert prompt.
+    generated = settings.alert_categories and not getattr(settings, "alert_thresholds", None)
+    asked = [(settings.alert_prompt, settings.alert_max_new_tokens)] if generated else []
     return asked + [(rule.question, RULE_MAX_NEW_TOKENS) for rule in settings.alert_rules]
 
 

@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vila_ros import tasks
@@ -26,90 +25,23 @@ from vila_ros.ros import period
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
 from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
+from vila_ros.ros.worker_types import (
+    AlertRule,
+    Description,
+    QueryError,
+    SceneAnswer,
+    SceneQuery,
+    Timings,
+    WorkerSettings,
+    WorkerStats,
+)
 
 log = logging.getLogger("vila_ros.worker")
 
 
-@dataclass(frozen=True)
-class AlertRule:
-    """A yes/no question asked on every alert check; a "yes" means the category is present."""
-
-    category: str
-    question: str
-    severity: int = tasks.WARNING
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    num_frames: int = 8
-    min_frames: int = 8
-    describe_period_s: float = 2.0  # 0 disables descriptions
-    describe_prompt: str = tasks.DESCRIBE_PROMPT
-    describe_max_new_tokens: int = 48
-    alert_period_s: float = 1.0  # 0 disables alert checks
-    alert_prompt: str = tasks.ALERT_PROMPT
-    alert_categories: tuple[str, ...] = tasks.CATEGORY_NAMES
-    alert_rules: tuple[AlertRule, ...] = ()
-    alert_max_new_tokens: int = 24
-    query_max_new_tokens: int = 64
-    query_max_new_tokens_limit: int = 256
-    temperature: float = 0.0
-    backoff_initial_s: float = 1.0  # first wait before retrying a failed periodic job; doubles per failure
-    backoff_max_s: float = 30.0
-
-
-@dataclass
-class Timings:
-    vision_ms: float = 0.0
-    prefill_ms: float = 0.0
-    decode_ms: float = 0.0
-    generated_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Description:
-    camera: str
-    frames: tuple[Frame, ...]
-    text: str
-    prompt_id: str
-    timings: Timings
-
-
-@dataclass(frozen=True)
-class SceneQuery:
-    question: str
-    camera: str = ""
-    window_seconds: float = 0.0
-    window_frames: int = 0
-    max_new_tokens: int = 0
-    deadline: float = 0.0  # time.monotonic() after which nobody waits for the answer; 0 = none
-    json_schema: str = ""  # the answer must validate against it; "" = free text
-    on_token: Callable[[int, str], bool | None] | None = None  # streamed answer (engine TokenCallback); True cancels
-
-
-@dataclass(frozen=True)
-class SceneAnswer:
-    answer: str
-    frames: tuple[Frame, ...]
-    timings: Timings
-
-
-class QueryError(ValueError):
-    """A scene query that cannot be answered (unknown camera, no frames yet); the message says why."""
-
-
-@dataclass
-class WorkerStats:
-    descriptions: int = 0
-    alert_checks: int = 0
-    queries: int = 0
-    failures: int = 0
-    last_error: str = ""
-    last_latency_ms: float = 0.0
-    busy_s: float = 0.0
-    periods: int = 0  # batches of periodic work (all cameras due at once)
-    period_rows: int = 0  # generations those batches held
-    last_period_ms: float = 0.0
+# The worker's types live in worker_types.py; importers keep using them from here.
+__all__ = ["AlertRule", "Description", "InferenceWorker", "QueryError", "SceneAnswer", "SceneQuery", "Timings",
+           "WorkerSettings", "WorkerStats"]
 
 
 class InferenceWorker:
@@ -182,6 +114,15 @@ class InferenceWorker:
             self._wake.clear()
             while not self._stop.is_set() and self._step():
                 pass
+
+    def run_due(self) -> int:
+        """Run every job that is due, on the calling thread, and return how many ran. For a caller that drives the
+        node's schedule itself, frame by frame (an in-process stream evaluation, faster than real time), instead
+        of starting the worker thread."""
+        ran = 0
+        while self._step():
+            ran += 1
+        return ran
 
     def _step(self) -> bool:
         """Run the most urgent piece of work; False when nothing is due."""
@@ -284,7 +225,18 @@ class InferenceWorker:
         frames = self._window(camera, settings.num_frames)
         detected: list[str] = []
         answers = []
-        if settings.alert_categories:
+        confidences: dict[str, float] = {}
+        if settings.alert_categories and settings.alert_thresholds:
+            confidences = self._category_probabilities(frames)
+            thresholds = dict(settings.alert_thresholds)
+            for category in settings.alert_categories:
+                threshold = thresholds.get(category, 0.5)
+                if self.tracker.is_active(camera, category):
+                    threshold *= settings.alert_release
+                if confidences[category] >= threshold:
+                    detected.append(category)
+            answers.append(", ".join(f"{c} {confidences[c]:.2f}" for c in detected) or tasks.NO_ALERT_ANSWER)
+        elif settings.alert_categories:
             text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)
             detected += [c for c in tasks.parse_categories(text) if c in settings.alert_categories]
             answers.append(text)
@@ -297,7 +249,7 @@ class InferenceWorker:
         stamps = [f.stamp_ns for f in frames]
         severities = {rule.category: rule.severity for rule in settings.alert_rules}
         updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers),
-                                      frames[-1].frame_id, severities)
+                                      frames[-1].frame_id, severities, confidences)
         self.stats.alert_checks += 1
         for update in updates:
             self._on_alert(update)
@@ -380,6 +332,16 @@ class InferenceWorker:
             raise QueryError("cancelled by the client (generation stopped)")
         timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         return result.text.strip(), timings
+
+    def _category_probabilities(self, frames: Sequence[Frame]) -> dict[str, float]:
+        """The model's probability of each alert category as its reply to the alert prompt on `frames`."""
+        from vila_ros.engine.answer_scores import answer_probabilities
+
+        self._encode_missing(frames)
+        categories = self.settings.alert_categories
+        values = answer_probabilities(self.engine, self.settings.alert_prompt, [f.features for f in frames],
+                                      categories)
+        return dict(zip(categories, values))
 
     def _encode_missing(self, frames: Sequence[Frame]) -> float:
         missing = [frame for frame in frames if frame.features is None]
