@@ -30,3 +30,18 @@ class PromptTooLongError(EngineError, ValueError):
         super().__init__(f"prompt of {positions} positions exceeds the model's {max_positions}")
         self.positions = positions
         self.max_positions = max_positions
+
+
+class RemoteEngineError(EngineError):
+    """A remote (OpenAI-protocol) server failed: unreachable, timed out, answered 5xx/429 or something that is not
+    a chat completion. The model's side, so callers retry with back-off and report it. ``status`` is the HTTP
+    status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteRequestError(RemoteEngineError, ValueError):
+    """The server refused the request itself (HTTP 4xx other than 408/429): retrying the same request will not
+    help. Also a ValueError, like PromptTooLongError."""

@@ -1,0 +1,187 @@
+"""`vila-ros serve` over real HTTP with the official openai client, and the remote engine against it."""
+import concurrent.futures
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from vila_ros.engine import GenerationConfig, RemoteEngineError, RemoteRequestError, create_engine
+from vila_ros.engine.openai_engine import encode_jpeg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model_dir, *extra: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vila_ros.cli import main; sys.exit(main())",
+                             "serve", "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # bounded: 60 s for torch and the checkpoint to load
+            if proc.poll() is not None:
+                raise RuntimeError("vila-ros serve exited: " + proc.stdout.read().decode(errors="replace")[-2000:])
+            try:
+                if httpx.get(base + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("vila-ros serve did not answer /health within 60 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    with running_server(tiny_dir, "--served-model-name", "tiny") as base:
+        yield base
+
+
+def frames(n=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def jpeg_roundtrip(frame):
+    import cv2
+
+    data = encode_jpeg(frame).data
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
+def user(text, images=()):
+    parts = [{"type": "image_url", "image_url": {"url": encode_jpeg(f).data_url()}} for f in images]
+    return [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
+
+
+def client(base):
+    return openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=60)
+
+
+def test_health_and_models(server):
+    assert httpx.get(server + "/health").json()["status"] == "ok"
+    models = client(server).models.list().data
+    assert [m.id for m in models] == ["tiny"]
+    assert models[0].model_extra["num_video_frames"] >= 1
+
+
+def test_stream_and_non_stream_agree(server):
+    c = client(server)
+    msgs = user("What is happening?", frames())
+    whole = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0)
+    assert whole.choices[0].finish_reason in ("length", "stop")
+    text = whole.choices[0].message.content
+    assert text
+    pieces = [ch.choices[0].delta.content or "" for ch in
+              c.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0, stream=True)
+              if ch.choices]
+    assert len([p for p in pieces if p]) > 1
+    assert "".join(pieces) == text
+
+
+def test_concurrent_clients_are_batched_and_match_single(server, tiny_dir):
+    local = create_engine(tiny_dir)
+    questions = [f"Question {i}: what moves?" for i in range(6)]
+    imgs = [frames(1, seed=i) for i in range(6)]
+    expected = [local.generate(q, [jpeg_roundtrip(f) for f in im], GenerationConfig(max_new_tokens=10)).text
+                for q, im in zip(questions, imgs)]
+    before = httpx.get(server + "/health").json()["batched_rows"]
+
+    def ask(i):
+        return client(server).chat.completions.create(model="tiny", messages=user(questions[i], imgs[i]),
+                                                      max_tokens=10, temperature=0).choices[0].message.content
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(ask, range(6)))
+    assert got == expected
+    assert httpx.get(server + "/health").json()["batched_rows"] > before
+
+
+@pytest.mark.parametrize("url, why", [
+    ("https://example.com/cat.jpg", "not fetched"),
+    ("data:image/jpeg;base64,@@@", "base64"),
+    ("data:image/jpeg;base64,aGVsbG8=", "not a decodable"),
+])
+def test_bad_image_is_400(server, url, why):
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": "hi"}]}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client(server).chat.completions.create(model="tiny", messages=msgs, max_tokens=4)
+    assert why in str(info.value)
+
+
+def test_full_queue_is_429(tiny_dir):
+    with running_server(tiny_dir, "--max-queue", "1", "--max-batch", "1", "--gather-ms", "0") as base:
+        def ask(i):
+            try:
+                client(base).chat.completions.create(model="x", messages=user(f"q{i}", frames(1)), max_tokens=200)
+                return 200
+            except openai.RateLimitError as error:
+                assert "busy" in str(error)
+                return 429
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(ask, range(12)))
+    assert 429 in codes and 200 in codes
+
+
+def test_remote_engine_matches_in_process(server, tiny_dir):
+    local = create_engine(tiny_dir)
+    remote = create_engine("", engine="openai", remote={"base_url": server + "/v1", "timeout_s": 60})
+    assert remote.model_id == "tiny" and remote.num_video_frames == local.num_video_frames
+    fs = frames(2, seed=3)
+    question = "Frame 1: <image>\nFrame 2: <image>\nDescribe the scene."
+    cfg = GenerationConfig(max_new_tokens=12)
+    want = local.generate(question, [jpeg_roundtrip(f) for f in fs], cfg).text
+    assert remote.generate(question, remote.encode_frames(fs), cfg).text == want
+    streamed = []
+    result = remote.generate(question, fs, cfg, on_token=lambda _i, t: streamed.append(t))
+    assert "".join(streamed) == result.text == want
+    assert [r.text for r in remote.generate_batch([question, question], [fs, fs], cfg)] == [want, want]
+
+
+def test_remote_engine_cancel_stops_the_stream(server):
+    remote = create_engine("", engine="openai", remote={"base_url": server + "/v1"})
+    seen = []
+    result = remote.generate("Describe.", frames(1), GenerationConfig(max_new_tokens=50),
+                             on_token=lambda _i, t: seen.append(t) or len(seen) >= 2)
+    assert result.stop_reason == "cancelled" and len(seen) == 2
+
+
+def test_remote_engine_typed_errors(server, tmp_path):
+    remote = create_engine("", engine="openai", remote={"base_url": server + "/v1", "model": "tiny"})
+    with pytest.raises(RemoteRequestError, match="HTTP 400"):
+        remote.generate("hi", frames(1), GenerationConfig(max_new_tokens=100000))
+    with pytest.raises(RemoteRequestError, match="placeholders"):
+        remote.generate("<image> <image>", frames(1))
+    dead = create_engine("", engine="openai", remote={"base_url": f"http://127.0.0.1:{_closed_port()}/v1",
+                                                      "model": "m", "timeout_s": 2})
+    with pytest.raises(RemoteEngineError, match="cannot reach"):
+        dead.generate("hi", frames(1))
+    key = tmp_path / "key"
+    key.write_text("secret\n")
+    assert create_engine("", engine="openai", remote={"base_url": server + "/v1", "model": "tiny",
+                                                      "api_key_file": str(key)}).client.api_key == "secret"
+
+
+def _closed_port():
+    return free_port()
