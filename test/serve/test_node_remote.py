@@ -1,7 +1,7 @@
 """The perception node with `engine: openai` describes a replayed bag through `vila-ros serve` over HTTP."""
 import httpx
-from test_serve import running_server
 
+from vila_ros.serve.launch import running_server
 from vila_ros.sim.writers import write_bag
 from vila_ros.tools.harness import Listener, isolated_node, start_node, stop_node
 from vila_ros.tools.replay import replay_bag

@@ -1,10 +1,5 @@
 """`vila-ros serve` over real HTTP with the official openai client, and the remote engine against it."""
 import concurrent.futures
-import contextlib
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -13,41 +8,7 @@ import pytest
 
 from vila_ros.engine import GenerationConfig, RemoteEngineError, RemoteRequestError, create_engine
 from vila_ros.engine.openai_engine import encode_jpeg
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(model_dir, *extra: str):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from vila_ros.cli import main; sys.exit(main())",
-                             "serve", "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # bounded: 60 s for torch and the checkpoint to load
-            if proc.poll() is not None:
-                raise RuntimeError("vila-ros serve exited: " + proc.stdout.read().decode(errors="replace")[-2000:])
-            try:
-                if httpx.get(base + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("vila-ros serve did not answer /health within 60 s")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from vila_ros.serve.launch import free_port, running_server
 
 
 @pytest.fixture(scope="module")
