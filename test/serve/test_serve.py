@@ -146,3 +146,20 @@ def test_remote_engine_typed_errors(server, tmp_path):
 
 def _closed_port():
     return free_port()
+
+
+def test_json_schema_answers_through_server_and_remote_engine(server):
+    import json
+
+    schema = {"type": "object", "properties": {"hazard": {"type": "string", "enum": ["none", "person", "fire"]}},
+              "required": ["hazard"], "additionalProperties": False}
+    reply = client(server).chat.completions.create(
+        model="tiny", messages=user("Any hazard?", frames(1)), max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    assert json.loads(reply.choices[0].message.content)["hazard"] in ("none", "person", "fire")
+    remote = create_engine("", engine="openai", remote={"base_url": server + "/v1", "model": "tiny"})
+    text = remote.generate("Any hazard?", frames(1), GenerationConfig(max_new_tokens=40,
+                                                                      json_schema=json.dumps(schema))).text
+    assert json.loads(text)["hazard"] in ("none", "person", "fire")
+    with pytest.raises(RemoteRequestError, match="HTTP 400"):
+        remote.generate("x", frames(1), GenerationConfig(json_schema='{"type": "nonsense"}'))

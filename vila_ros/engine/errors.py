@@ -32,6 +32,11 @@ class PromptTooLongError(EngineError, ValueError):
         self.max_positions = max_positions
 
 
+class RequestError(EngineError, ValueError):
+    """The request cannot be served as asked (e.g. an unusable JSON schema): the caller's fault, refused with the
+    reason and never counted as a model failure."""
+
+
 class RemoteEngineError(EngineError):
     """A remote (OpenAI-protocol) server failed: unreachable, timed out, answered 5xx/429 or something that is not
     a chat completion. The model's side, so callers retry with back-off and report it. ``status`` is the HTTP
@@ -42,6 +47,6 @@ class RemoteEngineError(EngineError):
         self.status = status
 
 
-class RemoteRequestError(RemoteEngineError, ValueError):
-    """The server refused the request itself (HTTP 4xx other than 408/429): retrying the same request will not
-    help. Also a ValueError, like PromptTooLongError."""
+class RemoteRequestError(RemoteEngineError, RequestError):
+    """The server refused the request itself (HTTP 4xx other than 408/409/429): retrying the same request will not
+    help; a RequestError (and a ValueError), like an unusable schema."""

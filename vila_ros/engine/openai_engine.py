@@ -10,6 +10,7 @@ sends those bytes. The API key comes from an environment variable or a file, nev
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 import time
@@ -155,6 +156,11 @@ class OpenAIEngine:
         if config.stop_strings:
             req["stop"] = list(config.stop_strings)
         schema = getattr(config, "json_schema", None)
+        if isinstance(schema, str) and schema:
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as error:
+                raise RemoteRequestError(f"json_schema is not JSON: {error}") from None
         if schema:
             req["response_format"] = {"type": "json_schema",
                                       "json_schema": {"name": "answer", "schema": schema, "strict": True}}

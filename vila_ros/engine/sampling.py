@@ -6,7 +6,8 @@ from typing import Any, Sequence
 import torch
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
     """[B, V] logits -> [B] token ids. temperature <= 0 is greedy; top_p < 1 keeps the smallest set of tokens
     whose probability reaches top_p (nucleus sampling)."""
     if temperature <= 0:
@@ -20,6 +21,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
         choice = torch.multinomial(sorted_probs, 1, generator=generator)
         return order.gather(-1, choice).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def mask_to(logits: torch.Tensor, allowed: Sequence[int]) -> torch.Tensor:
+    """[V] or [B, V] logits with every token outside ``allowed`` at -inf (constrained decoding)."""
+    masked = torch.full_like(logits, float("-inf"))
+    index = torch.tensor(list(allowed), dtype=torch.long, device=logits.device)
+    masked[..., index] = logits[..., index]
+    return masked
 
 
 class TextStream:

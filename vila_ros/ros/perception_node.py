@@ -33,6 +33,7 @@ from std_msgs.msg import String
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription
 from vila_ros.ros import diagnostics, parameters
+from vila_ros.ros.ask_action import AskSceneAction
 from vila_ros.ros.camera import Camera
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
@@ -87,6 +88,8 @@ class PerceptionNode(LifecycleNode):
                                 callback_group=group),
             self.create_service(QueryEvents, "~/query_events", EventQueryService(self.history), qos_profile=service_qos,
                                 callback_group=group)]
+        self._ask_scene = AskSceneAction(self, lambda: self.worker, lambda name: parameters.value(self, name),
+                                         self._unconfigured_reason, group)
         self.add_on_set_parameters_callback(self._validate_parameter_change)
 
     @property

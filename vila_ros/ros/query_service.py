@@ -68,7 +68,8 @@ class SceneQueryService:
         try:
             timeout = self._parameter("query_timeout_s")
             query = SceneQuery(question, request.camera, request.window_seconds, request.window_frames,
-                               request.max_new_tokens, deadline=time.monotonic() + timeout)
+                               request.max_new_tokens, deadline=time.monotonic() + timeout,
+                               json_schema=getattr(request, "json_schema", ""))
             future = worker.submit_query(query)
             try:
                 answer = future.result(timeout=timeout)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vila_ros import tasks
-from vila_ros.engine.errors import PromptTooLongError
+from vila_ros.engine.errors import PromptTooLongError, RequestError
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
 from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
@@ -81,6 +81,8 @@ class SceneQuery:
     window_frames: int = 0
     max_new_tokens: int = 0
     deadline: float = 0.0  # time.monotonic() after which nobody waits for the answer; 0 = none
+    json_schema: str = ""  # the answer must validate against it; "" = free text
+    on_token: Callable[[int, str], bool | None] | None = None  # streamed answer (engine TokenCallback); True cancels
 
 
 @dataclass(frozen=True)
@@ -307,9 +309,12 @@ class InferenceWorker:
         max_new_tokens = min(query.max_new_tokens or settings.query_max_new_tokens,
                              settings.query_max_new_tokens_limit)
         try:
-            text, timings = self._generate(question, frames, max_new_tokens, query.deadline)
+            text, timings = self._generate(question, frames, max_new_tokens, query.deadline, query.json_schema,
+                                           query.on_token)
         except PromptTooLongError as error:
             raise QueryError(f"the question is too long for the model with {len(frames)} frames: {error}") from None
+        except RequestError as error:  # e.g. an unusable JSON schema: the request's fault
+            raise QueryError(str(error)) from None
         self.stats.queries += 1
         return SceneAnswer(text, tuple(frames), timings)
 
@@ -324,19 +329,28 @@ class InferenceWorker:
             raise QueryError(f"no frames from camera {camera!r}")
         return frames
 
-    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int,
-                  deadline: float = 0.0) -> tuple[str, Timings]:
+    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int, deadline: float = 0.0,
+                  json_schema: str = "", on_token: Callable[[int, str], bool | None] | None = None,
+                  ) -> tuple[str, Timings]:
         from vila_ros.engine import GenerationConfig
 
         if deadline and time.monotonic() > deadline:
             raise QueryError("timed out waiting for the model")
         vision_ms = self._encode_missing(frames)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature)
-        # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
-        on_token = (lambda token_id, text: time.monotonic() > deadline) if deadline else None
+        config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature,
+                                  json_schema=json_schema or None)
+        caller = on_token
+
+        def on_token(token_id: int, text: str) -> bool:
+            # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
+            cancelled = bool(caller(token_id, text)) if caller is not None else False
+            return cancelled or bool(deadline and time.monotonic() > deadline)
+
         result = self.engine.generate(question, [frame.features for frame in frames], config, on_token=on_token)
         if result.stop_reason == "cancelled":
-            raise QueryError("timed out waiting for the model (generation stopped)")
+            if deadline and time.monotonic() > deadline:
+                raise QueryError("timed out waiting for the model (generation stopped)")
+            raise QueryError("cancelled by the client (generation stopped)")
         timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         return result.text.strip(), timings
 

@@ -102,6 +102,14 @@ def parse_request(body: Any, max_tokens_limit: int) -> tuple[str, list[np.ndarra
     seed = body.get("seed")
     config = GenerationConfig(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                               seed=int(seed) if seed is not None else None, stop_strings=stop, system_prompt=system)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise BadRequest("response_format json_schema needs a 'schema' object")
+        config.json_schema = json.dumps(spec["schema"])  # the engine refuses a schema it cannot use (400)
+    elif response_format not in (None, {"type": "text"}):
+        raise BadRequest("response_format: only json_schema and text are served")
     # Each image on its own line, as VILA's prompts put it when a question holds no placeholder.
     question = re.sub(re.escape(IMAGE_PLACEHOLDER) + "(?!\n)", IMAGE_PLACEHOLDER + "\n", "".join(question_parts))
     return question, frames, config, bool(body.get("stream"))
