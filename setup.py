@@ -32,6 +32,8 @@ setup(
     extras_require={
         # Cross-checks our AWQ and TensorRT-LLM export against NVIDIA's own (CPU is enough).
         "test": ["pytest", "hypothesis", "nvidia-modelopt==0.47.*", "requests"],
+        # `vila-ros serve` and the remote engine (engine: openai).
+        "serve": ["fastapi>=0.110", "uvicorn>=0.30", "openai>=1.40", "httpx>=0.27"],
     },
     entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main"]},
 )

@@ -26,6 +26,7 @@ LAYER_OF_AREA = {
     "sim": "sim",
     "train": "train",
     "quant": "quant",
+    "serve": "serve",
     "ros": "ros",
     "tools": "tools",
     "bench": "bench",
@@ -43,8 +44,9 @@ ALLOWED = {
     "train": {"train", "model", "engine", "sim", "vocabulary"},
     "quant": {"quant", "model", "engine", "sim", "kernels", "vocabulary"},
     "ros": {"ros", "engine", "model", "vocabulary"},
-    "tools": {"tools", "ros", "engine", "model", "sim", "vocabulary"},
-    "bench": {"bench", "tools", "ros", "quant", "train", "sim", "engine", "model", "kernels", "vocabulary"},
+    "serve": {"serve", "engine", "model", "kernels", "vocabulary"},
+    "tools": {"tools", "serve", "ros", "engine", "model", "sim", "vocabulary"},
+    "bench": {"bench", "tools", "serve", "ros", "quant", "train", "sim", "engine", "model", "kernels", "vocabulary"},
     "top": set(LAYER_OF_AREA.values()),
 }
 # Generated interfaces of this package: they need the ROS Python runtime like any message package.
@@ -57,7 +59,8 @@ ROS_LAYERS = {"ros", "tools", "bench"}
 # Third-party packages a layer must not import (besides the ROS rule above).
 FORBIDDEN_THIRD_PARTY = {"sim": {"torch"}, "vocabulary": {"torch"}}
 COMMAND_LINES = {f"{PACKAGE}.cli", f"{PACKAGE}.entry_points"}  # and every area's `cli.py`
-HEAVY_PACKAGES = {"torch", "transformers", "tensorrt_llm", "onnxruntime", "safetensors"} | ROS_PACKAGES
+HEAVY_PACKAGES = {"torch", "transformers", "tensorrt_llm", "onnxruntime", "safetensors",
+                  "fastapi", "uvicorn", "starlette", "openai", "httpx"} | ROS_PACKAGES
 MAX_LINES = 400
 LINE_LIMIT_EXEMPT = {f"{PACKAGE}/kernels/cpu_kernels.cpp"}  # one C++ translation unit for the extension loader
 SOURCE_SUFFIXES = {".py", ".cpp", ".c", ".h", ".hpp", ".pyx"}  # not the model data (default_model/*.json)

@@ -17,6 +17,7 @@ AREA_CLI_MODULES = (
     "vila_ros.sim.cli",
     "vila_ros.train.cli",
     "vila_ros.quant.cli",
+    "vila_ros.serve.cli",
     "vila_ros.tools.cli",
     "vila_ros.bench.cli",
 )

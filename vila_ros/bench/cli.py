@@ -17,6 +17,7 @@ BENCH_MODULES = [
     "vila_ros.bench.node",
     "vila_ros.bench.cameras",
     "vila_ros.bench.roofline",
+    "vila_ros.bench.serve",
 ]
 
 

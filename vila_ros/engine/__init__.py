@@ -6,18 +6,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vila_ros.engine.errors import EngineError, NonFiniteOutputError, PromptTooLongError
+from vila_ros.engine.errors import (
+    EngineError,
+    NonFiniteOutputError,
+    PromptTooLongError,
+    RemoteEngineError,
+    RemoteRequestError,
+)
 from vila_ros.engine.types import Engine, GenerationConfig, GenerationResult, TokenCallback
 
-ENGINES = ("torch", "tensorrt_llm")
+ENGINES = ("torch", "tensorrt_llm", "openai")
 PRECISIONS = ("fp32", "bf16", "int4")
 
 __all__ = ["ENGINES", "PRECISIONS", "Engine", "EngineError", "GenerationConfig", "GenerationResult",
-           "NonFiniteOutputError", "PromptTooLongError", "TokenCallback", "create_engine"]
+           "NonFiniteOutputError", "PromptTooLongError", "RemoteEngineError", "RemoteRequestError", "TokenCallback",
+           "create_engine"]
 
 
-def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu") -> Engine:
-    """Load the VILA1.5 checkpoint at ``model_dir`` into an engine."""
+def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu",
+                  remote: dict | None = None) -> Engine:
+    """Load the VILA1.5 checkpoint at ``model_dir`` into an engine. ``engine="openai"`` ignores the checkpoint and
+    talks to the server ``remote`` names (OpenAIEngine's keyword arguments: base_url, model, api_key_env, ...)."""
+    if engine == "openai":
+        from vila_ros.engine.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(**(remote or {}))
     if engine == "tensorrt_llm":
         # Imported only when selected: tensorrt_llm exists on GPU/Jetson deployments only (engines/README.md).
         from vila_ros.engine.tensorrt_llm_engine import TensorRTLLMEngine

@@ -35,3 +35,18 @@ class PromptTooLongError(EngineError, ValueError):
 class RequestError(EngineError, ValueError):
     """The request cannot be served as asked (e.g. an unusable JSON schema): the caller's fault, refused with the
     reason and never counted as a model failure."""
+
+
+class RemoteEngineError(EngineError):
+    """A remote (OpenAI-protocol) server failed: unreachable, timed out, answered 5xx/429 or something that is not
+    a chat completion. The model's side, so callers retry with back-off and report it. ``status`` is the HTTP
+    status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteRequestError(RemoteEngineError, RequestError):
+    """The server refused the request itself (HTTP 4xx other than 408/409/429): retrying the same request will not
+    help; a RequestError (and a ValueError), like an unusable schema."""

@@ -13,7 +13,9 @@ from vila_ros.ros.worker import AlertRule, InferenceWorker, WorkerSettings
 
 # Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
 # operator can point the node at a good checkpoint and configure again without restarting the process.
-CONFIGURE_TIME = frozenset({"model_dir", "engine", "precision", "device"})
+CONFIGURE_TIME = frozenset({"model_dir", "engine", "precision", "device", "remote_base_url", "remote_model",
+                            "remote_api_key_env", "remote_api_key_file", "remote_timeout_s",
+                            "remote_max_concurrency"})
 
 # name -> (default, description, (min, max) or None, read_only)
 PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
@@ -26,7 +28,15 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "image_qos_depth": (5, "Queue depth of the (best-effort, sensor-data) image subscriptions.", (1, 100), True),
     "model_dir": ("", "VILA1.5 checkpoint directory; empty = the embedded default model. Can be set only while "
                   "the node is unconfigured.", None, False),
-    "engine": ("torch", "Inference engine: torch or tensorrt_llm. Can be set only while unconfigured.", None, False),
+    "engine": ("torch", "Inference engine: torch, tensorrt_llm or openai (a remote OpenAI-protocol server). Can be "
+               "set only while unconfigured.", None, False),
+    "remote_base_url": ("http://127.0.0.1:8000/v1", "engine openai: the server's base URL.", None, False),
+    "remote_model": ("", "engine openai: the served model's name; empty = the server's first.", None, False),
+    "remote_api_key_env": ("OPENAI_API_KEY", "engine openai: environment variable holding the API key (the key is "
+                           "never a parameter).", None, False),
+    "remote_api_key_file": ("", "engine openai: file holding the API key, when the variable is unset.", None, False),
+    "remote_timeout_s": (60.0, "engine openai: seconds before a request counts as failed.", (0.1, 3600.0), False),
+    "remote_max_concurrency": (4, "engine openai: requests in flight at most.", (1, 256), False),
     "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM. Can be set only while unconfigured.", None, False),
     "device": ("cpu", "cpu, cuda or cuda:N. Can be set only while unconfigured.", None, False),
     "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
@@ -192,6 +202,11 @@ def load_engine(node: Node):
         import torch
 
         torch.set_num_threads(threads)
+    if value(node, "engine") == "openai":
+        return create_engine("", engine="openai", remote={
+            "base_url": value(node, "remote_base_url"), "model": value(node, "remote_model"),
+            "api_key_env": value(node, "remote_api_key_env"), "api_key_file": value(node, "remote_api_key_file"),
+            "timeout_s": value(node, "remote_timeout_s"), "max_concurrency": value(node, "remote_max_concurrency")})
     return create_engine(resolve_model_dir(value(node, "model_dir")), engine=value(node, "engine"),
                          precision=value(node, "precision"), device=value(node, "device"))
 
