@@ -218,16 +218,22 @@ class OpenAIEngine:
                                 decode_ms=total - first_ms, stop_reason=reason)
 
     def generate_batch(self, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
-                       config: GenerationConfig | None = None) -> list[GenerationResult]:
-        """Rows go as concurrent requests (the server batches them); results in order."""
+                       config: GenerationConfig | None = None,
+                       max_new_tokens: Sequence[int] | None = None) -> list[GenerationResult]:
+        """Rows go as concurrent requests (the server batches them); results in order. `max_new_tokens`: a limit
+        per row (default the config's)."""
         from concurrent.futures import ThreadPoolExecutor
+        from dataclasses import replace
 
         if len(questions) != len(image_features):
             raise ValueError("one list of images per question")
         if not questions:
             return []
+        config = config or GenerationConfig()
+        limits = max_new_tokens or [config.max_new_tokens] * len(questions)
         with ThreadPoolExecutor(max_workers=len(questions)) as pool:
-            futures = [pool.submit(self.generate, q, f, config) for q, f in zip(questions, image_features)]
+            futures = [pool.submit(self.generate, q, f, replace(config, max_new_tokens=n))
+                       for q, f, n in zip(questions, image_features, limits)]
             return [f.result() for f in futures]
 
 
