@@ -31,5 +31,8 @@ setup(
         # Cross-checks our AWQ and TensorRT-LLM export against NVIDIA's own (CPU is enough).
         "test": ["pytest", "hypothesis", "nvidia-modelopt==0.47.*", "requests"],
     },
-    entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main"]},
+    # The same programs as CMake installs (vila_ros/entry_points.py); the nodes need the ROS interfaces too.
+    entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main",
+                                      "perception_node = vila_ros.ros.perception_node:main",
+                                      "replay_node = vila_ros.tools.replay:main"]},
 )

@@ -11,7 +11,14 @@ from typing import Any, Callable
 
 from sensor_msgs.msg import CompressedImage
 
-from vila_ros.ros.conversion import ImageDecodeError, compressed_to_rgb, image_to_rgb, shrink, stamp_to_ns
+from vila_ros.ros.conversion import (
+    ImageDecodeError,
+    StampError,
+    checked_stamp_ns,
+    compressed_to_rgb,
+    image_to_rgb,
+    shrink,
+)
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.parameters import CameraSpec
 
@@ -46,15 +53,29 @@ class Camera:
         camera is not silent while nobody listened."""
         return now - max(since, self.last_frame_s if self.last_frame_s is not None else since)
 
-    def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int) -> Ingested:
-        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp."""
+    def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int, max_future_ns: int = 0) -> Ingested:
+        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp. A stamp that
+        is not a valid ROS time, or (`max_future_ns` > 0) further ahead of the node's clock than that, drops the
+        frame: one such frame would otherwise reset the buffer's grid and poison every window after it."""
         self.last_frame_s = time.monotonic()
         buffer = self.buffer
-        stamp_ns = stamp_to_ns(msg.header.stamp)
         warning = key = ""
+        try:
+            stamp_ns = checked_stamp_ns(msg.header.stamp, "header.stamp")
+        except StampError as error:
+            buffer.record_error(str(error), "bad_stamps", received=True)
+            return Ingested("error", 0, f"camera {self.name}: dropped a frame: {error}", "stamp")
+        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
         if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
-            stamp_ns = clock_ns()
+            stamp_ns = now_ns
             warning, key = f"camera {self.name}: images have no header stamp; using receipt time", "stamp"
+        elif max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
+            # now_ns 0: simulated time before the first /clock message, when every stamp is "ahead".
+            ahead = (stamp_ns - now_ns) / 1e9
+            text = (f"header.stamp is {ahead:.1f} s ahead of the node's clock (stamp_max_future_s: "
+                    f"{max_future_ns / 1e9:g} s)")
+            buffer.record_error(text, "future_stamps", received=True)
+            return Ingested("error", stamp_ns, f"camera {self.name}: dropped a frame: {text}", "future")
         if not buffer.wants(stamp_ns):
             return Ingested("skipped", stamp_ns, warning, key)
         try:
