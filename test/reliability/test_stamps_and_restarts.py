@@ -124,7 +124,7 @@ def test_a_node_killed_mid_event_restarts_with_new_ids_the_same_log_and_ends_wha
         # The camera's process restarts: its frames are picked up again (the stale alert ENDs).
         camera = _camera_process(tmp_path, "b", 3.0)
         assert listener.wait_for(lambda: any(a.alert_id == again.alert_id for a in _stale(listener, 2)), 30)
-        assert int(listener.latest_diagnostics()["camera cam"]["kept"]) > 0
+        assert listener.wait_for(lambda: int(listener.latest_diagnostics()["camera cam"]["kept"]) > 0, 10)
         camera.wait(30)
         # Silent again, then deactivated: the open alert gets its END at deactivate.
         assert listener.wait_for(lambda: len(_stale(listener, 0)) >= 2, 30)

@@ -62,13 +62,16 @@ def test_a_camera_drops_and_counts_bad_and_future_stamps():
     wrapped = camera.ingest(_frame(Time(sec=2**31 - 1, nanosec=4_000_000_000)), clock, 0, 10 * S)
     ahead = camera.ingest(_frame(ns_to_stamp(now + 86400 * S)), clock, 0, 10 * S)
     assert (wrapped.outcome, ahead.outcome) == ("error", "error")
-    assert "nanosec" in wrapped.warning and "ahead of the node's clock" in ahead.warning
+    assert "outside ROS time" in wrapped.warning and "ahead of the node's clock" in ahead.warning
+    # A nanosec of a second or more within range is carried into sec, the same everywhere downstream.
+    carried = camera.ingest(_frame(Time(sec=1_800_000_006, nanosec=2_000_000_000)), clock, 0, 10 * S)
+    assert (carried.outcome, carried.stamp_ns) == ("kept", 1_800_000_008 * S)
     assert camera.ingest(_frame(ns_to_stamp(now + 5 * S)), clock, 0, 10 * S).outcome == "kept"  # within the bound
     assert camera.ingest(_frame(ns_to_stamp(now + 86400 * S)), clock, 0, 0).outcome == "kept"  # bound off
     # Simulated time before the first /clock message reads 0: nothing is "ahead" of it.
     assert _camera().ingest(_frame(ns_to_stamp(now)), lambda: 0, 0, 10 * S).outcome == "kept"
     stats = camera.buffer.stats
-    assert (stats.bad_stamps, stats.future_stamps, stats.received, stats.kept) == (1, 1, 4, 2)
+    assert (stats.bad_stamps, stats.future_stamps, stats.received, stats.kept) == (1, 1, 5, 3)
 
 
 def _view(camera, now, window_s=2.0):

@@ -12,12 +12,12 @@ from typing import Any, Callable
 from sensor_msgs.msg import CompressedImage
 
 from vila_ros.ros.conversion import (
+    MAX_STAMP_NS,
     ImageDecodeError,
-    StampError,
-    checked_stamp_ns,
     compressed_to_rgb,
     image_to_rgb,
     shrink,
+    stamp_to_ns,
 )
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.parameters import CameraSpec
@@ -54,36 +54,42 @@ class Camera:
         return now - max(since, self.last_frame_s if self.last_frame_s is not None else since)
 
     def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int, max_future_ns: int = 0) -> Ingested:
-        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp. A stamp that
-        is not a valid ROS time, or (`max_future_ns` > 0) further ahead of the node's clock than that, drops the
-        frame: one such frame would otherwise reset the buffer's grid and poison every window after it."""
+        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp. A stamp
+        outside ROS time, or (`max_future_ns` > 0) further ahead of the node's clock than that, drops the frame:
+        one such frame would otherwise reset the buffer's grid and poison every window after it."""
         self.last_frame_s = time.monotonic()
-        buffer = self.buffer
-        warning = key = ""
-        try:
-            stamp_ns = checked_stamp_ns(msg.header.stamp, "header.stamp")
-        except StampError as error:
-            buffer.record_error(str(error), "bad_stamps", received=True)
-            return Ingested("error", 0, f"camera {self.name}: dropped a frame: {error}", "stamp")
-        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
-        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
-            stamp_ns = now_ns
-            warning, key = f"camera {self.name}: images have no header stamp; using receipt time", "stamp"
-        elif max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
-            # now_ns 0: simulated time before the first /clock message, when every stamp is "ahead".
-            ahead = (stamp_ns - now_ns) / 1e9
-            text = (f"header.stamp is {ahead:.1f} s ahead of the node's clock (stamp_max_future_s: "
-                    f"{max_future_ns / 1e9:g} s)")
-            buffer.record_error(text, "future_stamps", received=True)
-            return Ingested("error", stamp_ns, f"camera {self.name}: dropped a frame: {text}", "future")
-        if not buffer.wants(stamp_ns):
+        stamp_ns, warning, key, dropped = self._stamp(stamp_to_ns(msg.header.stamp), clock_ns, max_future_ns)
+        if dropped is not None:
+            return dropped
+        if not self.buffer.wants(stamp_ns):
             return Ingested("skipped", stamp_ns, warning, key)
         try:
             rgb = (shrink(compressed_to_rgb(msg, min_long_side=max_side or None), max_side)
                    if isinstance(msg, CompressedImage) else image_to_rgb(msg, max_side))
         except ImageDecodeError as error:
-            buffer.record_error(str(error))
+            self.buffer.record_error(str(error))
             return Ingested("error", stamp_ns, f"camera {self.name}: dropped a frame: {error}", "decode")
-        buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
+        self.buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
         self.frame_id = msg.header.frame_id
         return Ingested("kept", stamp_ns, warning, key)
+
+    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int],
+               max_future_ns: int) -> tuple[int, str, str, Ingested | None]:
+        """(stamp, warning, warning key, the outcome of a dropped frame or None). A nanosec of a second or more is
+        carried into sec, as everywhere downstream (messages, answers, the event log all derive from this ns)."""
+        if not 0 <= stamp_ns <= MAX_STAMP_NS:
+            text = f"header.stamp ({stamp_ns} ns) is outside ROS time (0 .. {MAX_STAMP_NS} ns)"
+            return self._drop(text, "bad_stamps", "stamp")
+        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
+        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
+            return now_ns, f"camera {self.name}: images have no header stamp; using receipt time", "stamp", None
+        # now_ns 0: simulated time before the first /clock message, when every stamp would be "ahead".
+        if max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
+            text = (f"header.stamp is {(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node's clock "
+                    f"(stamp_max_future_s: {max_future_ns / 1e9:g} s)")
+            return self._drop(text, "future_stamps", "future")
+        return stamp_ns, "", "", None
+
+    def _drop(self, text: str, counter: str, key: str) -> tuple[int, str, str, Ingested]:
+        self.buffer.record_error(text, received=True, counter=counter)
+        return 0, "", "", Ingested("error", 0, f"camera {self.name}: dropped a frame: {text}", key)

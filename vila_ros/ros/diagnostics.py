@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -214,3 +215,19 @@ def process_rss_bytes() -> int | None:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def node_view(node: Any) -> NodeView:
+    """The view of a PerceptionNode (read once: lifecycle transitions may swap its parts meanwhile)."""
+    from vila_ros.ros import parameters
+
+    engine, worker = node.engine, node.worker
+    return NodeView(
+        node_name=node.get_fully_qualified_name(), cameras=list(node.cameras.values()), worker=worker,
+        model_id=engine.model_id if engine is not None else "", event_log=node.event_log, stats=node.node_stats,
+        configure_error=node.configure_error, model_dir=parameters.value(node, "model_dir"),
+        silent_since=node.stale.since if node.stale_watched else None, now=time.monotonic(),
+        window_s=parameters.value(node, "diagnostics_window_s"),
+        containers={"node": node, "worker": worker, "tracker": worker.tracker if worker else None,
+                    "history": node.history, "overlay": node.overlay, "engine": getattr(engine, "inner", engine),
+                    "stats": node.node_stats})

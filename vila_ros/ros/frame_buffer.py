@@ -112,8 +112,8 @@ class CameraBuffer:
             self.stats.kept += 1
             self._evict()
 
-    def record_error(self, message: str, counter: str = "decode_errors", received: bool = False) -> None:
-        """A dropped frame: `counter` of the stats counts it (with `received`, it never reached `wants`)."""
+    def record_error(self, message: str, received: bool = False, counter: str = "decode_errors") -> None:
+        """A dropped frame, counted by `counter` of the stats; `received`: one `wants` never saw."""
         with self._lock:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
             if received:

@@ -113,3 +113,18 @@ def guarded_transition(name: str) -> Callable[[Callable[..., Any]], Callable[...
         return run
 
     return decorate
+
+
+class Throttled:
+    """`log(text)` at most once per `period_s` per key: `throttled(key, text)`."""
+
+    def __init__(self, log: Callable[[str], None], period_s: float = 5.0) -> None:
+        self._log = log
+        self._period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def __call__(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._period_s) >= self._period_s:
+            self._last[key] = now
+            self._log(text)

@@ -22,7 +22,6 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -31,23 +30,28 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from vila_ros.msg import CornerCaseAlert, SceneDescription
+from vila_ros.msg import CornerCaseAlert
 from vila_ros.ros import diagnostics, parameters, restart
 from vila_ros.ros.camera import Camera
 from vila_ros.ros.events import AlertIds, AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
-from vila_ros.ros.guard import guarded, guarded_service, guarded_transition
+from vila_ros.ros.guard import Throttled, guarded, guarded_transition
 from vila_ros.ros.history import History
 from vila_ros.ros.ingest import IngestExecutor
 from vila_ros.ros.node_stats import NodeStats, TimedEngine
-from vila_ros.ros.outputs import STATE_NAMES, EventLog, Overlay, alert_message, alert_record, description_message
-from vila_ros.ros.query_service import EventQueryService, SceneQueryService
+from vila_ros.ros.outputs import (
+    STATE_NAMES,
+    EventLog,
+    Overlay,
+    alert_message,
+    alert_record,
+    create_publishers,
+    description_message,
+)
+from vila_ros.ros.query_service import EventQueryService, SceneQueryService, create_services
 from vila_ros.ros.stale import StaleMonitor
 from vila_ros.ros.worker import Description, InferenceWorker
-from vila_ros.srv import QueryEvents, QueryScene
 
-# Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
-OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
 GIL_SWITCH_INTERVAL_S = 0.001
 log = logging.getLogger("vila_ros.perception_node")
 
@@ -70,31 +74,21 @@ class PerceptionNode(LifecycleNode):
         self._outputs: dict[str, object] = {}
         self._stale_timer = None
         self._alert_lock = threading.Lock()  # the stale timer against lifecycle transitions
-        self._configure_error = ""
+        self.configure_error = ""
         self._frame_max_side = parameters.value(self, "frame_max_side")  # read-only: read once, not per frame
         self._max_future_ns = int(parameters.value(self, "stamp_max_future_s") * 1e9)
         log_error = self.get_logger().error
-        self._last_warning: dict[str, float] = {}
+        self._warn_throttled = Throttled(self.get_logger().warning)  # per-camera warnings, at most every 5 s
         # Diagnostics live as long as the node: an operator must see why a configure failed.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(parameters.value(self, "diagnostics_period_s"),
                                                     guarded("diagnostics", self._publish_diagnostics,
                                                             log_error=log_error))
-        # The services live as long as the node, answering "not configured" (and why) without a model: destroying
-        # a service while one of its callbacks runs makes send_response raise in the executor, which ends the node.
-        # Deep queues: Fast DDS keeps only `depth` unread requests (and responses) and drops the oldest.
-        service_qos = QoSProfile(depth=parameters.value(self, "service_qos_depth"),
-                                 reliability=QoSReliabilityPolicy.RELIABLE)
         self._on_query_scene = SceneQueryService(lambda: self.worker, lambda name: parameters.value(self, name),
                                                  self._unconfigured_reason, log_error)
-        group = ReentrantCallbackGroup()
-        self._query_services = [
-            self.create_service(QueryScene, "~/query_scene",
-                                guarded_service("query_scene", self._on_query_scene, log_error),
-                                qos_profile=service_qos, callback_group=group),
-            self.create_service(QueryEvents, "~/query_events", guarded_service(
-                "query_events", EventQueryService(self.history, self._now_ns), log_error),
-                qos_profile=service_qos, callback_group=group)]
+        events = EventQueryService(self.history, self._now_ns)
+        self._query_services = create_services(self, self._on_query_scene, events,
+                                               parameters.value(self, "service_qos_depth"), log_error)
         self.add_on_set_parameters_callback(guarded(
             "parameters", self._validate_parameter_change, log_error=log_error,
             on_error=lambda text: SetParametersResult(successful=False, reason=text)))
@@ -103,16 +97,17 @@ class PerceptionNode(LifecycleNode):
     def buffers(self) -> dict[str, CameraBuffer]:
         return {name: camera.buffer for name, camera in self.cameras.items()}
 
+    @property
+    def stale_watched(self) -> bool:
+        return self._stale_timer is not None
+
     def destroy_node(self) -> None:
-        self._stop_processing()
-        self._end_alerts("the perception node was destroyed")
-        self._release()
+        self._stop_all("the perception node was destroyed")
         self.ingest.destroy()
         super().destroy_node()
 
     def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
-        """What the parameter services call: rclpy's own refusals (type, read-only) explained; never raises but
-        for an undeclared name, which rclpy's service answers itself."""
+        """What the parameter services call: rclpy's own refusals (type, read-only) explained."""
         result = super().set_parameters_atomically(parameter_list)
         if not result.successful:
             result.reason = parameters.explain_refusal(self, parameter_list, result.reason)
@@ -129,11 +124,11 @@ class PerceptionNode(LifecycleNode):
             tracker = EventTracker(parameters.tracker_settings(self), self.alert_ids)
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
             # CheckpointError messages name the file at fault; the type says what kind of fault it is.
-            self._configure_error = f"{type(error).__name__}: {error}"
-            self.get_logger().error(f"configuration failed: {self._configure_error}")
+            self.configure_error = f"{type(error).__name__}: {error}"
+            self.get_logger().error(f"configuration failed: {self.configure_error}")
             self.engine = None
             return TransitionCallbackReturn.FAILURE
-        self._configure_error = ""
+        self.configure_error = ""
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.cameras = {spec.name: Camera(spec, CameraBuffer(
             spec.name, 1.0 / spec.clip_fps, parameters.value(self, "buffer_seconds"),
@@ -141,21 +136,9 @@ class PerceptionNode(LifecycleNode):
         self.node_stats = NodeStats(self.cameras, self.engine.model_seconds)
         self.worker = InferenceWorker(self.engine, self.buffers, settings, self._publish_description,
                                       self._publish_alert, tracker)
-        description_topic = parameters.value(self, "description_topic")
-        # Alerts must reach subscribers that join late (a logger, an operator console): transient local.
-        alert_qos = QoSProfile(depth=parameters.value(self, "alert_history_depth"),
-                               reliability=QoSReliabilityPolicy.RELIABLE,
-                               durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        annotated_topic = parameters.value(self, "annotated_image_topic")
-        for key, message_type, topic, qos in (
-                ("description", SceneDescription, description_topic, OUTPUT_QOS),
-                ("description_text", String, description_topic + "_text", OUTPUT_QOS),
-                ("alert", CornerCaseAlert, parameters.value(self, "alert_topic"), alert_qos),
-                ("annotated", Image, annotated_topic, 5)):
-            if topic:  # an empty annotated_image_topic turns it off
-                self._outputs[key] = self.create_lifecycle_publisher(message_type, topic, qos)
+        self._outputs = create_publishers(self, lambda name: parameters.value(self, name))
         log_path = parameters.resolve_log_path(parameters.value(self, "event_log_path"))
-        self._restart_ends = self._resume_from(log_path)
+        self._restart_ends = restart.resume(self.alert_ids, log_path, self._now_ns(), self.get_logger().warning)
         self.event_log = EventLog(log_path)
         if not parameters.value(self, "model_dir"):
             self.get_logger().warning(diagnostics.EMBEDDED_MODEL_NOTE)
@@ -201,17 +184,18 @@ class PerceptionNode(LifecycleNode):
     @guarded_transition("error")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """After a transition failed unexpectedly: back to unconfigured, every alert ENDed, nothing half-running."""
-        self._stop_processing()
-        self._end_alerts("the perception node stopped after an internal error")
-        self._release()
+        self._stop_all("the perception node stopped after an internal error")
         return TransitionCallbackReturn.SUCCESS
 
     @guarded_transition("shutdown")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._end_alerts("the perception node shut down")
-        self._release()
+        self._stop_all("the perception node shut down")
         return TransitionCallbackReturn.SUCCESS
+
+    def _stop_all(self, reason: str) -> None:
+        self._stop_processing()
+        self._end_alerts(reason)
+        self._release()
 
     def _stop_processing(self) -> None:
         """No more frames, checks or model work; buffers and alerts stay."""
@@ -272,6 +256,8 @@ class PerceptionNode(LifecycleNode):
 
     # --------------------------------------------------------------------------------------------- outputs
     def _publish_description(self, description: Description) -> None:
+        if not self.context.ok():  # shutting down after a signal: nothing can be sent
+            return
         msg = description_message(description, self.engine.model_id)
         newest = description.frames[-1]
         self.history.add("descriptions", newest.stamp_ns, description.text, msg)
@@ -305,8 +291,13 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, key: str, msg) -> None:
         publisher = self._outputs.get(key)
-        if publisher is not None:
+        if publisher is None:
+            return
+        try:
             publisher.publish(msg)
+        except Exception:  # a signal shut the context down meanwhile: not the job's failure
+            if self.context.ok():
+                raise
 
     def _publish_annotated(self, frame: Frame) -> None:
         publisher = self._outputs.get("annotated")
@@ -323,41 +314,14 @@ class PerceptionNode(LifecycleNode):
             self._publish_alert(update)
 
     def _publish_diagnostics(self) -> None:
-        engine, worker = self.engine, self.worker
-        view = diagnostics.NodeView(
-            node_name=self.get_fully_qualified_name(), cameras=list(self.cameras.values()), worker=worker,
-            model_id=engine.model_id if engine is not None else "", event_log=self.event_log, stats=self.node_stats,
-            configure_error=self._configure_error, model_dir=parameters.value(self, "model_dir"),
-            window_s=parameters.value(self, "diagnostics_window_s"),
-            silent_since=self.stale.since if self._stale_timer is not None else None, now=time.monotonic(),
-            containers={"node": self, "worker": worker, "tracker": worker.tracker if worker else None,
-                        "history": self.history, "overlay": self.overlay, "engine": getattr(engine, "inner", engine),
-                        "stats": self.node_stats})
-        array = DiagnosticArray(status=diagnostics.statuses(view))
+        array = DiagnosticArray(status=diagnostics.statuses(diagnostics.node_view(self)))
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
     # -------------------------------------------------------------------------------------------- services
     def _unconfigured_reason(self) -> str:
         reason = "the perception node is not configured"
-        return f"{reason}: configuration failed: {self._configure_error}" if self._configure_error else reason
-
-    def _resume_from(self, log_path: str) -> list[AlertUpdate]:
-        """Continue the alert ids of a previous run's event log (without a log: ids carry this run's id) and return
-        the ENDs of the alerts it left open."""
-        recovery = restart.read_event_log(log_path)
-        self.alert_ids.run = "" if log_path else restart.run_id()
-        self.alert_ids.resume(recovery.last_number)
-        if recovery.open_alerts:
-            self.get_logger().warning(f"{len(recovery.open_alerts)} alerts of a previous run were never ENDed: "
-                                      "ENDing them now")
-        return restart.closing_updates(recovery, self._now_ns())
-
-    def _warn_throttled(self, key: str, text: str, period_s: float = 5.0) -> None:
-        now = time.monotonic()
-        if now - self._last_warning.get(key, -period_s) >= period_s:
-            self._last_warning[key] = now
-            self.get_logger().warning(text)
+        return f"{reason}: configuration failed: {self.configure_error}" if self.configure_error else reason
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,31 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable
 
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+
 from vila_ros.ros.conversion import StampError, checked_stamp_ns, ns_to_stamp
+from vila_ros.ros.guard import guarded_service
 from vila_ros.ros.history import History
 from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
+from vila_ros.srv import QueryEvents, QueryScene
+
+
+def create_services(node: Any, scene: "SceneQueryService", events: "EventQueryService", qos_depth: int,
+                    log_error: Callable[[str], None]) -> list[Any]:
+    """~/query_scene and ~/query_events on `node`, guarded, in one reentrant group (a waiting query never blocks
+    the other service, the timers or the lifecycle).
+
+    They live as long as the node, answering "not configured" (and why) without a model: destroying a service
+    while one of its callbacks runs makes send_response raise in the executor, which ends the node. Deep queues
+    (`qos_depth`, service_qos_depth): Fast DDS keeps only `depth` unread requests (and responses) and drops the
+    oldest; clients should use the same depth (README)."""
+    qos = QoSProfile(depth=qos_depth, reliability=QoSReliabilityPolicy.RELIABLE)
+    group = ReentrantCallbackGroup()
+    return [node.create_service(QueryScene, "~/query_scene", guarded_service("query_scene", scene, log_error),
+                                qos_profile=qos, callback_group=group),
+            node.create_service(QueryEvents, "~/query_events", guarded_service("query_events", events, log_error),
+                                qos_profile=qos, callback_group=group)]
 
 
 class SceneQueryService:

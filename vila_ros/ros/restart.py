@@ -11,8 +11,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from vila_ros.ros.events import END, AlertUpdate
+from vila_ros.ros.events import END, AlertIds, AlertUpdate
 
 # Only the log's tail is read: ids only grow, and an alert open longer than that many bytes of log is very old.
 TAIL_BYTES = 16 * 1024 * 1024
@@ -76,3 +77,14 @@ def run_id() -> str:
         number, digit = divmod(number, 36)
         digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
     return digits
+
+
+def resume(ids: AlertIds, log_path: str, clock_ns: int, warn: Callable[[str], None]) -> list[AlertUpdate]:
+    """Continue `ids` from the event log at `log_path` (without a log: ids carry this run's id instead) and return
+    the ENDs of the alerts a previous run left open (published once the node's publishers are active)."""
+    recovery = read_event_log(log_path)
+    ids.run = "" if log_path else (ids.run or run_id())
+    ids.resume(recovery.last_number)
+    if recovery.open_alerts:
+        warn(f"{len(recovery.open_alerts)} alerts of a previous run were never ENDed: ENDing them now")
+    return closing_updates(recovery, clock_ns)
