@@ -149,3 +149,26 @@ def test_rclpys_type_refusals_name_the_parameter_and_the_type_it_needs():
     finally:
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_a_scene_query_with_a_non_finite_window_is_the_requests_fault_not_the_models(tiny_dir):
+    """Whatever submits it (the service, an action): refused as a QueryError, never counted as a model failure."""
+    from vila_ros.engine import create_engine
+    from vila_ros.ros.frame_buffer import Frame
+    from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery, WorkerSettings
+
+    buffer = CameraBuffer("front", 0.25, 10.0, 64, 2**30)
+    for k in range(4):
+        buffer.add(Frame("front", 1_700_000_000 * S + k * S // 4, "f", np.zeros((32, 32, 3), np.uint8)))
+    worker = InferenceWorker(create_engine(tiny_dir), {"front": buffer}, WorkerSettings(num_frames=4, min_frames=4),
+                             lambda d: None, lambda a: None)
+    worker.start()
+    try:
+        for window in (float("nan"), float("inf"), -1.0):
+            with pytest.raises(QueryError, match="window_seconds"):
+                worker.submit_query(SceneQuery("Is there a car?", window_seconds=window)).result(timeout=30)
+        assert worker.submit_query(SceneQuery("Is there a car?", window_seconds=1e30,
+                                              max_new_tokens=2)).result(timeout=60).frames
+    finally:
+        worker.stop()
+    assert worker.stats.failures == 0

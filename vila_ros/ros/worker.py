@@ -12,6 +12,7 @@ No rclpy in here: the node turns the results into messages.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -284,6 +285,8 @@ class InferenceWorker:
     def answer(self, query: SceneQuery) -> SceneAnswer:
         if not query.question.strip():
             raise QueryError("the question is empty")
+        if not math.isfinite(query.window_seconds) or query.window_seconds < 0:  # the request's fault, not the model's
+            raise QueryError(f"window_seconds must be a finite number of seconds, at least 0: {query.window_seconds!r}")
         settings = self.settings
         if query.camera and query.camera not in self.buffers:
             raise QueryError(f"unknown camera {query.camera!r}; cameras: {', '.join(self.buffers)}")
