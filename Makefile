@@ -27,7 +27,7 @@ $(VENV)/.stamp-venv: requirements.txt requirements-ml.txt
 	touch $@
 
 build: $(VENV)/.stamp-build
-$(VENV)/.stamp-build: $(VENV)/.stamp-venv CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv) $(PACKAGE_FILES)
+$(VENV)/.stamp-build: $(VENV)/.stamp-venv CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv action/*.action) $(PACKAGE_FILES)
 	AMENT_PREFIX_PATH=$(VENV_ABS) cmake -S . -B $(BUILD_DIR) -DCMAKE_PREFIX_PATH=$(VENV_ABS) \
 	    -DCMAKE_INSTALL_PREFIX=$(VENV_ABS) -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python -DBUILD_TESTING=OFF \
 	    > $(BUILD_DIR).log 2>&1 || (cat $(BUILD_DIR).log; exit 1)

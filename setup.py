@@ -26,6 +26,8 @@ setup(
         "tqdm>=4.60",
         "rosbags>=0.10",
         "ninja>=1.11",  # builds the optional CPU kernels on first use
+        "outlines-core>=0.2.14,<0.3",  # JSON-schema constrained answers
+        "jsonschema>=4.20",
     ],
     extras_require={
         # Cross-checks our AWQ and TensorRT-LLM export against NVIDIA's own (CPU is enough).

@@ -48,10 +48,10 @@ ALLOWED = {
     "top": set(LAYER_OF_AREA.values()),
 }
 # Generated interfaces of this package: they need the ROS Python runtime like any message package.
-ROS_INTERFACES = {f"{PACKAGE}.msg", f"{PACKAGE}.srv"}
+ROS_INTERFACES = {f"{PACKAGE}.msg", f"{PACKAGE}.srv", f"{PACKAGE}.action"}
 ROS_PACKAGES = {
     "rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "rcl_interfaces", "lifecycle_msgs",
-    "builtin_interfaces", "rosgraph_msgs", "geometry_msgs", "rosidl_runtime_py",
+    "builtin_interfaces", "rosgraph_msgs", "geometry_msgs", "rosidl_runtime_py", "action_msgs",
 }
 ROS_LAYERS = {"ros", "tools", "bench"}
 # Third-party packages a layer must not import (besides the ROS rule above).

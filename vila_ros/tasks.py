@@ -144,6 +144,7 @@ EVENT_SENTENCES: dict[tuple[str, str], str] = {
     ("warehouse", "camera_blurred"): "The camera gets blurred.",
 }
 NO_EVENT_SENTENCE = "Nothing unusual happens."
+UNFAMILIAR_SCENE = "An unfamiliar scene."  # the whole description of a view that is neither a road nor an aisle
 _EMPTY_SENTENCE = {"road": "No road users.", "warehouse": "An empty aisle."}
 
 ATTRIBUTE_KEYS = {

@@ -69,3 +69,20 @@ def test_bench_decode_and_init_model(tiny_dir, tmp_path):
     assert "decode speed-up" in report.with_suffix(".md").read_text()
     info = json.loads(vila_ros("init-model", "--preset", "tiny", "--out", tmp_path / "t", "--seed", 1))
     assert (tmp_path / "t" / "llm" / "model.safetensors.index.json").is_file() and info["bytes"] > 0
+
+
+def test_describe_json_schema_file_or_text(tiny_dir, tmp_path):
+    from vila_ros.engine.json_schema import validate_answer
+
+    image = tmp_path / "img.jpg"
+    assert cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    schema = '{"type": "object", "required": ["person"], "properties": {"person": {"type": "boolean"}}}'
+    (tmp_path / "schema.json").write_text(schema)
+    for arg in (tmp_path / "schema.json", schema):
+        out = vila_ros("describe", "--model", tiny_dir, "--image", image, "--prompt", "Anyone?",
+                       "--max-new-tokens", 24, "--json-schema", arg)
+        validate_answer(out.strip(), schema)
+    bad = subprocess.run([sys.executable, "-m", "vila_ros.cli", "describe", "--model", str(tiny_dir), "--image",
+                          str(image), "--prompt", "Anyone?", "--json-schema", '{"type": "integer", "not": {}}'],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not" in bad.stderr and "cannot enforce" in bad.stderr, bad.stderr

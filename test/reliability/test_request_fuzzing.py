@@ -118,10 +118,11 @@ def test_query_scene_fuzzed_fields_are_answered_or_refused_never_a_model_failure
     @FUZZ
     @given(question=st.one_of(st.just("Is there a car?"), odd_text), camera=st.one_of(st.sampled_from(["", "front"]),
                                                                                         odd_text),
-           window=floats, frames=uint32, tokens=uint32)
-    def one(question, camera, window, frames, tokens):
+           window=floats, frames=uint32, tokens=uint32,
+           schema=st.one_of(st.just(""), st.just('{"type": "boolean"}'), odd_text))
+    def one(question, camera, window, frames, tokens, schema):
         response = call(QueryScene.Request(question=question, camera=camera, window_seconds=window,
-                                           window_frames=frames, max_new_tokens=tokens))
+                                           window_frames=frames, max_new_tokens=tokens, json_schema=schema))
         assert response.success or response.error_message
         assert "inference failed" not in response.error_message and "internal error" not in response.error_message
         if not math.isfinite(window) or window < 0:

@@ -25,6 +25,8 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--engine", default="torch")
     desc.add_argument("--device", default="cpu")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    desc.add_argument("--json-schema", metavar="FILE_OR_TEXT",
+                      help="answer with JSON valid against this schema (a file, or the schema itself)")
     desc.set_defaults(func=_describe)
 
 
@@ -78,12 +80,26 @@ def sample_video_frames(path: str, num_frames: int) -> list[Any]:
         cap.release()
 
 
+def read_schema_arg(value: str | None) -> str | None:
+    """--json-schema: a path to a schema file, or the schema text itself (starts with "{")."""
+    if not value or value.lstrip().startswith("{"):
+        return value or None
+    from pathlib import Path
+
+    try:
+        return Path(value).read_text()
+    except OSError as error:
+        raise FileNotFoundError(f"cannot read the JSON schema file {value}: {error.strerror}") from None
+
+
 def _describe(args: argparse.Namespace) -> int:
     from vila_ros.engine import GenerationConfig, create_engine
+    from vila_ros.engine.errors import RequestError
     from vila_ros.model.checkpoint import CheckpointError
 
     t0 = time.perf_counter()
     try:
+        schema = read_schema_arg(args.json_schema)
         engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device)
         load_ms = (time.perf_counter() - t0) * 1000
         frames = [read_image_rgb(p) for p in args.image]
@@ -97,11 +113,15 @@ def _describe(args: argparse.Namespace) -> int:
     vision_ms = (time.perf_counter() - t1) * 1000
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        conv_template=args.conv_template, system_prompt=args.system,
+        conv_template=args.conv_template, system_prompt=args.system, json_schema=schema,
     )
     streaming = not args.json
     on_token = (lambda _tid, text: print(text, end="", flush=True)) if streaming else None
-    result = engine.generate(args.prompt, features, config, on_token=on_token)
+    try:
+        result = engine.generate(args.prompt, features, config, on_token=on_token)
+    except RequestError as error:
+        print(f"vila-ros describe: {error}", file=sys.stderr)
+        return 2
     if streaming:
         print()
         return 0

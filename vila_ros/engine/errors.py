@@ -30,3 +30,8 @@ class PromptTooLongError(EngineError, ValueError):
         super().__init__(f"prompt of {positions} positions exceeds the model's {max_positions}")
         self.positions = positions
         self.max_positions = max_positions
+
+
+class RequestError(EngineError, ValueError):
+    """The request cannot be served as asked (e.g. an unusable JSON schema): the caller's fault, refused with the
+    reason and never counted as a model failure."""

@@ -23,6 +23,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def mask_to(logits: torch.Tensor, allowed: Sequence[int]) -> torch.Tensor:
+    """[V] or [B, V] logits with every token outside ``allowed`` at -inf (constrained decoding)."""
+    masked = torch.full_like(logits, float("-inf"))
+    index = torch.tensor(list(allowed), dtype=torch.long, device=logits.device)
+    masked[..., index] = logits[..., index]
+    return masked
+
+
 class TextStream:
     """Generated ids -> text, released as soon as it is final.
 

@@ -20,7 +20,8 @@ import torch
 
 from vila_ros.engine.decoder import KVCache, LlamaDecoder
 from vila_ros.engine.errors import NonFiniteOutputError, PromptTooLongError
-from vila_ros.engine.sampling import TextStream, sample_next
+from vila_ros.engine.json_schema import SchemaCompiler
+from vila_ros.engine.sampling import TextStream, mask_to, sample_next
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, build_prompt_ids, text_prefix
 from vila_ros.model.templates import get_template
@@ -52,6 +53,7 @@ class TorchEngine:
         self.prefix_cache_size = prefix_cache_size
         self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self._stop_cache: dict[tuple, tuple[frozenset[int], tuple[str, ...]]] = {}
+        self.schemas = SchemaCompiler(self.tokenizer)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, precision: str = "fp32", device: str = "cpu") -> "TorchEngine":
@@ -203,6 +205,7 @@ class TorchEngine:
         on_token: TokenCallback | None = None,
     ) -> GenerationResult:
         config = config or GenerationConfig()
+        self.schemas.check(config.json_schema)  # a bad schema is refused before any model work
         features, vision_ms = self._features(image_features)
         t0 = time.perf_counter()
         ids, embeds = self.embed_prompt(question, features, config)
@@ -257,11 +260,16 @@ class TorchEngine:
             stop_strings = config_strings if stop_strings is None else stop_strings
         if generator is None:
             generator = self._generator(config)
-        stream = TextStream(self.tokenizer, stop_strings)
+        room = min(config.max_new_tokens, cache.capacity - cache.length + 1)  # tokens this call can generate
+        guide = self.schemas.guide(config.json_schema, room, stop_ids)
+        # A JSON answer ends where its schema says: a stop string inside a JSON string must not cut it.
+        stream = TextStream(self.tokenizer, () if guide else stop_strings)
         out_ids: list[int] = []
         reason = "max_new_tokens"
         pieces: list[str] = []
         for step in range(config.max_new_tokens):
+            if guide is not None:
+                logits = mask_to(logits, guide.allowed())
             token = int(sample_next(logits, config.temperature, config.top_p, generator)[0])
             out_ids.append(token)
             if token in stop_ids:
@@ -276,6 +284,9 @@ class TorchEngine:
             if on_token is not None and on_token(token, delta):
                 reason = "cancelled"
                 break
+            if guide is not None and guide.advance(token):
+                reason = "schema_complete"
+                break
             if stream.stopped:
                 reason = "stop_string"
                 break
@@ -285,7 +296,7 @@ class TorchEngine:
                 reason = "context_full"
                 break
             logits = self.decode_step(torch.tensor([token], device=self.decoder.device), cache, step + 1)
-        if reason in ("max_new_tokens", "context_full"):  # a cancelled caller has what it was streamed
+        if reason in ("max_new_tokens", "context_full", "schema_complete"):  # cancelled: it has what it was streamed
             tail = stream.finish()
             pieces.append(tail)
             if tail and on_token is not None:
@@ -305,6 +316,7 @@ class TorchEngine:
         config = config or GenerationConfig()
         if len(questions) != len(image_features):
             raise ValueError("one list of images per question")
+        self.schemas.check(config.json_schema)
         bsz = len(questions)
         if bsz == 0:
             return []
@@ -337,13 +349,18 @@ class TorchEngine:
 
         stop_ids, stop_strings = self._stops(config)
         generator = self._generator(config)
-        streams = [TextStream(self.tokenizer, stop_strings) for _ in range(bsz)]
+        room = min(config.max_new_tokens, capacity - longest + 1)
+        guides = [self.schemas.guide(config.json_schema, room, stop_ids) for _ in range(bsz)]
+        streams = [TextStream(self.tokenizer, () if guides[0] else stop_strings) for _ in range(bsz)]
         out_ids: list[list[int]] = [[] for _ in range(bsz)]
         reasons: list[str | None] = [None] * bsz
         texts = [""] * bsz
         t1 = time.perf_counter()
         next_pos = lengths.clone()
         for step in range(config.max_new_tokens):
+            if guides[0] is not None:  # finished rows' tokens are ignored: any of theirs will do
+                logits = torch.stack([mask_to(row, g.allowed() if r is None else [0])
+                                      for row, g, r in zip(logits, guides, reasons)])
             tokens = sample_next(logits, config.temperature, config.top_p, generator)
             for b, token in enumerate(tokens.tolist()):
                 if reasons[b] is not None:
@@ -354,7 +371,9 @@ class TorchEngine:
                     texts[b] += streams[b].finish()
                     continue
                 texts[b] += streams[b].push(token)
-                if streams[b].stopped:
+                if guides[b] is not None and guides[b].advance(token):
+                    reasons[b] = "schema_complete"
+                elif streams[b].stopped:
                     reasons[b] = "stop_string"
             if all(r is not None for r in reasons) or step == config.max_new_tokens - 1:
                 break
@@ -371,7 +390,7 @@ class TorchEngine:
         for b in range(bsz):
             if reasons[b] is None:
                 reasons[b] = "max_new_tokens"
-            if reasons[b] in ("max_new_tokens", "context_full"):
+            if reasons[b] in ("max_new_tokens", "context_full", "schema_complete"):
                 texts[b] += streams[b].finish()
             results.append(GenerationResult(
                 text=texts[b], token_ids=out_ids[b], vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms,

@@ -29,6 +29,9 @@ class GenerationConfig:
     system_prompt: str | None = None  # None = the template's system text
     stop_token_ids: Sequence[int] = ()  # in addition to EOS and single-token stop strings
     use_prefix_cache: bool = True  # reuse the KV of a prompt prefix (system prompt, few-shot text) seen before
+    # JSON schema (as JSON text) the answer must validate against; None or "" = free text. Engines that cannot
+    # constrain decoding refuse it with RequestError rather than answer unconstrained.
+    json_schema: str | None = None
 
 
 @dataclasses.dataclass
@@ -38,7 +41,9 @@ class GenerationResult:
     vision_ms: float  # encoding raw frames passed to generate (0 when features came precomputed)
     prefill_ms: float
     decode_ms: float
-    stop_reason: str  # "stop_token", "stop_string", "max_new_tokens", "context_full" or "cancelled"
+    # "stop_token", "stop_string", "max_new_tokens", "context_full", "cancelled", or "schema_complete" (the JSON
+    # answer is complete and its schema allows nothing more)
+    stop_reason: str
     prompt_tokens: int = 0  # LLM positions of the prompt, visual tokens included
     cached_prefix_tokens: int = 0  # how many of them came from the prefix cache
 

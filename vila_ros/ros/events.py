@@ -99,6 +99,7 @@ class _Track:
     ended_ns: int | None = None
     severity: int = tasks.WARNING
     frame_id: str = ""
+    confidence: float | None = None  # the model's latest probability, when the checks give one
 
 
 class EventTracker:
@@ -113,9 +114,12 @@ class EventTracker:
 
     def update(self, camera: str, categories: Sequence[str], detected: Sequence[str], stamp_ns: int,
                evidence_stamps_ns: Sequence[int], text: str = "", frame_id: str = "",
-               severities: Mapping[str, int] | None = None) -> list[AlertUpdate]:
+               severities: Mapping[str, int] | None = None,
+               confidences: Mapping[str, float] | None = None) -> list[AlertUpdate]:
         """One evaluation of `categories` on `camera`; `detected` is the subset the model reported. `severities`
-        holds the severity of categories that are not built in (a rule's); `frame_id` is the evidence frames'."""
+        holds the severity of categories that are not built in (a rule's); `frame_id` is the evidence frames'.
+        `confidences`: the model's probability per category, what alerts then carry (else the share of recent
+        evaluations that detected it)."""
         detected_set = set(detected)
         severities = severities or {}
         updates = []
@@ -134,12 +138,18 @@ class EventTracker:
             track.severity = (category_severity(category) if category in tasks.CATEGORIES
                               else severities.get(category, tasks.WARNING))
             state = self._transition(track, camera, category, positive, stamp_ns)
+            if confidences and category in confidences:
+                track.confidence = float(confidences[category])
             if state is not None:
                 updates.append(self._alert(track, camera, category, state, stamp_ns, tuple(evidence_stamps_ns),
                                            text))
                 if state == END:
                     track.active_id = None
         return updates
+
+    def is_active(self, camera: str, category: str) -> bool:
+        track = self._tracks.get((camera, category))
+        return track is not None and track.active_id is not None
 
     def end_all(self, text: str) -> list[AlertUpdate]:
         """END every active alert (nobody watches the cameras any more) and forget all tracks."""
@@ -150,7 +160,8 @@ class EventTracker:
 
     def _alert(self, track: _Track, camera: str, category: str, state: int, stamp_ns: int,
                evidence: tuple[int, ...], text: str) -> AlertUpdate:
-        confidence = sum(track.history) / len(track.history)
+        confidence = (track.confidence if track.confidence is not None
+                      else sum(track.history) / len(track.history))
         return AlertUpdate(track.active_id or "", camera, category, state, stamp_ns, confidence, evidence,
                            text or category_text(category), track.severity, track.frame_id)
 

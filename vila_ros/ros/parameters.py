@@ -49,6 +49,10 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "alert_rule_categories": ([""], "Extra yes/no rules: category names (parallel to alert_rule_questions).",
                               None, False),
     "alert_rule_questions": ([""], "Extra yes/no rules: the questions; a yes raises the category.", None, False),
+    "alert_thresholds_file": ("", "JSON of per-category probability thresholds (`vila-ros eval-stream "
+                              "--probabilities` writes one, chosen on the validation streams): alerts then decide on "
+                              "the model's probability of each category; empty = on the generated answer.", None,
+                              False),
     "alert_confirm": (1, "Consecutive detections needed to BEGIN an alert.", (1, 100), False),
     "alert_clear": (2, "Consecutive checks without the category needed to END it.", (1, 100), False),
     "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
@@ -197,6 +201,15 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         if len(text) > limit:  # the same bound as a query: a prompt that long would fail every periodic job
             raise ValueError(f"{name} is {len(text)} characters, at most {limit} (query_max_question_chars)")
     num_frames = get("num_frames") or model_frames
+    thresholds = ()
+    if get("alert_thresholds_file"):
+        import json
+
+        try:
+            loaded = json.loads(open(get("alert_thresholds_file")).read())
+            thresholds = tuple((str(c), float(t)) for c, t in loaded.items())
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(f"alert_thresholds_file {get('alert_thresholds_file')}: {error}") from None
     if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
         raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
                          f"retry_backoff_initial_s ({get('retry_backoff_initial_s')})")
@@ -205,7 +218,7 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
         describe_max_new_tokens=get("describe_max_new_tokens"),
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
-        alert_rules=rules, query_max_new_tokens=get("query_max_new_tokens"),
+        alert_rules=rules, alert_thresholds=thresholds, query_max_new_tokens=get("query_max_new_tokens"),
         query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
         backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )

@@ -22,6 +22,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -32,6 +33,7 @@ from std_msgs.msg import String
 
 from vila_ros.msg import CornerCaseAlert
 from vila_ros.ros import diagnostics, parameters, restart
+from vila_ros.ros.ask_action import AskSceneAction
 from vila_ros.ros.camera import Camera
 from vila_ros.ros.events import AlertIds, AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
@@ -87,8 +89,11 @@ class PerceptionNode(LifecycleNode):
         self._on_query_scene = SceneQueryService(lambda: self.worker, lambda name: parameters.value(self, name),
                                                  self._unconfigured_reason, log_error)
         events = EventQueryService(self.history, self._now_ns)
+        group = ReentrantCallbackGroup()  # a waiting query or goal never blocks the rest
         self._query_services = create_services(self, self._on_query_scene, events,
-                                               parameters.value(self, "service_qos_depth"), log_error)
+                                               parameters.value(self, "service_qos_depth"), log_error, group)
+        self._ask_scene = AskSceneAction(self, lambda: self.worker, lambda name: parameters.value(self, name),
+                                         self._unconfigured_reason, group)
         self.add_on_set_parameters_callback(guarded(
             "parameters", self._validate_parameter_change, log_error=log_error,
             on_error=lambda text: SetParametersResult(successful=False, reason=text)))

@@ -32,16 +32,16 @@ from vila_ros.srv import QueryEvents, QueryScene
 
 
 def create_services(node: Any, scene: "SceneQueryService", events: "EventQueryService", qos_depth: int,
-                    log_error: Callable[[str], None]) -> list[Any]:
-    """~/query_scene and ~/query_events on `node`, guarded, in one reentrant group (a waiting query never blocks
-    the other service, the timers or the lifecycle).
+                    log_error: Callable[[str], None], group: Any = None) -> list[Any]:
+    """~/query_scene and ~/query_events on `node`, guarded, in `group` (default: a reentrant group of their own, so
+    a waiting query never blocks the other service, the timers or the lifecycle).
 
     They live as long as the node, answering "not configured" (and why) without a model: destroying a service
     while one of its callbacks runs makes send_response raise in the executor, which ends the node. Deep queues
     (`qos_depth`, service_qos_depth): Fast DDS keeps only `depth` unread requests (and responses) and drops the
     oldest; clients should use the same depth (README)."""
     qos = QoSProfile(depth=qos_depth, reliability=QoSReliabilityPolicy.RELIABLE)
-    group = ReentrantCallbackGroup()
+    group = group if group is not None else ReentrantCallbackGroup()
     return [node.create_service(QueryScene, "~/query_scene", guarded_service("query_scene", scene, log_error),
                                 qos_profile=qos, callback_group=group),
             node.create_service(QueryEvents, "~/query_events", guarded_service("query_events", events, log_error),
@@ -95,7 +95,8 @@ class SceneQueryService:
         try:
             timeout = self._parameter("query_timeout_s")
             query = SceneQuery(question, request.camera, request.window_seconds, request.window_frames,
-                               request.max_new_tokens, deadline=time.monotonic() + timeout)
+                               request.max_new_tokens, deadline=time.monotonic() + timeout,
+                               json_schema=getattr(request, "json_schema", ""))
             future = worker.submit_query(query)
             try:
                 answer = future.result(timeout=timeout)

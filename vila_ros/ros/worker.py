@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from vila_ros import tasks
-from vila_ros.engine.errors import PromptTooLongError
+from vila_ros.engine.errors import PromptTooLongError, RequestError
 from vila_ros.ros.events import AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
 from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
@@ -50,6 +50,11 @@ class WorkerSettings:
     alert_categories: tuple[str, ...] = tasks.CATEGORY_NAMES
     alert_rules: tuple[AlertRule, ...] = ()
     alert_max_new_tokens: int = 24
+    # Per-category probability thresholds (category, threshold); empty: categories come from the generated answer.
+    # With them, a category is detected when the model's probability of it as the reply reaches its threshold,
+    # and an active alert stays detected down to `alert_release` times it (hysteresis against flicker).
+    alert_thresholds: tuple[tuple[str, float], ...] = ()
+    alert_release: float = 0.5
     query_max_new_tokens: int = 64
     query_max_new_tokens_limit: int = 256
     temperature: float = 0.0
@@ -82,6 +87,8 @@ class SceneQuery:
     window_frames: int = 0
     max_new_tokens: int = 0
     deadline: float = 0.0  # time.monotonic() after which nobody waits for the answer; 0 = none
+    json_schema: str = ""  # the answer must validate against it; "" = free text
+    on_token: Callable[[int, str], bool | None] | None = None  # streamed answer (engine TokenCallback); True cancels
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,15 @@ class InferenceWorker:
             while not self._stop.is_set() and self._step():
                 pass
 
+    def run_due(self) -> int:
+        """Run every job that is due, on the calling thread, and return how many ran. For a caller that drives the
+        node's schedule itself, frame by frame (an in-process stream evaluation, faster than real time), instead
+        of starting the worker thread."""
+        ran = 0
+        while self._step():
+            ran += 1
+        return ran
+
     def _step(self) -> bool:
         """Run the most urgent piece of work; False when nothing is due."""
         if not self._queries.empty():
@@ -263,7 +279,18 @@ class InferenceWorker:
         frames = self._window(camera, settings.num_frames)
         detected: list[str] = []
         answers = []
-        if settings.alert_categories:
+        confidences: dict[str, float] = {}
+        if settings.alert_categories and settings.alert_thresholds:
+            confidences = self._category_probabilities(frames)
+            thresholds = dict(settings.alert_thresholds)
+            for category in settings.alert_categories:
+                threshold = thresholds.get(category, 0.5)
+                if self.tracker.is_active(camera, category):
+                    threshold *= settings.alert_release
+                if confidences[category] >= threshold:
+                    detected.append(category)
+            answers.append(", ".join(f"{c} {confidences[c]:.2f}" for c in detected) or tasks.NO_ALERT_ANSWER)
+        elif settings.alert_categories:
             text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)
             detected += [c for c in tasks.parse_categories(text) if c in settings.alert_categories]
             answers.append(text)
@@ -276,7 +303,7 @@ class InferenceWorker:
         stamps = [f.stamp_ns for f in frames]
         severities = {rule.category: rule.severity for rule in settings.alert_rules}
         updates = self.tracker.update(camera, categories, detected, stamps[-1], stamps, "; ".join(answers),
-                                      frames[-1].frame_id, severities)
+                                      frames[-1].frame_id, severities, confidences)
         self.stats.alert_checks += 1
         for update in updates:
             self._on_alert(update)
@@ -310,9 +337,12 @@ class InferenceWorker:
         max_new_tokens = min(query.max_new_tokens or settings.query_max_new_tokens,
                              settings.query_max_new_tokens_limit)
         try:
-            text, timings = self._generate(question, frames, max_new_tokens, query.deadline)
+            text, timings = self._generate(question, frames, max_new_tokens, query.deadline, query.json_schema,
+                                           query.on_token)
         except PromptTooLongError as error:
             raise QueryError(f"the question is too long for the model with {len(frames)} frames: {error}") from None
+        except RequestError as error:  # e.g. an unusable JSON schema: the request's fault
+            raise QueryError(str(error)) from None
         self.stats.queries += 1
         return SceneAnswer(text, tuple(frames), timings)
 
@@ -327,21 +357,40 @@ class InferenceWorker:
             raise QueryError(f"no frames from camera {camera!r}")
         return frames
 
-    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int,
-                  deadline: float = 0.0) -> tuple[str, Timings]:
+    def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int, deadline: float = 0.0,
+                  json_schema: str = "", on_token: Callable[[int, str], bool | None] | None = None,
+                  ) -> tuple[str, Timings]:
         from vila_ros.engine import GenerationConfig
 
         if deadline and time.monotonic() > deadline:
             raise QueryError("timed out waiting for the model")
         vision_ms = self._encode_missing(frames)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature)
-        # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
-        on_token = (lambda token_id, text: time.monotonic() > deadline) if deadline else None
+        config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature,
+                                  json_schema=json_schema or None)
+        caller = on_token
+
+        def on_token(token_id: int, text: str) -> bool:
+            # Past the deadline the caller has been answered already: stop generating rather than finish for no one.
+            cancelled = bool(caller(token_id, text)) if caller is not None else False
+            return cancelled or bool(deadline and time.monotonic() > deadline)
+
         result = self.engine.generate(question, [frame.features for frame in frames], config, on_token=on_token)
         if result.stop_reason == "cancelled":
-            raise QueryError("timed out waiting for the model (generation stopped)")
+            if deadline and time.monotonic() > deadline:
+                raise QueryError("timed out waiting for the model (generation stopped)")
+            raise QueryError("cancelled by the client (generation stopped)")
         timings = Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         return result.text.strip(), timings
+
+    def _category_probabilities(self, frames: Sequence[Frame]) -> dict[str, float]:
+        """The model's probability of each alert category as its reply to the alert prompt on `frames`."""
+        from vila_ros.engine.answer_scores import answer_probabilities
+
+        self._encode_missing(frames)
+        categories = self.settings.alert_categories
+        values = answer_probabilities(self.engine, self.settings.alert_prompt, [f.features for f in frames],
+                                      categories)
+        return dict(zip(categories, values))
 
     def _encode_missing(self, frames: Sequence[Frame]) -> float:
         missing = [frame for frame in frames if frame.features is None]

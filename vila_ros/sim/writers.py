@@ -226,11 +226,6 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
     if out.exists():
         raise FileExistsError(f"{out} exists")
     ts = get_typestore(Stores.ROS2_KILTED)
-    Image = ts.types["sensor_msgs/msg/Image"]
-    CompressedImage = ts.types["sensor_msgs/msg/CompressedImage"]
-    Header = ts.types["std_msgs/msg/Header"]
-    Time = ts.types["builtin_interfaces/msg/Time"]
-
     n_frames = int(math.floor(duration * fps + 1e-9))
     n_segments = max(1, int(math.ceil(duration / segment - 1e-9)))
     scenarios = {}
@@ -270,18 +265,56 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
             stamp = start_ns + int(round(t * 1e9))
             for ci, cam in enumerate(cameras):
                 rgb = scenarios[(ci, si)].render(t - si * segment, width, height)
-                header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=f"{cam}_camera")
-                if encoding == "jpeg":
-                    data = np.frombuffer(encode_jpeg(rgb, jpeg_quality), np.uint8)
-                    msg = CompressedImage(header=header, format=JPEG_FORMAT, data=data)
-                else:
-                    pix = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
-                    msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                                step=width * 3, data=np.ascontiguousarray(pix).reshape(-1))
+                msg = _bag_image(ts, rgb, stamp, f"{cam}_camera", encoding, jpeg_quality)
                 writer.write(conns[ci], stamp, ts.serialize_cdr(msg, msgtype))
     sidecar = {"bag": out.name, "storage": storage, "fps": fps, "width": width, "height": height,
                "encoding": encoding, "duration": duration, "seed": seed, "family": family, "segment": segment,
                "start_ns": start_ns, "num_frames": n_frames, "cameras": truth_cams}
+    truth_path(out).write_text(json.dumps(sidecar, indent=1))
+    return out
+
+
+def _bag_image(ts, rgb: np.ndarray, stamp: int, frame_id: str, encoding: str, jpeg_quality: int):
+    """A rosbags message of one frame: sensor_msgs/Image (rgb8, bgr8) or CompressedImage (jpeg)."""
+    header = ts.types["std_msgs/msg/Header"](
+        stamp=ts.types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=frame_id)
+    if encoding == "jpeg":
+        data = np.frombuffer(encode_jpeg(rgb, jpeg_quality), np.uint8)
+        return ts.types["sensor_msgs/msg/CompressedImage"](header=header, format=JPEG_FORMAT, data=data)
+    pix = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    return ts.types["sensor_msgs/msg/Image"](header=header, height=rgb.shape[0], width=rgb.shape[1],
+                                             encoding=encoding, is_bigendian=0, step=rgb.shape[1] * 3,
+                                             data=np.ascontiguousarray(pix).reshape(-1))
+
+
+def write_stream_bag(out: str | Path, stream, camera: str = "front", fps: float = 10.0,
+                     size: tuple[int, int] = (320, 240), encoding: str = "rgb8", storage: str = "mcap",
+                     start_ns: int = DEFAULT_START_NS, jpeg_quality: int = 90) -> Path:
+    """A stream (``vila_ros.sim.streams.Stream``) recorded as one camera of a rosbag2 at ``out``, with its truth in
+    ``<out>.truth.json`` (``write_bag``'s format; its segments also rebuild their scenes for window truth)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    if encoding not in BAG_ENCODINGS:
+        raise ValueError(f"encoding must be one of {BAG_ENCODINGS}")
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists")
+    ts = get_typestore(Stores.ROS2_KILTED)
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    msgtype = "sensor_msgs/msg/CompressedImage" if encoding == "jpeg" else "sensor_msgs/msg/Image"
+    n_frames = int(math.floor(stream.duration * fps + 1e-9))
+    with Writer(out, version=9, storage_plugin=plugin) as writer:
+        connection = writer.add_connection(camera_topic(camera, encoding), msgtype, typestore=ts)
+        for k in range(n_frames):
+            stamp = start_ns + int(round(k * 1e9 / fps))
+            msg = _bag_image(ts, stream.render(k / fps, *size), stamp, f"{camera}_camera", encoding, jpeg_quality)
+            writer.write(connection, stamp, ts.serialize_cdr(msg, msgtype))
+    sidecar = {"bag": out.name, "storage": storage, "fps": fps, "width": size[0], "height": size[1],
+               "encoding": encoding, "duration": stream.duration, "split": stream.split, "stream": stream.number,
+               "family": stream.family, "start_ns": start_ns, "num_frames": n_frames,
+               "cameras": {camera: stream.camera_truth(camera_topic(camera, encoding), f"{camera}_camera",
+                                                       start_ns)}}
     truth_path(out).write_text(json.dumps(sidecar, indent=1))
     return out
 

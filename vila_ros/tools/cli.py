@@ -1,5 +1,6 @@
-"""`vila-ros run | replay | query | replay-test | soak | demo`: the perception node and the programs around it from
-the command line. Registering reads only argument definitions; rclpy, the node and the model load in the handlers."""
+"""`vila-ros run | replay | query | replay-test | eval-stream | soak | demo`: the perception node and the programs
+around it from the command line. Registering reads only argument definitions; rclpy, the node and the model load in
+the handlers."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay_test.add_argument("--clock", action="store_true", help="replay /clock and run the node on sim time")
     replay_test.set_defaults(func=_run_replay_test)
 
+    stream = subparsers.add_parser(
+        "eval-stream", help="score the node on the held-out stream split, in-process, faster than real time",
+        description="Runs the node's frame buffer, worker schedule, prompts and event tracker in this process on "
+                    "simulated camera streams (scenes of 20-60 s with cuts; split stream_test unless --split) or "
+                    "on bags with ground truth, and scores what it would publish: event recall, BEGIN precision, "
+                    "false alerts per camera-hour, frames-to-alert, END delay, description correctness and "
+                    "malformed descriptions. Writes stream_eval.json, .md and .png to --out.")
+    stream.add_argument("bags", nargs="*", help="rosbag2 directories with .truth.json (default: generated streams)")
+    stream.add_argument("--model", default="", help="checkpoint directory (default: the embedded model)")
+    stream.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int4"])
+    stream.add_argument("--split", default="stream_test", choices=["stream_val", "stream_test"])
+    stream.add_argument("--minutes", type=float, default=32.0, help="camera-minutes of generated streams")
+    stream.add_argument("--min-scene", type=float, default=20.0, help="shortest scene (s)")
+    stream.add_argument("--max-scene", type=float, default=60.0, help="longest scene (s)")
+    stream.add_argument("--frames", type=int, default=0, help="window in frames (node num_frames; 1 = single frame)")
+    stream.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node parameter (JSON value), e.g. --set alert_confirm=2")
+    stream.add_argument("--probabilities", action="store_true",
+                        help="also the model's probability of each category at every alert check: calibration "
+                             "(reliability.png, ECE) and per-category thresholds (alert_thresholds.json)")
+    stream.add_argument("--thresholds", help="alert_thresholds.json to score with instead of choosing them here")
+    stream.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    stream.add_argument("--out", default="out/stream_eval", help="directory for stream_eval.json / .md / .png")
+    stream.add_argument("--json", action="store_true", help="print the figures as JSON")
+    stream.set_defaults(func=_run_eval_stream)
+
     soak = subparsers.add_parser("soak", help="many frames at full speed through a node process: memory, alerts, "
                                               "crashes (JSON report)")
     add_soak_arguments(soak)
@@ -78,6 +105,45 @@ def _run_replay_test(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"recall {report['recall']}, false alerts {report['false_alerts']}, report in {args.out}/report.md")
+    return 0
+
+
+def _run_eval_stream(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vila_ros.tools.stream_eval import evaluate
+    from vila_ros.tools.stream_report import summary_rows
+
+    overrides = {}
+    for item in args.set:
+        name, _, text = item.partition("=")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    if args.frames:
+        overrides["num_frames"] = args.frames
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        report = evaluate(args.model, args.precision, args.split, args.minutes, overrides,
+                          [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,
+                          progress=lambda line: print(line, file=sys.stderr),
+                          probabilities=args.probabilities or bool(args.thresholds),
+                          thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eval-stream: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({key: value for key, value in report.items() if key != "records"}, indent=1))
+    else:
+        for name, value in summary_rows(report):
+            print(f"{name}: {value}")
+        if "probabilities" in report and report["probabilities"]["calibration"]["ece"] is not None:
+            print(f"expected calibration error: {report['probabilities']['calibration']['ece']:.3f}")
+        print(f"report in {args.out}/stream_eval.md")
     return 0
 
 

@@ -17,6 +17,7 @@ from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
 from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node
 from vila_ros.tools.scoring import Received, S, load_truth, score
+from vila_ros.tools.stream_eval import records_from_messages, score_records
 
 
 def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: float = 1.0,
@@ -59,6 +60,10 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
         listener.close()
         code = stop_node(process)
     report = score(truths, listener.descriptions, listener.alerts, published)
+    # The stream evaluation's figures of the same run, scored by the same code as `vila-ros eval-stream` in-process.
+    records = records_from_messages(listener.descriptions, listener.alerts)
+    report["stream"] = score_records(cameras, records, float(parameters.get("clip_fps", 4.0)))
+    report["stream"]["records"] = {"alerts": records.alerts, "descriptions": records.descriptions}
     report["answers"] = answers
     report.update({"bags": [str(b) for b in bags], "rate": rate, "node_exit_code": code, "node_log": str(log_path),
                    "parameters": parameters})

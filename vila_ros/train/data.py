@@ -26,8 +26,9 @@ from vila_ros.model.templates import IMAGE_PLACEHOLDER, Template, count_images, 
 _USER = ("human", "user")
 _ASSISTANT = ("gpt", "assistant", "model")
 
-SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text")
-DEFAULT_SIM_MIX = {"video_caption": 0.25, "video_alert": 0.25, "video_qa": 0.25, "frame": 0.15, "text": 0.1}
+SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text", "stream_window", "unfamiliar")
+DEFAULT_SIM_MIX = {"video_caption": 0.2, "video_alert": 0.2, "video_qa": 0.2, "frame": 0.1, "text": 0.1,
+                   "stream_window": 0.15, "unfamiliar": 0.05}
 
 
 class DataError(ValueError):
@@ -207,7 +208,10 @@ class SimDataset:
 
     Kinds (weights in ``mix``): ``video_caption`` (clip + DESCRIBE_PROMPT -> caption), ``video_alert`` (clip +
     ALERT_PROMPT -> alert answer), ``video_qa`` (clip + 1..qa_turns QA pairs, temporal and single-frame),
-    ``frame`` (one frame + its event-free caption or single-frame QA), ``text`` (text-only instructions).
+    ``frame`` (one frame + its event-free caption or single-frame QA), ``text`` (text-only instructions),
+    ``stream_window`` (what the node asks: a window of 1..num_frames frames ending anywhere in a 20-60 s scene,
+    before, during or after its event, + caption or alert answer of exactly those frames), ``unfamiliar``
+    (out-of-world frames, ``sim.unfamiliar``: "An unfamiliar scene." and no alert).
     ``own_event_qa``: probability that a clip with an event is asked about that event in its video_qa turns.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
@@ -249,7 +253,16 @@ class SimDataset:
             n = int(rng.integers(1, 3))
             pairs = [self.instructions[i] for i in rng.choice(len(self.instructions), size=n, replace=False)]
             return _conv(pairs, 0), [], kind
+        if kind == "unfamiliar":
+            from vila_ros.sim.unfamiliar import unfamiliar_frames
+
+            frames = unfamiliar_frames(rng, int(rng.integers(1, self.num_frames + 1)), self.image_size)
+            pair = (tasks.DESCRIBE_PROMPT, tasks.UNFAMILIAR_SCENE) if rng.random() < 0.5 else \
+                (tasks.ALERT_PROMPT, tasks.NO_ALERT_ANSWER)
+            return _conv([pair], len(frames)), frames, kind
         scene_seed = split_seeds(self.split, 1, int(rng.integers(0, 9_000_000)))[0]
+        if kind == "stream_window":
+            return self._stream_window(scene_seed, rng)
         clip = make_clip(scene_seed, num_frames=self.num_frames, clip_fps=self.clip_fps, size=self.image_size)
         truth = clip.truth
         if kind == "video_caption":
@@ -274,6 +287,22 @@ class SimDataset:
             qa = [q for q in one.qa if not q["temporal"]]
             pairs = [(qa[j]["question"], qa[j]["answer"]) for j in rng.choice(len(qa), size=1)]
         return _conv(pairs, 1), [clip.frames[i]], kind
+
+    def _stream_window(self, scene_seed: int, rng: np.random.Generator) -> tuple[list[dict], list[np.ndarray], str]:
+        from vila_ros.sim import make_scenario
+
+        scenario = make_scenario(scene_seed, duration=float(rng.uniform(20.0, 60.0)))
+        n, dt = int(rng.integers(1, self.num_frames + 1)), 1.0 / self.clip_fps
+        end = float(rng.uniform((n - 1) * dt, scenario.duration))
+        stamps = [end - (n - 1 - i) * dt for i in range(n)]
+        truth = scenario.truth(stamps)
+        # One frame shows no change: its caption has no event sentence and its alerts are the states alone.
+        caption = truth.caption if n > 1 else truth.static_caption
+        alert = truth.alert_answer if n > 1 else tasks.alert_answer(
+            [c for c in truth.categories if not tasks.CATEGORIES[c].temporal])
+        pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
+        frames = [scenario.render(t, self.image_size, self.image_size) for t in stamps]
+        return _conv([pair], n), frames, "stream_window"
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         conv, frames, _ = self.conversation(index)

@@ -1,0 +1,90 @@
+"""The stream evaluation of the embedded default model: a short held-out stream through the node's own code
+in-process must stay above a floor (a regression fails CI), and on one recording the node over DDS
+(`replay-test`) and the in-process run publish the same alerts and descriptions from the same frames."""
+import pytest
+
+from vila_ros.resources import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
+                                reason="the embedded default model is not present")
+
+# The floor is what the current default model meets on this stream, not the 0.8 the product needs: see the
+# README's figures table (stream vs clip). Raise it with the model.
+RECALL_FLOOR = 0.3
+PRECISION_FLOOR = 0.04
+MALFORMED_CEILING = 0.05
+
+
+def test_short_stream_eval_stays_above_the_floor(tmp_path):
+    from vila_ros.tools.stream_eval import evaluate
+
+    # Two streams of held-out scenes (111 s): 45 s of road without events, then an aisle whose camera gets
+    # blocked, a person stepping into the aisle and a falling box, each in a scene of its own.
+    report = evaluate(split="stream_test", minutes=1.5, min_scene=20, max_scene=25, stream_minutes=0.75,
+                      out_dir=tmp_path)
+    alerts, descriptions = report["alerts"], report["descriptions"]
+    assert report["camera_seconds"] >= 110 and alerts["events"] == 3
+    assert alerts["per_category"]["camera_blocked"]["recall"] == 1.0
+    assert alerts["recall"] >= RECALL_FLOOR, report["alerts"]["per_event"]
+    assert alerts["precision"] >= PRECISION_FLOOR, report["alerts"]["false_alert_list"]
+    assert descriptions["descriptions"] >= 40 and descriptions["malformed_rate"] <= MALFORMED_CEILING
+    assert {p.name for p in tmp_path.iterdir()} >= {"stream_eval.json", "stream_eval.md", "stream_eval.png"}
+
+
+def test_replay_over_dds_agrees_with_the_in_process_run(tmp_path):
+    from vila_ros.engine import create_engine
+    from vila_ros.sim.streams import make_stream
+    from vila_ros.sim.writers import write_stream_bag
+    from vila_ros.tools.replay_test import run_replay_test
+    from vila_ros.tools.stream_eval import run_bags, score_records
+
+    stream = make_stream("stream_val", 0, "road", 20, 20, 25)  # one scene: the camera gets blocked at 14.4 s
+    bag = write_stream_bag(tmp_path / "bag", stream, "front")
+    dds = run_replay_test([bag], tmp_path / "dds")["stream"]
+    received = dds["records"]
+    # The node over DDS may miss a bag's first frames while its subscription matches: start the in-process run on
+    # the first frame the node used, so both see the same frames on the same clip-rate grid.
+    first = min(stamp for d in received["descriptions"] for stamp in d["stamps_ns"])
+    cameras, records, _ = run_bags(create_engine(DEFAULT_MODEL_DIR), [bag], first_stamp_ns=first)
+    local = score_records(cameras, records, 4.0)
+
+    def begins(alerts):
+        return [(a["category"], a["stamp_ns"]) for a in alerts if a["state"] == 0]
+
+    def described(descriptions):
+        return {d["stamps_ns"][-1]: d["text"] for d in descriptions}
+
+    dds_texts, local_texts = described(received["descriptions"]), described(records.descriptions)
+    common = set(dds_texts) & set(local_texts)
+    assert len(common) >= 0.8 * max(len(dds_texts), len(local_texts)) and len(common) >= 5
+    assert sum(dds_texts[s] == local_texts[s] for s in common) >= 0.8 * len(common)
+    assert len(set(begins(received["alerts"])) ^ set(begins(records.alerts))) <= 2
+    assert dds["alerts"]["recall"] == local["alerts"]["recall"]
+    assert abs(dds["alerts"]["alert_begins"] - local["alerts"]["alert_begins"]) <= 2
+
+
+def test_alerts_decided_on_probabilities_carry_the_models_probability(tmp_path):
+    import json
+
+    from vila_ros import tasks
+    from vila_ros.engine import create_engine
+    from vila_ros.engine.answer_scores import answer_probabilities
+    from vila_ros.sim.streams import make_stream
+    from vila_ros.sim.writers import DEFAULT_START_NS
+    from vila_ros.tools.stream_eval import RENDER_SIZE, run_streams
+
+    engine = create_engine(DEFAULT_MODEL_DIR)
+    stream = make_stream("stream_val", 0, "road", 20, 20, 25)  # the camera gets blocked at 14.4 s
+    thresholds = tmp_path / "alert_thresholds.json"
+    thresholds.write_text(json.dumps({name: 0.5 for name in tasks.CATEGORY_NAMES}))
+    _, records, _ = run_streams(engine, [stream], {"alert_thresholds_file": str(thresholds),
+                                                   "describe_period_s": 0.0})
+    begins = [a for a in records.alerts if a["state"] == 0 and a["category"] == "camera_blocked"]
+    assert begins and begins[0]["stamp_ns"] >= DEFAULT_START_NS + int(14.4e9)
+    # The alert's confidence is the model's probability of the category on the alert's window.
+    alert = begins[0]
+    window = [DEFAULT_START_NS + k * 250_000_000 for k in range(200)]
+    window = [s for s in window if s <= alert["stamp_ns"]][-8:]
+    frames = [stream.render((s - DEFAULT_START_NS) / 1e9, *RENDER_SIZE) for s in window]
+    expected = answer_probabilities(engine, tasks.ALERT_PROMPT, engine.encode_frames(frames), ["camera_blocked"])[0]
+    assert alert["confidence"] >= 0.5 and abs(alert["confidence"] - expected) < 1e-3

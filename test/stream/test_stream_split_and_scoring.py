@@ -1,0 +1,121 @@
+"""The held-out stream split (scenes of 20-60 s with cuts, both families, seeds of its own) and the stream scoring:
+exact arithmetic on hand-built alerts and descriptions against a real stream's truth."""
+import pytest
+
+from vila_ros import tasks
+from vila_ros.sim.splits import split_of, split_seeds
+from vila_ros.sim.streams import make_stream, make_streams, scenario_of
+from vila_ros.tools.stream_scoring import score_alerts, score_descriptions, well_formed
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def test_the_stream_split_is_long_varied_and_held_out():
+    streams = make_streams("stream_test", 30)
+    assert sum(s.duration for s in streams) >= 30 * 60
+    assert {s.family for s in streams} == set(tasks.FAMILIES)
+    scenes = [scene for s in streams for scene in s.scenes]
+    assert all(20 <= scene.length <= 60 for scene in scenes)
+    assert sum(len(s.scenes) - 1 for s in streams) >= 10  # scene cuts
+    assert sum(scene.category is None for scene in scenes) >= 5  # scenes without any event
+    seeds = {scene.scenario.seed for scene in scenes}
+    assert {split_of(seed) for seed in seeds} == {"stream_test"}
+    assert not seeds & {s for split in ("train", "val", "test") for s in split_seeds(split, 10_000)}
+    again = make_streams("stream_test", 30)
+    assert [(sc.length, sc.category) for s in again for sc in s.scenes] == [(sc.length, sc.category) for sc in scenes]
+    assert {split_of(sc.scenario.seed) for s in make_streams("stream_val", 2) for sc in s.scenes} == {"stream_val"}
+
+
+@pytest.fixture(scope="module")
+def stream():
+    # A road stream whose second scene has a temporal event well inside it.
+    for number in range(50):
+        s = make_stream("stream_val", number, "road", 60)
+        scene = s.scenes[1] if len(s.scenes) > 1 else None
+        if scene is not None and scene.category in ("pedestrian_crossing", "vehicle_cut_in", "animal_crossing"):
+            return s
+    raise AssertionError("no such stream")
+
+
+def alert(category, t, state=0, alert_id=None):
+    return {"camera": "front", "category": category, "state": state, "stamp_ns": T0 + int(t * S),
+            "alert_id": alert_id or f"front/{category}/{t}", "confidence": 1.0}
+
+
+def test_alerts_are_scored_per_event_with_false_alerts_per_camera_hour(stream):
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    truth["front"]["events"] = truth["front"]["segments"][1]["events"]  # the other scenes' events aside
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    end = scene.start + min(scene.scenario.event.end, scene.length)
+    category = scene.category
+    alerts = [alert(category, start - 3.0, alert_id="early"),   # before the event, still active at its start
+              alert(category, start + 1.0, 1, "early"),
+              alert(category, start + 0.5, alert_id="found"),   # 2 frames at 4 fps after the start
+              alert(category, end + 1.5, 2, "found"),           # END 1.5 s after the event is over
+              alert("red_light", 3.0)]                          # nothing planted
+    report = score_alerts(truth, alerts, clip_fps=4.0)
+    assert report["events"] == 1 and report["alerted"] == 1 and report["alert_begins"] == 3
+    assert report["false_alerts"] == 2 and report["precision"] == pytest.approx(1 / 3)
+    event = report["per_event"][0]
+    assert event["frames_to_alert"] == 2.0 and event["end_delay_s"] == pytest.approx(1.5, abs=1e-3)
+    hours = stream.duration / 3600
+    assert report["false_alerts_per_camera_hour"] == pytest.approx(2 / hours, rel=1e-6)
+    assert report["per_category"]["red_light"]["precision"] == 0.0
+    # Without the BEGIN after the start, replay-test's rule counts the earlier alert as finding the event.
+    early_only = score_alerts(truth, alerts[:2], clip_fps=4.0)
+    assert early_only["recall"] == 0.0 and early_only["recall_with_earlier_alerts"] == 1.0
+
+
+def test_descriptions_are_judged_for_their_window(stream):
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    before = [start - 3.0 + 0.25 * i for i in range(8)]  # ends before the onset
+    after = [start - 0.5 + 0.25 * i for i in range(8)]   # the onset inside
+    across = [scene.start - 1.0 + 0.25 * i for i in range(8)]  # the cut inside
+
+    def record(times, text):
+        return {"camera": "front", "stamps_ns": [T0 + int(round(t * S)) for t in times], "text": text}
+
+    rebuilt = scenario_of(truth["front"]["segments"][1])
+    right_before = rebuilt.truth([t - scene.start for t in before]).caption
+    right_after = rebuilt.truth([t - scene.start for t in after]).caption
+    assert right_after.endswith(tasks.EVENT_SENTENCES[("road", scene.category)])
+    named_early = right_before.replace(tasks.NO_EVENT_SENTENCE, tasks.EVENT_SENTENCES[("road", scene.category)])
+    records = [record(before, right_before), record(after, right_after), record(before, named_early),
+               record(after, "A road users.."), record(across, right_after)]
+    report = score_descriptions(truth, records)
+    verdicts = report["verdicts"]
+    assert [v["correct"] for v in verdicts] == [True, True, False, False, None]
+    assert [v["named_before_onset"] for v in verdicts] == [False, False, True, False, False]
+    assert [v["malformed"] for v in verdicts] == [False, False, False, True, False]
+    assert verdicts[4]["across_cut"]
+    assert report["malformed_rate"] == 0.2 and report["named_before_onset_rate"] == 0.2
+    assert well_formed("A warehouse aisle in bright a box and a box.") is None
+
+
+def test_calibration_and_thresholds_from_check_probabilities(stream):
+    from vila_ros.tools.stream_calibration import calibration, choose_thresholds, labelled
+
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    during = [start - 1.0 + 0.25 * i for i in range(8)]  # the onset inside
+    quiet = [scene.start + 1.0 + 0.25 * i for i in range(8)]  # long before it
+
+    def check(times, p):
+        return {"camera": "front", "stamps_ns": [T0 + int(round(t * S)) for t in times],
+                "probabilities": {scene.category: p}}
+
+    pairs = labelled(truth, [check(during, 0.9), check(quiet, 0.3), check(quiet, 0.1)])
+    own = [pair for pair in pairs if pair[0] == scene.category]
+    assert own == [(scene.category, 0.9, True), (scene.category, 0.3, False), (scene.category, 0.1, False)]
+    assert len(pairs) == 3 * len(tasks.categories_for("road"))  # every road category, 0 where not given
+    result = calibration(own)
+    # bins: 0.9 -> positive (gap 0.1), 0.3 -> negative (0.3), 0.1 -> negative (0.1)
+    assert result["ece"] == pytest.approx((0.1 + 0.3 + 0.1) / 3)
+    thresholds = choose_thresholds(pairs)
+    assert 0.3 < thresholds[scene.category] <= 0.9
+    assert thresholds["camera_blocked"] == 0.5  # no positives: the default

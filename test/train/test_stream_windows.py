@@ -1,0 +1,59 @@
+"""Stream windows in the training mix: windows of every length and phase of a scene, whose answers are the truth
+of exactly those frames, and a short training run on them (smoke)."""
+from vila_ros import tasks
+from vila_ros.model.checkpoint import load_vila
+from vila_ros.train import data as D
+from vila_ros.train.trainer import train
+
+
+def test_stream_windows_cover_every_length_and_phase_with_their_own_truth(tiny_ckpt):
+    model = load_vila(tiny_ckpt)
+    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                      mix={"stream_window": 1.0})
+    lengths, answers = set(), []
+    for i in range(80):
+        conv, frames, kind = ds.conversation(i)
+        assert kind == "stream_window" and conv[0]["value"].count("<image>") == len(frames)
+        lengths.add(len(frames))
+        answers.append((len(frames), conv[0]["value"].endswith(tasks.DESCRIBE_PROMPT), conv[1]["value"]))
+    assert lengths == set(range(1, 9))
+    captions = [a for n, describe, a in answers if describe]
+    assert any(a.endswith(tasks.NO_EVENT_SENTENCE) for a in captions)  # event-free windows, before and after
+    assert any(not a.endswith(tasks.NO_EVENT_SENTENCE) and n > 1 for n, d, a in answers if d)  # onsets inside
+    # A single frame never names a temporal event.
+    for n, describe, answer in answers:
+        if n == 1 and describe:
+            assert tasks.caption_attributes(answer).get("event") is None
+        if n == 1 and not describe:
+            assert all(not tasks.CATEGORIES[c].temporal for c in tasks.parse_categories(answer))
+    assert ds.conversation(7)[0] == ds.conversation(7)[0]  # deterministic in the index
+
+
+def test_short_training_run_on_the_stream_mix(tiny_ckpt, tmp_path):
+    recipe = {"name": "stream-smoke", "seed": 0, "stages": [{
+        "name": "sft", "train": {"vision_tower": False, "mm_projector": True, "llm": True}, "lr": 1e-3,
+        "batch_size": 2, "max_steps": 2, "log_every": 1,
+        "data": {"type": "sim", "num_frames": 4, "mix": {"stream_window": 0.5, "video_alert": 0.5}}}]}
+    final = train(recipe, tmp_path / "run", init=tiny_ckpt)
+    assert (final / "config.json").is_file() and load_vila(final) is not None
+
+
+def test_out_of_world_frames_are_answered_unfamiliar_without_alert(tiny_ckpt):
+    import numpy as np
+
+    from vila_ros.sim.unfamiliar import KINDS, unfamiliar_frame
+    from vila_ros.tools.stream_scoring import well_formed
+
+    model = load_vila(tiny_ckpt)
+    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                      mix={"unfamiliar": 1.0})
+    answers = set()
+    for i in range(12):
+        conv, frames, kind = ds.conversation(i)
+        assert kind == "unfamiliar" and 1 <= len(frames) <= 8 and frames[0].shape == (56, 56, 3)
+        answers.add((conv[0]["value"].split("\n")[-1], conv[1]["value"]))
+    assert answers == {(tasks.DESCRIBE_PROMPT, tasks.UNFAMILIAR_SCENE), (tasks.ALERT_PROMPT, tasks.NO_ALERT_ANSWER)}
+    rng = np.random.default_rng(0)
+    for kind in KINDS:  # none of them is the dark of a covered lens
+        assert unfamiliar_frame(rng, 64, kind).max() >= 120
+    assert well_formed(tasks.UNFAMILIAR_SCENE) is not None

@@ -1,0 +1,113 @@
+"""The AskScene action: a long question answered with the partial answer streamed as feedback, cancellable.
+
+It goes through the worker's query path (the same refusals, window and model turn as QueryScene), with the engine's
+token callback publishing feedback and turning a cancel request into a stop at the next token step. Goals share the
+services' waiting limit (`query_max_waiting`): each running goal holds an executor thread, like a waiting query.
+A client that disappears mid-goal costs nothing more than its goal: generation finishes (or stops at
+`query_timeout_s`) and the result is kept for nobody, as rclpy does for every goal.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any, Callable
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+
+from vila_ros.action import AskScene
+from vila_ros.ros.conversion import ns_to_stamp
+from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
+
+
+class AskSceneAction:
+    def __init__(self, node: Any, get_worker: Callable[[], InferenceWorker | None], parameter: Callable[[str], Any],
+                 unconfigured_reason: Callable[[], str], callback_group: Any) -> None:
+        self._get_worker = get_worker
+        self._parameter = parameter
+        self._unconfigured_reason = unconfigured_reason
+        self._log_error = node.get_logger().error
+        self._lock = threading.Lock()
+        self.running = 0
+        self.server = ActionServer(node, AskScene, "~/ask_scene", execute_callback=self._execute,
+                                   goal_callback=self._on_goal, cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                   callback_group=callback_group)
+
+    def _on_goal(self, goal: Any) -> GoalResponse:
+        # Refusals here reach the client at once; the ones that need the worker come back as a failed result.
+        with self._lock:
+            if self.running >= self._parameter("query_max_waiting"):
+                return GoalResponse.REJECT
+            self.running += 1
+        return GoalResponse.ACCEPT
+
+    def _execute(self, goal_handle: Any) -> Any:
+        started = time.perf_counter()
+        result = AskScene.Result()
+        try:
+            self._answer(goal_handle, result)
+        except Exception as error:  # noqa: BLE001 - an exception escaping an action callback ends the node's spin
+            self._log_error(f"AskScene failed unexpectedly: {type(error).__name__}: {error}")
+            result.success, result.error_message = False, f"internal error: {type(error).__name__}: {error}"
+        finally:
+            with self._lock:
+                self.running -= 1
+        result.latency_ms = (time.perf_counter() - started) * 1000.0
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif result.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _answer(self, goal_handle: Any, result: Any) -> None:
+        goal = goal_handle.request
+        result.success = False
+        worker = self._get_worker()
+        if worker is None:
+            result.error_message = self._unconfigured_reason()
+            return
+        limit = self._parameter("query_max_question_chars")
+        if not goal.question.strip() or len(goal.question) > limit:
+            result.error_message = ("the question is empty" if not goal.question.strip() else
+                                    f"the question is too long: {len(goal.question)} characters, at most {limit} "
+                                    "(query_max_question_chars)")
+            return
+        partial: list[str] = []
+        count = [0]
+
+        def on_token(token_id: int, text: str) -> bool:
+            if token_id >= 0:
+                count[0] += 1
+            if text:
+                partial.append(text)
+                goal_handle.publish_feedback(AskScene.Feedback(partial_answer="".join(partial),
+                                                               generated_tokens=count[0]))
+            return goal_handle.is_cancel_requested or not goal_handle.is_active
+
+        timeout = self._parameter("query_timeout_s")
+        query = SceneQuery(goal.question, goal.camera, goal.window_seconds, goal.window_frames, goal.max_new_tokens,
+                           deadline=time.monotonic() + timeout, json_schema=goal.json_schema, on_token=on_token)
+        future = worker.submit_query(query)
+        try:
+            answer = future.result(timeout=timeout)
+        except FutureTimeoutError:
+            future.cancel()
+            result.error_message = f"timed out waiting for the model after {timeout:g} s"
+            return
+        except QueryError as error:
+            result.error_message = str(error)
+            return
+        except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
+            result.error_message = f"inference failed: {type(error).__name__}: {error}"
+            return
+        finally:
+            result.answer = "".join(partial).strip()  # what was streamed, also when cancelled
+        result.success = True
+        result.answer = answer.answer
+        result.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
+        result.frame_cameras = [f.camera for f in answer.frames]
+        timings = answer.timings
+        result.vision_ms, result.prefill_ms, result.decode_ms = timings.vision_ms, timings.prefill_ms, timings.decode_ms
+        result.generated_tokens = timings.generated_tokens

@@ -1,0 +1,145 @@
+"""The model's alert probabilities on a stream: per alert check the node runs, the probability of each category as
+the reply (`engine.answer_scores`), against the window's truth (is the category's event visible in the window's
+frames). Calibration (reliability diagram, expected calibration error) and per-category thresholds (the best
+per-check F1 on the split, chosen on `stream_val`).
+
+`ProbabilityProbe` wraps the engine the worker calls: the worker, its prompts and windows are the node's, and the
+probe adds the probabilities of the same prompt on the same features. The node itself does not act on them yet.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from vila_ros import tasks
+from vila_ros.sim.streams import frame_times, scenario_of
+
+BINS = 10
+THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
+
+
+class ProbabilityProbe:
+    """The engine, plus the category probabilities of every alert-prompt call (`pending` until assigned frames)."""
+
+    def __init__(self, engine: Any, alert_prompt: str = tasks.ALERT_PROMPT,
+                 categories: Sequence[str] = tasks.CATEGORY_NAMES) -> None:
+        self.engine = engine
+        self.alert_prompt = alert_prompt
+        self.categories = tuple(categories)
+        self.pending: list[tuple[list[int], dict[str, float]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def generate(self, question, image_features, config=None, on_token=None):
+        from vila_ros.engine.answer_scores import answer_probabilities
+
+        result = self.engine.generate(question, image_features, config, on_token)
+        if question == self.alert_prompt:
+            answers = (tasks.NO_ALERT_ANSWER, *self.categories)
+            values = answer_probabilities(self.engine, question, image_features, answers)
+            self.pending.append(([id(f) for f in image_features], dict(zip(answers, values))))
+        return result
+
+    def take(self, camera: str, frames: Sequence[Any]) -> list[dict]:
+        """The pending probabilities as check records of `camera`, their windows found among `frames`."""
+        stamps = {id(f.features): f.stamp_ns for f in frames if f.features is not None}
+        records = [{"camera": camera, "stamps_ns": [stamps[i] for i in ids if i in stamps], "probabilities": p}
+                   for ids, p in self.pending]
+        self.pending = []
+        return [r for r in records if r["stamps_ns"]]
+
+
+def labelled(cameras: dict[str, dict], checks: list[dict]) -> list[tuple[str, float, bool]]:
+    """(category, probability, the category's event visible in the window) for every check within one scene and
+    every category of that scene's family."""
+    out = []
+    for check in checks:
+        segments = cameras[check["camera"]]["segments"]
+        seen = [next((s for s in segments if s["start_ns"] <= t < s["end_ns"]), segments[-1])
+                for t in check["stamps_ns"]]
+        if len({s["index"] for s in seen}) > 1:
+            continue
+        scenario = scenario_of(seen[-1])
+        if scenario is None:
+            continue
+        present = {e["category"] for e in scenario.events_in(frame_times(seen[-1], check["stamps_ns"]))}
+        for category in tasks.categories_for(scenario.family):
+            out.append((category, float(check["probabilities"].get(category, 0.0)), category in present))
+    return out
+
+
+def calibration(pairs: list[tuple[str, float, bool]]) -> dict:
+    bins = [{"count": 0, "mean_probability": 0.0, "positive_rate": 0.0} for _ in range(BINS)]
+    for _, p, label in pairs:
+        b = bins[min(BINS - 1, int(p * BINS))]
+        b["count"] += 1
+        b["mean_probability"] += p
+        b["positive_rate"] += label
+    for b in bins:
+        if b["count"]:
+            b["mean_probability"] /= b["count"]
+            b["positive_rate"] /= b["count"]
+    total = len(pairs)
+    ece = sum(b["count"] / total * abs(b["mean_probability"] - b["positive_rate"]) for b in bins) if total else None
+    return {"pairs": total, "positives": sum(label for _, _, label in pairs), "ece": ece, "bins": bins}
+
+
+def f1_at(pairs: list[tuple[str, float, bool]], threshold: float) -> tuple[float, float, float]:
+    tp = sum(1 for _, p, label in pairs if p >= threshold and label)
+    fp = sum(1 for _, p, label in pairs if p >= threshold and not label)
+    fn = sum(1 for _, p, label in pairs if p < threshold and label)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return (2 * precision * recall / (precision + recall) if precision + recall else 0.0), precision, recall
+
+
+def choose_thresholds(pairs: list[tuple[str, float, bool]]) -> dict[str, float]:
+    """Per category, the threshold of the best per-check F1 (ties: the higher threshold); 0.5 without positives."""
+    chosen = {}
+    for category in tasks.CATEGORY_NAMES:
+        own = [pair for pair in pairs if pair[0] == category]
+        if not any(label for _, _, label in own):
+            chosen[category] = 0.5
+            continue
+        chosen[category] = max(THRESHOLDS, key=lambda t: (f1_at(own, t)[0], t))
+    return chosen
+
+
+def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None) -> dict:
+    pairs = labelled(cameras, checks)
+    chosen = thresholds or choose_thresholds(pairs)
+    per_category = {}
+    for category in tasks.CATEGORY_NAMES:
+        own = [pair for pair in pairs if pair[0] == category]
+        if own:
+            f1, precision, recall = f1_at(own, chosen[category])
+            per_category[category] = {"checks": len(own), "positives": sum(x[2] for x in own),
+                                      "threshold": chosen[category], "f1": f1, "precision": precision,
+                                      "recall": recall, "ece": calibration(own)["ece"]}
+    return {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
+
+
+def write(out_dir: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "calibration.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "alert_thresholds.json").write_text(json.dumps(result["thresholds"], indent=1))
+    bins = [b for b in result["calibration"]["bins"] if b["count"]]
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="0.6", lw=1)
+    axis.plot([b["mean_probability"] for b in bins], [b["positive_rate"] for b in bins], "o-")
+    for b in bins:
+        axis.annotate(str(b["count"]), (b["mean_probability"], b["positive_rate"]), fontsize=7)
+    axis.set_xlabel("model probability of the category")
+    axis.set_ylabel("fraction of windows showing it")
+    ece = result["calibration"]["ece"]
+    axis.set_title("reliability" + ("" if ece is None else f" (ECE {ece:.3f})"))
+    figure.tight_layout()
+    figure.savefig(out_dir / "reliability.png", dpi=100)
+    plt.close(figure)
