@@ -35,5 +35,8 @@ setup(
         # `vila-ros serve` and the remote engine (engine: openai).
         "serve": ["fastapi>=0.110", "uvicorn>=0.30", "openai>=1.40", "httpx>=0.27"],
     },
-    entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main"]},
+    # The same programs as CMake installs (vila_ros/entry_points.py); the nodes need the ROS interfaces too.
+    entry_points={"console_scripts": ["vila-ros = vila_ros.cli:main",
+                                      "perception_node = vila_ros.ros.perception_node:main",
+                                      "replay_node = vila_ros.tools.replay:main"]},
 )

@@ -2,11 +2,13 @@
 never gives anything but `ImageDecodeError`."""
 import cv2
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 
 from vila_ros.ros.conversion import (
+    MAX_STAMP_NS,
     ImageDecodeError,
     compressed_to_rgb,
     image_to_rgb,
@@ -80,7 +82,7 @@ def test_yuv_decodes_to_rgb_of_the_right_shape(size, encoding, pad):
 
 @SETTINGS
 @given(size=sizes, seed=st.integers(0, 2**32 - 1), encoding=st.sampled_from(["rgb8", "bgr8"]),
-       stamp=st.integers(0, 2**62), frame_id=st.text(max_size=20))
+       stamp=st.integers(0, MAX_STAMP_NS), frame_id=st.text(max_size=20))
 def test_rgb_to_image_round_trip(size, seed, encoding, stamp, frame_id):
     rgb = np.random.default_rng(seed).integers(0, 256, size + (3,), dtype=np.uint8)
     msg = rgb_to_image(rgb, stamp, frame_id, encoding)
@@ -168,3 +170,8 @@ def test_mutated_jpeg_and_png_decode_or_raise_image_decode_error(which, data):
     except ImageDecodeError:
         return
     assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8
+
+
+def test_stamps_beyond_ros_time_are_refused_not_wrapped():
+    with pytest.raises(ValueError, match="outside the range"):
+        rgb_to_image(np.zeros((1, 1, 3), np.uint8), MAX_STAMP_NS + 1, "")

@@ -35,3 +35,28 @@ def test_launch_description_builds_where_launch_is_installed():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+def test_the_nodes_are_installed_on_path_and_for_ros2_run():
+    """CMake installs perception_node and replay_node into lib/vila_ros (ros2 run) and bin (PATH); setup.py's
+    console scripts name the same functions as vila_ros/entry_points.py."""
+    import re
+    import sys
+
+    from vila_ros.entry_points import ENTRY_POINTS
+
+    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
+    installs = re.findall(r"install\(PROGRAMS ([^)]*) DESTINATION (\S+)\)", cmake)
+    destinations = {dest: programs for programs, dest in installs}
+    for program in ("perception_node", "replay_node"):
+        assert f"/{program}" in destinations["lib/${PROJECT_NAME}"] and f"/{program}" in destinations["bin"]
+    setup = (REPO_ROOT / "setup.py").read_text()
+    for name, target in ENTRY_POINTS.items():
+        assert f'"{name} = {target}"' in setup, name
+    # Where this venv was built from this CMakeLists (make build), the programs are on its PATH.
+    venv_bin = pathlib.Path(sys.executable).parent
+    stamp = venv_bin.parent / ".stamp-build"
+    if not stamp.is_file() or stamp.stat().st_mtime < (REPO_ROOT / "CMakeLists.txt").stat().st_mtime:
+        pytest.skip("this venv was not built from this CMakeLists.txt (make build)")
+    for program in ("perception_node", "replay_node"):
+        assert (venv_bin / program).is_file(), program

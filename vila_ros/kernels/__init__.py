@@ -8,7 +8,8 @@
 
 They need x86-64 with AVX-512 BF16 and VNNI (Zen 4 and later, Sapphire Rapids and later), a C++ compiler and
 ninja; torch's extension loader builds them on first use (about 30 s on 2 cores) into ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``) and later processes load the cached build. Where any of that is missing everything
+``~/.cache/torch_extensions``) and later processes load the cached build, whichever copy of the source (checkout or
+install) they import: the build is keyed by the source's content, not its path. Where any of that is missing everything
 runs on aten's kernels instead: same results to rounding, slower. ``VILA_ROS_CPU_KERNELS``: ``auto`` (default),
 ``off`` (always aten), ``require`` (fail loudly instead of falling back: benchmarks and tests of the kernels).
 
@@ -77,12 +78,38 @@ def _build() -> tuple[ModuleType | None, str | None]:
     try:
         from torch.utils.cpp_extension import load
 
-        module = load("vila_ros_cpu_kernels", [str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
-                      verbose=False)
+        name, source = _staged_source()
+        module = load(name, [str(source)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
     except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: all mean "use aten"
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return None, f"build failed: {type(error).__name__}: {last_line}"
     return module, None
+
+
+def _extensions_root() -> pathlib.Path:
+    # torch's own default (~/.cache/torch_extensions), or where TORCH_EXTENSIONS_DIR points.
+    return pathlib.Path(os.environ.get("TORCH_EXTENSIONS_DIR") or pathlib.Path.home() / ".cache" / "torch_extensions")
+
+
+def _staged_source() -> tuple[str, pathlib.Path]:
+    """(extension name, source path) that depend only on the source's content and the flags.
+
+    torch's loader rebuilds whenever the ninja file changes, and that names the source by its path: a checkout
+    (`make build` runs `python -m vila_ros.kernels` from the source tree) and the installed copy (what
+    `perception_node` imports), or two checkouts, would rebuild the same code in turn for ~30-50 s each. A copy
+    under a content-addressed path, and a name carrying the same hash, give every process the one build."""
+    import hashlib
+
+    code = _SOURCE.read_bytes()
+    digest = hashlib.sha256(code + repr((_CFLAGS, _LDFLAGS)).encode()).hexdigest()[:12]
+    directory = _extensions_root() / "vila_ros_sources" / digest
+    source = directory / _SOURCE.name
+    if not source.is_file() or source.read_bytes() != code:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".{_SOURCE.name}.{os.getpid()}"
+        partial.write_bytes(code)
+        os.replace(partial, source)  # atomic: a concurrent build never compiles half a file
+    return f"vila_ros_cpu_kernels_{digest}", source
 
 
 def cpu_kernels() -> ModuleType | None:

@@ -14,7 +14,14 @@ from typing import Any, Callable
 from sensor_msgs.msg import CompressedImage
 
 from vila_ros.ros import cdr
-from vila_ros.ros.conversion import ImageDecodeError, compressed_to_rgb, image_to_rgb, shrink, stamp_to_ns
+from vila_ros.ros.conversion import (
+    MAX_STAMP_NS,
+    ImageDecodeError,
+    compressed_to_rgb,
+    image_to_rgb,
+    shrink,
+    stamp_to_ns,
+)
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.parameters import CameraSpec
 
@@ -49,15 +56,20 @@ class Camera:
         camera is not silent while nobody listened."""
         return now - max(since, self.last_frame_s if self.last_frame_s is not None else since)
 
-    def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int) -> Ingested:
-        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp."""
+    def ingest(self, msg: Any, clock_ns: Callable[[], int], max_side: int, max_future_ns: int = 0) -> Ingested:
+        """Decide, decode and buffer one image message; `clock_ns` stamps images that carry no stamp. A stamp
+        outside ROS time, or (`max_future_ns` > 0) further ahead of the node's clock than that, drops the frame:
+        one such frame would otherwise reset the buffer's grid and poison every window after it."""
         self.last_frame_s = time.monotonic()
-        stamp_ns, warning, key = self._stamp(stamp_to_ns(msg.header.stamp), clock_ns)
+        stamp_ns, warning, key, dropped = self._stamp(stamp_to_ns(msg.header.stamp), clock_ns, max_future_ns)
+        if dropped is not None:
+            return dropped
         if not self.buffer.wants(stamp_ns):
             return Ingested("skipped", stamp_ns, warning, key)
         return self._keep(msg, stamp_ns, max_side, warning, key)
 
-    def ingest_serialized(self, data: bytes, clock_ns: Callable[[], int], max_side: int) -> Ingested:
+    def ingest_serialized(self, data: bytes, clock_ns: Callable[[], int], max_side: int,
+                          max_future_ns: int = 0) -> Ingested:
         """`ingest` for a serialized Image or CompressedImage (`spec.compressed` says which): a skipped frame costs
         a read of its stamp; malformed bytes are a bad frame like an undecodable image."""
         self.last_frame_s = time.monotonic()
@@ -65,7 +77,9 @@ class Camera:
             raw_stamp = cdr.read_stamp_ns(data)
         except ImageDecodeError as error:
             return self._bad(str(error), clock_ns(), received=True)
-        stamp_ns, warning, key = self._stamp(raw_stamp, clock_ns)
+        stamp_ns, warning, key, dropped = self._stamp(raw_stamp, clock_ns, max_future_ns)
+        if dropped is not None:
+            return dropped
         if not self.buffer.wants(stamp_ns):
             return Ingested("skipped", stamp_ns, warning, key)
         try:
@@ -74,10 +88,26 @@ class Camera:
             return self._bad(str(error), stamp_ns)
         return self._keep(msg, stamp_ns, max_side, warning, key)
 
-    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int]) -> tuple[int, str, str]:
+    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int],
+               max_future_ns: int) -> tuple[int, str, str, Ingested | None]:
+        """(stamp, warning, warning key, the outcome of a dropped frame or None). A nanosec of a second or more is
+        carried into sec, as everywhere downstream (messages, answers, the event log all derive from this ns)."""
+        if not 0 <= stamp_ns <= MAX_STAMP_NS:
+            text = f"header.stamp ({stamp_ns} ns) is outside ROS time (0 .. {MAX_STAMP_NS} ns)"
+            return self._drop(text, "bad_stamps", "stamp")
+        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
         if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
-            return clock_ns(), f"camera {self.name}: images have no header stamp; using receipt time", "stamp"
-        return stamp_ns, "", ""
+            return now_ns, f"camera {self.name}: images have no header stamp; using receipt time", "stamp", None
+        # now_ns 0: simulated time before the first /clock message, when every stamp would be "ahead".
+        if max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
+            text = (f"header.stamp is {(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node's clock "
+                    f"(stamp_max_future_s: {max_future_ns / 1e9:g} s)")
+            return self._drop(text, "future_stamps", "future")
+        return stamp_ns, "", "", None
+
+    def _drop(self, text: str, counter: str, key: str) -> tuple[int, str, str, Ingested]:
+        self.buffer.record_error(text, received=True, counter=counter)
+        return 0, "", "", Ingested("error", 0, f"camera {self.name}: dropped a frame: {text}", key)
 
     def _bad(self, error: str, stamp_ns: int, received: bool = False) -> Ingested:
         self.buffer.record_error(error, received)
@@ -93,3 +123,24 @@ class Camera:
         self.buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
         self.frame_id = msg.header.frame_id
         return Ingested("kept", stamp_ns, warning, key)
+
+    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int],
+               max_future_ns: int) -> tuple[int, str, str, Ingested | None]:
+        """(stamp, warning, warning key, the outcome of a dropped frame or None). A nanosec of a second or more is
+        carried into sec, as everywhere downstream (messages, answers, the event log all derive from this ns)."""
+        if not 0 <= stamp_ns <= MAX_STAMP_NS:
+            text = f"header.stamp ({stamp_ns} ns) is outside ROS time (0 .. {MAX_STAMP_NS} ns)"
+            return self._drop(text, "bad_stamps", "stamp")
+        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
+        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
+            return now_ns, f"camera {self.name}: images have no header stamp; using receipt time", "stamp", None
+        # now_ns 0: simulated time before the first /clock message, when every stamp would be "ahead".
+        if max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
+            text = (f"header.stamp is {(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node's clock "
+                    f"(stamp_max_future_s: {max_future_ns / 1e9:g} s)")
+            return self._drop(text, "future_stamps", "future")
+        return stamp_ns, "", "", None
+
+    def _drop(self, text: str, counter: str, key: str) -> tuple[int, str, str, Ingested]:
+        self.buffer.record_error(text, received=True, counter=counter)
+        return 0, "", "", Ingested("error", 0, f"camera {self.name}: dropped a frame: {text}", key)

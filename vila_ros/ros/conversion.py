@@ -44,11 +44,33 @@ class ImageDecodeError(ValueError):
     """A camera message that cannot be turned into an RGB frame."""
 
 
+# builtin_interfaces/Time holds sec as int32: the latest stamp a message can carry.
+MAX_STAMP_NS = (2**31 - 1) * NANOSECONDS + NANOSECONDS - 1
+
+
+class StampError(ValueError):
+    """A stamp outside ROS time: negative, or nanosec not below one second."""
+
+
 def stamp_to_ns(stamp: Time) -> int:
     return int(stamp.sec) * NANOSECONDS + int(stamp.nanosec)
 
 
+def checked_stamp_ns(stamp: Time, what: str = "stamp") -> int:
+    """`stamp` in nanoseconds, or StampError when it is not a valid ROS time (so nothing derived from it can come
+    back wrapped or differ between a message and the event log)."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0:
+        raise StampError(f"{what} is before 1970 (sec {sec}): not a valid ROS time")
+    if nanosec >= NANOSECONDS:
+        raise StampError(f"{what} has nanosec {nanosec}: must be below 1000000000")
+    return sec * NANOSECONDS + nanosec
+
+
 def ns_to_stamp(nanoseconds: int) -> Time:
+    """A Time message; ValueError outside what one can hold (0 .. MAX_STAMP_NS), never a wrapped value."""
+    if not 0 <= nanoseconds <= MAX_STAMP_NS:
+        raise ValueError(f"{nanoseconds} ns is outside the range of builtin_interfaces/Time")
     sec, nanosec = divmod(int(nanoseconds), NANOSECONDS)
     return Time(sec=sec, nanosec=nanosec)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -23,6 +24,10 @@ from vila_ros.ros.retry import JobHealth, JobKey
 from vila_ros.ros.worker import InferenceWorker
 
 JOB_KINDS = ("alerts", "describe")
+# Said at start (log) and on /diagnostics while the embedded default model runs: on real photographs it describes
+# a road and raises alerts with full confidence, and nothing else would tell the user why.
+EMBEDDED_MODEL_NOTE = ("the embedded default model knows only the simulated road and warehouse worlds of this "
+                       "package; real cameras need a real VILA checkpoint (set model_dir)")
 NODE_STATUS_NAME = "node"
 
 
@@ -56,6 +61,7 @@ class NodeView:
     model_dir: str
     silent_since: float | None  # monotonic time silence counts from, while stale cameras are watched; else None
     now: float  # time.monotonic()
+    window_s: float  # what "recent" means for a camera's level
     containers: dict[str, Any]  # objects whose container attributes are sized in "queues"
 
 
@@ -77,12 +83,13 @@ def statuses(view: NodeView) -> list[DiagnosticStatus]:
 def unconfigured_status(configure_error: str, model_dir: str) -> DiagnosticStatus:
     """Published instead of the camera and inference statuses while the node has no model."""
     status = DiagnosticStatus(name=NODE_STATUS_NAME, hardware_id=model_dir or "embedded default model")
+    note = {} if model_dir else {"model_note": EMBEDDED_MODEL_NOTE}
     if configure_error:
         status.level = DiagnosticStatus.ERROR
         status.message = f"unconfigured: configuration failed: {configure_error}"
     else:
         status.level, status.message = DiagnosticStatus.WARN, "unconfigured"
-    status.values = key_values(state="unconfigured", model_dir=model_dir, configure_error=configure_error)
+    status.values = key_values(state="unconfigured", model_dir=model_dir, configure_error=configure_error, **note)
     return status
 
 
@@ -90,16 +97,20 @@ def camera_status(camera: Camera, view: NodeView, health: dict[JobKey, JobHealth
     buffer, stats = camera.buffer, camera.buffer.stats
     silent = camera.silent_s(view.now, view.silent_since) if view.silent_since is not None else -1.0
     status = DiagnosticStatus(name=f"camera {camera.name}", hardware_id=camera.name)
+    recent = stats.recent_errors(view.now, view.window_s)
     if camera.stale_alert_id is not None:
         status.level, status.message = DiagnosticStatus.WARN, f"stale: no frames for {max(0.0, silent):.1f} s"
     elif stats.kept == 0:
         status.level, status.message = DiagnosticStatus.WARN, "no frames received"
-    elif stats.decode_errors:
-        status.level, status.message = DiagnosticStatus.WARN, f"decode errors: {stats.last_error}"
+    elif recent:  # judged on a window: a camera whose frames are good again is OK again
+        status.level = DiagnosticStatus.WARN
+        status.message = f"{recent} frames dropped in the last {view.window_s:g} s: {stats.last_error}"
     else:
         status.level, status.message = DiagnosticStatus.OK, "receiving"
     status.values = key_values(received=stats.received, kept=stats.kept, skipped_rate=stats.skipped_rate,
                                skipped_out_of_order=stats.skipped_out_of_order, decode_errors=stats.decode_errors,
+                               bad_stamps=stats.bad_stamps, future_stamps=stats.future_stamps,
+                               recently_dropped=recent, last_error=stats.last_error,
                                time_resets=stats.time_resets, buffered_frames=len(buffer), buffered_bytes=buffer.nbytes,
                                seconds_since_last_frame=round(silent, 2))
     status.values += camera_job_values(camera.name, health)
@@ -129,6 +140,9 @@ def inference_status(view: NodeView, health: dict[JobKey, JobHealth]) -> Diagnos
                                event_log_errors=log.errors if log else 0) + fault_values
     if log is not None and log.errors and status.level == DiagnosticStatus.OK:
         status.level, status.message = DiagnosticStatus.WARN, f"event log: {log.last_error}"
+    if not view.model_dir:
+        status.values += key_values(model_note=EMBEDDED_MODEL_NOTE)
+        status.message += " (embedded simulator-only model: real cameras need model_dir)"
     return status
 
 
@@ -201,3 +215,19 @@ def process_rss_bytes() -> int | None:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def node_view(node: Any) -> NodeView:
+    """The view of a PerceptionNode (read once: lifecycle transitions may swap its parts meanwhile)."""
+    from vila_ros.ros import parameters
+
+    engine, worker = node.engine, node.worker
+    return NodeView(
+        node_name=node.get_fully_qualified_name(), cameras=list(node.cameras.values()), worker=worker,
+        model_id=engine.model_id if engine is not None else "", event_log=node.event_log, stats=node.node_stats,
+        configure_error=node.configure_error, model_dir=parameters.value(node, "model_dir"),
+        silent_since=node.stale.since if node.stale_watched else None, now=time.monotonic(),
+        window_s=parameters.value(node, "diagnostics_window_s"),
+        containers={"node": node, "worker": worker, "tracker": worker.tracker if worker else None,
+                    "history": node.history, "overlay": node.overlay, "engine": getattr(engine, "inner", engine),
+                    "stats": node.node_stats})

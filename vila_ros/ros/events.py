@@ -9,7 +9,6 @@ travel with it, so whoever publishes it has nothing left to work out. No rclpy i
 """
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,15 +47,25 @@ def category_text(category: str) -> str:
 
 
 class AlertIds:
-    """Alert ids `<camera>/<category>/<n>`, n counting up from 1 per source: unique for the life of the source."""
+    """Alert ids `<camera>/<category>/<n>`, n counting up from 1 (or from `resume`): unique for the life of the
+    source. `run` ("" or a run id) goes before n, for a node without an event log to continue from."""
 
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
+    def __init__(self, run: str = "") -> None:
+        self._last = 0
         self._lock = threading.Lock()
+        self.run = run
+
+    def resume(self, after: int) -> None:
+        """Count on from `after` (the highest n a previous run used), so a restarted node never reuses an id; never
+        goes back."""
+        with self._lock:
+            self._last = max(self._last, after)
 
     def new(self, camera: str, category: str) -> str:
         with self._lock:
-            return f"{camera}/{category}/{next(self._counter)}"
+            self._last += 1
+            number = self._last
+        return f"{camera}/{category}/{self.run}-{number}" if self.run else f"{camera}/{category}/{number}"
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,12 @@ class _Track:
 class EventTracker:
     """Tracks of (camera, category). `settings` may be replaced at any time (live parameter changes)."""
 
-    def __init__(self, settings: TrackerSettings | None = None, **fields: Any) -> None:
-        """`settings`, or its fields as keywords: `EventTracker(confirm=2, clear=1)`."""
+    def __init__(self, settings: TrackerSettings | None = None, ids: AlertIds | None = None, **fields: Any) -> None:
+        """`settings`, or its fields as keywords: `EventTracker(confirm=2, clear=1)`; `ids`: shared with the node's
+        other alert sources (so one counter covers a whole run)."""
         self.settings = settings if settings is not None else TrackerSettings(**fields)
         self._tracks: dict[tuple[str, str], _Track] = {}
-        self._ids = AlertIds()
+        self._ids = ids or AlertIds()
 
     def update(self, camera: str, categories: Sequence[str], detected: Sequence[str], stamp_ns: int,
                evidence_stamps_ns: Sequence[int], text: str = "", frame_id: str = "",

@@ -9,6 +9,7 @@ so replayed bags and simulated time behave like live cameras. No rclpy in here.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +40,17 @@ class BufferStats:
     skipped_rate: int = 0  # arrived sooner than the clip rate needs
     skipped_out_of_order: int = 0
     decode_errors: int = 0
+    bad_stamps: int = 0  # not a valid ROS time
+    future_stamps: int = 0  # further ahead of the node's clock than its bound
     time_resets: int = 0
     evicted: int = 0
     last_error: str = ""
+    # time.monotonic() of recent dropped frames (any reason above): diagnostics judge a window, not the whole run
+    error_times: deque = field(default_factory=lambda: deque(maxlen=256))
+
+    def recent_errors(self, now: float, window_s: float) -> int:
+        """Frames dropped as unreadable within the last `window_s` seconds before `now` (monotonic)."""
+        return sum(1 for t in list(self.error_times) if now - t <= window_s)
 
 
 @dataclass
@@ -103,12 +112,14 @@ class CameraBuffer:
             self.stats.kept += 1
             self._evict()
 
-    def record_error(self, message: str, received: bool = False) -> None:
-        """A frame that could not be read; `received`: one `wants` never saw (its stamp was unreadable)."""
+    def record_error(self, message: str, received: bool = False, counter: str = "decode_errors") -> None:
+        """A dropped frame, counted by `counter` of the stats; `received`: one `wants` never saw."""
         with self._lock:
-            self.stats.received += int(received)
-            self.stats.decode_errors += 1
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+            if received:
+                self.stats.received += 1
             self.stats.last_error = message
+            self.stats.error_times.append(time.monotonic())
 
     def window(self, seconds: float = 0.0, max_frames: int = 0) -> list[Frame]:
         """The newest frames: those within `seconds` of the newest stamp (0 = all kept), at most `max_frames`."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from vila_ros.msg import CornerCaseAlert, SceneDescription
 from vila_ros.ros.conversion import ns_to_stamp, rgb_to_image, stamp_to_ns
@@ -15,7 +18,27 @@ from vila_ros.ros.events import AlertUpdate
 from vila_ros.ros.frame_buffer import Frame
 from vila_ros.ros.worker import Description
 
+# Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
+OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
 STATE_NAMES = ("BEGIN", "ONGOING", "END")
+
+
+def create_publishers(node: Any, parameter: Callable[[str], Any]) -> dict[str, Any]:
+    """The lifecycle publishers of a configured node, by key (description, description_text, alert, annotated);
+    `parameter(name)` reads the node's parameters. An empty annotated_image_topic turns that one off."""
+    # Alerts must reach subscribers that join late (a logger, an operator console): transient local.
+    alert_qos = QoSProfile(depth=parameter("alert_history_depth"), reliability=QoSReliabilityPolicy.RELIABLE,
+                           durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    description_topic = parameter("description_topic")
+    publishers = {}
+    for key, message_type, topic, qos in (
+            ("description", SceneDescription, description_topic, OUTPUT_QOS),
+            ("description_text", String, description_topic + "_text", OUTPUT_QOS),
+            ("alert", CornerCaseAlert, parameter("alert_topic"), alert_qos),
+            ("annotated", Image, parameter("annotated_image_topic"), 5)):
+        if topic:
+            publishers[key] = node.create_lifecycle_publisher(message_type, topic, qos)
+    return publishers
 SEVERITY_NAMES = ("INFO", "WARNING", "CRITICAL")
 
 

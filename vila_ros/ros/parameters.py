@@ -1,6 +1,7 @@
 """The perception node's parameters: declared with descriptions and ranges, read into plain settings."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,13 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
                             (1, 100000), True),
     "annotated_image_topic": ("~/annotated_image", "Latest frame with description and active alerts drawn; "
                               "empty = off.", None, True),
-    "event_log_path": ("~/.ros/vila_ros/alerts.jsonl", "Every alert appended as a JSON line; empty = off.", None, True),
+    "event_log_path": ("$ROS_HOME/vila_ros/alerts.jsonl", "Every alert appended as a JSON line; empty = off. "
+                       "$ROS_HOME is the ROS_HOME environment variable, or ~/.ros without it. A restarted node "
+                       "continues its alert ids from this log and ENDs the alerts it left open.", None, True),
+    "stamp_max_future_s": (10.0, "Frames stamped further ahead of the node's clock than this are dropped and "
+                           "counted (future_stamps on /diagnostics); 0 = no bound.", (0.0, 1.0e9), True),
+    "diagnostics_window_s": (10.0, "A camera's /diagnostics level reflects the frames of this many seconds: it "
+                             "returns to OK once no frame has been dropped for that long.", (0.5, 3600.0), True),
     "stale_after_s": (2.0, "A camera silent this long (wall time) is reported stale (diagnostics + sensor_stale "
                       "alert); 0 = off.", (0.0, 3600.0), True),
     "history_size": (1000, "Descriptions and alerts kept per kind for QueryEvents.", (1, 1000000), True),
@@ -109,6 +116,41 @@ def declare_parameters(node: Node) -> None:
 
 def value(node: Node, name: str):
     return node.get_parameter(name).value
+
+
+def resolve_log_path(text: str) -> str:
+    """`event_log_path` with a leading $ROS_HOME (or ${ROS_HOME}) replaced as ROS itself does (the ROS_HOME
+    environment variable, else ~/.ros) and ~ expanded; "" stays "" (off)."""
+    if not text:
+        return ""
+    for variable in ("${ROS_HOME}", "$ROS_HOME"):
+        if text.startswith(variable):
+            text = (os.environ.get("ROS_HOME") or "~/.ros") + text[len(variable):]
+            break
+    return os.path.expanduser(text)
+
+
+# What rclpy's type names mean to someone typing `ros2 param set` (it says "expected 'Type.DOUBLE' got ...").
+_TYPE_WORDS = {1: "a bool (true or false)", 2: "an integer (e.g. 2)", 3: "a double (with a decimal point, e.g. 1.0)",
+               4: "a string", 5: "a byte array", 6: "a bool array", 7: "an integer array (e.g. [1, 2])",
+               8: "a double array (e.g. [1.0, 2.0])", 9: "a string array (e.g. [a, b])", 0: "not set"}
+
+
+def explain_refusal(node: Node, changed: list, reason: str) -> str:
+    """rclpy's own refusal `reason` (wrong type, read-only) of setting `changed`, said with the parameter's name,
+    the type it needs and what it is for."""
+    for parameter in changed:
+        if not node.has_parameter(parameter.name):
+            continue
+        descriptor = node.describe_parameter(parameter.name)
+        if reason.startswith("Trying to set a read-only") and descriptor.read_only:
+            return (f"{parameter.name} is read only while the node runs: set it at start (-p {parameter.name}:=... "
+                    f"or the parameters file). {descriptor.description} (rclpy: {reason})")
+        if reason.startswith("Wrong parameter type") and parameter.type_.value != descriptor.type:
+            return (f"{parameter.name} must be {_TYPE_WORDS.get(descriptor.type, descriptor.type)}, got "
+                    f"{_TYPE_WORDS.get(parameter.type_.value, parameter.type_.value)} {parameter.value!r}. "
+                    f"{descriptor.description} (rclpy: {reason})")
+    return reason
 
 
 @dataclass(frozen=True)
@@ -215,16 +257,18 @@ def apply_change(node: Node, worker: InferenceWorker | None, engine: Any, change
     """Check a live parameter change (`changed`: the rclpy Parameters about to be set) and, when valid, hand the new
     settings to the worker and its tracker (`engine`: the node's, for its frame count). Returns why the change is
     refused, or "" when it is accepted."""
-    if worker is None or engine is None:
-        return ""  # unconfigured: configure reads and checks everything
     overrides = {p.name: p.value for p in changed}
+    configured = worker is not None and engine is not None
     frozen = sorted(CONFIGURE_TIME & overrides.keys())
-    if frozen:
+    if frozen and configured:
         return f"{', '.join(frozen)} can be set only while the node is unconfigured (deactivate and clean up first)"
+    # The same checks in every lifecycle state: a value refused while active is refused while unconfigured too,
+    # instead of making the next configure fail.
     try:
-        settings = worker_settings(node, engine.num_video_frames, overrides)
+        settings = worker_settings(node, engine.num_video_frames if configured else 1, overrides)
         tracker = tracker_settings(node, overrides)
     except ValueError as error:
         return str(error)
-    worker.settings, worker.tracker.settings = settings, tracker
+    if configured:
+        worker.settings, worker.tracker.settings = settings, tracker
     return ""

@@ -31,23 +31,29 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from vila_ros.msg import CornerCaseAlert, SceneDescription
-from vila_ros.ros import diagnostics, parameters
+from vila_ros.msg import CornerCaseAlert
+from vila_ros.ros import diagnostics, parameters, restart
 from vila_ros.ros.ask_action import AskSceneAction
 from vila_ros.ros.camera import Camera
-from vila_ros.ros.events import AlertUpdate, EventTracker
+from vila_ros.ros.events import AlertIds, AlertUpdate, EventTracker
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
+from vila_ros.ros.guard import Throttled, guarded, guarded_transition
 from vila_ros.ros.history import History
 from vila_ros.ros.ingest import IngestExecutor
 from vila_ros.ros.node_stats import NodeStats, TimedEngine
-from vila_ros.ros.outputs import STATE_NAMES, EventLog, Overlay, alert_message, alert_record, description_message
-from vila_ros.ros.query_service import EventQueryService, SceneQueryService
+from vila_ros.ros.outputs import (
+    STATE_NAMES,
+    EventLog,
+    Overlay,
+    alert_message,
+    alert_record,
+    create_publishers,
+    description_message,
+)
+from vila_ros.ros.query_service import EventQueryService, SceneQueryService, create_services
 from vila_ros.ros.stale import StaleMonitor
 from vila_ros.ros.worker import Description, InferenceWorker
-from vila_ros.srv import QueryEvents, QueryScene
 
-# Outputs are few and each one matters: reliable, with room for a subscriber that is briefly slow.
-OUTPUT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
 GIL_SWITCH_INTERVAL_S = 0.001
 log = logging.getLogger("vila_ros.perception_node")
 
@@ -63,61 +69,71 @@ class PerceptionNode(LifecycleNode):
         self.node_stats: NodeStats | None = None
         self.event_log: EventLog | None = None
         self.overlay = Overlay()
-        self.stale = StaleMonitor(parameters.value(self, "stale_after_s"))
+        self.alert_ids = AlertIds()  # one counter for every alert source; continued from the event log
+        self._restart_ends: list[AlertUpdate] = []  # ENDs of alerts a previous run left open, sent at activate
+        self.stale = StaleMonitor(parameters.value(self, "stale_after_s"), self.alert_ids)
         self.ingest = IngestExecutor(self)
         self._outputs: dict[str, object] = {}
         self._stale_timer = None
         self._alert_lock = threading.Lock()  # the stale timer against lifecycle transitions
-        self._configure_error = ""
+        self.configure_error = ""
         self._frame_max_side = parameters.value(self, "frame_max_side")  # read-only: read once, not per frame
-        self._last_warning: dict[str, float] = {}
+        self._max_future_ns = int(parameters.value(self, "stamp_max_future_s") * 1e9)
+        log_error = self.get_logger().error
+        self._warn_throttled = Throttled(self.get_logger().warning)  # per-camera warnings, at most every 5 s
         # Diagnostics live as long as the node: an operator must see why a configure failed.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(parameters.value(self, "diagnostics_period_s"),
-                                                    self._publish_diagnostics)
-        # The services live as long as the node, answering "not configured" (and why) without a model: destroying
-        # a service while one of its callbacks runs makes send_response raise in the executor, which ends the node.
-        # Deep queues: Fast DDS keeps only `depth` unread requests (and responses) and drops the oldest.
-        service_qos = QoSProfile(depth=parameters.value(self, "service_qos_depth"),
-                                 reliability=QoSReliabilityPolicy.RELIABLE)
+                                                    guarded("diagnostics", self._publish_diagnostics,
+                                                            log_error=log_error))
         self._on_query_scene = SceneQueryService(lambda: self.worker, lambda name: parameters.value(self, name),
-                                                 self._unconfigured_reason, self.get_logger().error)
-        group = ReentrantCallbackGroup()
-        self._query_services = [
-            self.create_service(QueryScene, "~/query_scene", self._on_query_scene, qos_profile=service_qos,
-                                callback_group=group),
-            self.create_service(QueryEvents, "~/query_events", EventQueryService(self.history), qos_profile=service_qos,
-                                callback_group=group)]
+                                                 self._unconfigured_reason, log_error)
+        events = EventQueryService(self.history, self._now_ns)
+        group = ReentrantCallbackGroup()  # a waiting query or goal never blocks the rest
+        self._query_services = create_services(self, self._on_query_scene, events,
+                                               parameters.value(self, "service_qos_depth"), log_error, group)
         self._ask_scene = AskSceneAction(self, lambda: self.worker, lambda name: parameters.value(self, name),
                                          self._unconfigured_reason, group)
-        self.add_on_set_parameters_callback(self._validate_parameter_change)
+        self.add_on_set_parameters_callback(guarded(
+            "parameters", self._validate_parameter_change, log_error=log_error,
+            on_error=lambda text: SetParametersResult(successful=False, reason=text)))
 
     @property
     def buffers(self) -> dict[str, CameraBuffer]:
         return {name: camera.buffer for name, camera in self.cameras.items()}
 
+    @property
+    def stale_watched(self) -> bool:
+        return self._stale_timer is not None
+
     def destroy_node(self) -> None:
-        self._stop_processing()
-        self._end_alerts("the perception node was destroyed")
-        self._release()
+        self._stop_all("the perception node was destroyed")
         self.ingest.destroy()
         super().destroy_node()
 
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """What the parameter services call: rclpy's own refusals (type, read-only) explained."""
+        result = super().set_parameters_atomically(parameter_list)
+        if not result.successful:
+            result.reason = parameters.explain_refusal(self, parameter_list, result.reason)
+        return result
+
     # ------------------------------------------------------------------------------------------- lifecycle
+    @guarded_transition("configure")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             specs = parameters.camera_specs(self)
             # A TimedEngine: its model clock splits latency into model and node time.
             self.engine = TimedEngine(parameters.load_engine(self))
             settings = parameters.worker_settings(self, self.engine.num_video_frames)
-            tracker = EventTracker(parameters.tracker_settings(self))
+            tracker = EventTracker(parameters.tracker_settings(self), self.alert_ids)
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
             # CheckpointError messages name the file at fault; the type says what kind of fault it is.
-            self._configure_error = f"{type(error).__name__}: {error}"
-            self.get_logger().error(f"configuration failed: {self._configure_error}")
+            self.configure_error = f"{type(error).__name__}: {error}"
+            self.get_logger().error(f"configuration failed: {self.configure_error}")
             self.engine = None
             return TransitionCallbackReturn.FAILURE
-        self._configure_error = ""
+        self.configure_error = ""
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.cameras = {spec.name: Camera(spec, CameraBuffer(
             spec.name, 1.0 / spec.clip_fps, parameters.value(self, "buffer_seconds"),
@@ -125,24 +141,17 @@ class PerceptionNode(LifecycleNode):
         self.node_stats = NodeStats(self.cameras, self.engine.model_seconds)
         self.worker = InferenceWorker(self.engine, self.buffers, settings, self._publish_description,
                                       self._publish_alert, tracker)
-        description_topic = parameters.value(self, "description_topic")
-        # Alerts must reach subscribers that join late (a logger, an operator console): transient local.
-        alert_qos = QoSProfile(depth=parameters.value(self, "alert_history_depth"),
-                               reliability=QoSReliabilityPolicy.RELIABLE,
-                               durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        annotated_topic = parameters.value(self, "annotated_image_topic")
-        for key, message_type, topic, qos in (
-                ("description", SceneDescription, description_topic, OUTPUT_QOS),
-                ("description_text", String, description_topic + "_text", OUTPUT_QOS),
-                ("alert", CornerCaseAlert, parameters.value(self, "alert_topic"), alert_qos),
-                ("annotated", Image, annotated_topic, 5)):
-            if topic:  # an empty annotated_image_topic turns it off
-                self._outputs[key] = self.create_lifecycle_publisher(message_type, topic, qos)
-        self.event_log = EventLog(parameters.value(self, "event_log_path"))
+        self._outputs = create_publishers(self, lambda name: parameters.value(self, name))
+        log_path = parameters.resolve_log_path(parameters.value(self, "event_log_path"))
+        self._restart_ends = restart.resume(self.alert_ids, log_path, self._now_ns(), self.get_logger().warning)
+        self.event_log = EventLog(log_path)
+        if not parameters.value(self, "model_dir"):
+            self.get_logger().warning(diagnostics.EMBEDDED_MODEL_NOTE)
         self.get_logger().info(f"configured: model {self.engine.model_id}, cameras "
                                + ", ".join(f"{c.name} <- {c.topic}" for c in specs))
         return TransitionCallbackReturn.SUCCESS
 
+    @guarded_transition("activate")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         # Sensor-data QoS (best effort, shallow): a late frame is worthless, and cameras publish best effort.
         image_qos = QoSProfile(depth=parameters.value(self, "image_qos_depth"),
@@ -151,30 +160,47 @@ class PerceptionNode(LifecycleNode):
         for camera in self.cameras.values():
             camera.subscription = self.ingest.subscribe(
                 CompressedImage if camera.spec.compressed else Image, camera.spec.topic,
-                lambda msg, name=camera.name: self._on_image(name, msg), image_qos, raw=True)
+                guarded("image", lambda msg, name=camera.name: self._on_image(name, msg),
+                        log_error=self.get_logger().error), image_qos, raw=True)
         self.stale.start(time.monotonic())
         if self.stale.enabled:  # wall time, whatever clock the node runs on (a paused /clock must not hide it)
-            self._stale_timer = self.create_timer(self.stale.check_period_s, self._check_stale,
+            self._stale_timer = self.create_timer(self.stale.check_period_s, guarded("stale", self._check_stale),
                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.worker.start()
         self.ingest.start()
         self.get_logger().info("active")
-        return super().on_activate(state)
+        result = super().on_activate(state)  # the publishers are active from here
+        ends, self._restart_ends = self._restart_ends, []
+        for update in ends:
+            self._publish_alert(update)
+        return result
 
+    @guarded_transition("deactivate")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         self._end_alerts("the perception node was deactivated")  # while the publishers are still active
         return super().on_deactivate(state)
 
+    @guarded_transition("cleanup")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._end_alerts("the perception node shut down")
-        self._release()
+    @guarded_transition("error")
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """After a transition failed unexpectedly: back to unconfigured, every alert ENDed, nothing half-running."""
+        self._stop_all("the perception node stopped after an internal error")
         return TransitionCallbackReturn.SUCCESS
+
+    @guarded_transition("shutdown")
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_all("the perception node shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_all(self, reason: str) -> None:
+        self._stop_processing()
+        self._end_alerts(reason)
+        self._release()
 
     def _stop_processing(self) -> None:
         """No more frames, checks or model work; buffers and alerts stay."""
@@ -221,21 +247,24 @@ class PerceptionNode(LifecycleNode):
             return
         token = stats.begin_callback() if stats is not None else None
         # Serialized (raw subscription): a skipped frame is never deserialized (`cdr.py`).
-        result = (camera.ingest_serialized(msg, self._now_ns, self._frame_max_side) if isinstance(msg, bytes)
-                  else camera.ingest(msg, self._now_ns, self._frame_max_side))
+        ingest = camera.ingest_serialized if isinstance(msg, bytes) else camera.ingest
+        result = ingest(msg, self._now_ns, self._frame_max_side, self._max_future_ns)
         if result.warning:
             self._warn_throttled(f"{name}-{result.warning_key}", result.warning)
         if result.outcome == "kept":
             worker.notify()
         if token is not None:
             # Against the node's clock: publish-to-processed latency for cameras that stamp at capture.
-            stats.end_callback(token, name, result.outcome, result.stamp_ns, self._now_ns() - result.stamp_ns)
+            age_ns = self._now_ns() - result.stamp_ns if result.outcome != "error" else 0
+            stats.end_callback(token, name, result.outcome, result.stamp_ns, age_ns)
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
     # --------------------------------------------------------------------------------------------- outputs
     def _publish_description(self, description: Description) -> None:
+        if not self.context.ok():  # shutting down after a signal: nothing can be sent
+            return
         msg = description_message(description, self.engine.model_id)
         newest = description.frames[-1]
         self.history.add("descriptions", newest.stamp_ns, description.text, msg)
@@ -269,8 +298,13 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, key: str, msg) -> None:
         publisher = self._outputs.get(key)
-        if publisher is not None:
+        if publisher is None:
+            return
+        try:
             publisher.publish(msg)
+        except Exception:  # a signal shut the context down meanwhile: not the job's failure
+            if self.context.ok():
+                raise
 
     def _publish_annotated(self, frame: Frame) -> None:
         publisher = self._outputs.get("annotated")
@@ -287,29 +321,14 @@ class PerceptionNode(LifecycleNode):
             self._publish_alert(update)
 
     def _publish_diagnostics(self) -> None:
-        engine, worker = self.engine, self.worker
-        view = diagnostics.NodeView(
-            node_name=self.get_fully_qualified_name(), cameras=list(self.cameras.values()), worker=worker,
-            model_id=engine.model_id if engine is not None else "", event_log=self.event_log, stats=self.node_stats,
-            configure_error=self._configure_error, model_dir=parameters.value(self, "model_dir"),
-            silent_since=self.stale.since if self._stale_timer is not None else None, now=time.monotonic(),
-            containers={"node": self, "worker": worker, "tracker": worker.tracker if worker else None,
-                        "history": self.history, "overlay": self.overlay, "engine": getattr(engine, "inner", engine),
-                        "stats": self.node_stats})
-        array = DiagnosticArray(status=diagnostics.statuses(view))
+        array = DiagnosticArray(status=diagnostics.statuses(diagnostics.node_view(self)))
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
     # -------------------------------------------------------------------------------------------- services
     def _unconfigured_reason(self) -> str:
         reason = "the perception node is not configured"
-        return f"{reason}: configuration failed: {self._configure_error}" if self._configure_error else reason
-
-    def _warn_throttled(self, key: str, text: str, period_s: float = 5.0) -> None:
-        now = time.monotonic()
-        if now - self._last_warning.get(key, -period_s) >= period_s:
-            self._last_warning[key] = now
-            self.get_logger().warning(text)
+        return f"{reason}: configuration failed: {self.configure_error}" if self.configure_error else reason
 
 
 def main(argv: list[str] | None = None) -> int:

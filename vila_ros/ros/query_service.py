@@ -15,14 +15,37 @@ QueryScene: every request gets an answer or a clear refusal, within its timeout.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable
 
-from vila_ros.ros.conversion import ns_to_stamp, stamp_to_ns
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+
+from vila_ros.ros.conversion import StampError, checked_stamp_ns, ns_to_stamp
+from vila_ros.ros.guard import guarded_service
 from vila_ros.ros.history import History
 from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
+from vila_ros.srv import QueryEvents, QueryScene
+
+
+def create_services(node: Any, scene: "SceneQueryService", events: "EventQueryService", qos_depth: int,
+                    log_error: Callable[[str], None], group: Any = None) -> list[Any]:
+    """~/query_scene and ~/query_events on `node`, guarded, in `group` (default: a reentrant group of their own, so
+    a waiting query never blocks the other service, the timers or the lifecycle).
+
+    They live as long as the node, answering "not configured" (and why) without a model: destroying a service
+    while one of its callbacks runs makes send_response raise in the executor, which ends the node. Deep queues
+    (`qos_depth`, service_qos_depth): Fast DDS keeps only `depth` unread requests (and responses) and drops the
+    oldest; clients should use the same depth (README)."""
+    qos = QoSProfile(depth=qos_depth, reliability=QoSReliabilityPolicy.RELIABLE)
+    group = group if group is not None else ReentrantCallbackGroup()
+    return [node.create_service(QueryScene, "~/query_scene", guarded_service("query_scene", scene, log_error),
+                                qos_profile=qos, callback_group=group),
+            node.create_service(QueryEvents, "~/query_events", guarded_service("query_events", events, log_error),
+                                qos_profile=qos, callback_group=group)]
 
 
 class SceneQueryService:
@@ -52,6 +75,10 @@ class SceneQueryService:
             response.error_message = self._unconfigured_reason()
             return
         question = request.question
+        refusal = window_refusal(request.window_seconds)
+        if refusal:
+            response.error_message = refusal
+            return
         if not question.strip():
             response.error_message = "the question is empty"
             return
@@ -92,17 +119,30 @@ class SceneQueryService:
         response.frame_cameras = [f.camera for f in answer.frames]
 
 
-class EventQueryService:
-    """QueryEvents: descriptions and alerts of the history, by kind, time window and text."""
+def window_refusal(window_seconds: float) -> str:
+    """Why a request's `window_seconds` is refused ("" when it is fine): a bad request, never a model failure."""
+    if not math.isfinite(window_seconds) or window_seconds < 0:
+        return f"window_seconds must be a finite number of seconds, at least 0: got {window_seconds!r}"
+    return ""
 
-    def __init__(self, history: History) -> None:
+
+class EventQueryService:
+    """QueryEvents: descriptions and alerts of the history, by kind, time window and text; windows count back from
+    `end`, or from the node's clock (`clock_ns`, so simulated time is respected) when end is zero."""
+
+    def __init__(self, history: History, clock_ns: Callable[[], int]) -> None:
         self._history = history
+        self._clock_ns = clock_ns
 
     def __call__(self, request: Any, response: Any) -> Any:
         try:
-            found = self._history.search(request.kind, stamp_to_ns(request.start), stamp_to_ns(request.end),
-                                         request.window_seconds, request.text_filter, request.max_results)
-        except ValueError as error:
+            refusal = window_refusal(request.window_seconds)
+            if refusal:
+                raise ValueError(refusal)
+            start, end = checked_stamp_ns(request.start, "start"), checked_stamp_ns(request.end, "end")
+            found = self._history.search(request.kind, start, end, request.window_seconds, request.text_filter,
+                                         request.max_results, now_ns=self._clock_ns())
+        except (StampError, ValueError) as error:
             response.success, response.error_message = False, str(error)
             return response
         response.success = True

@@ -19,13 +19,14 @@ STALE_SEVERITY = tasks.WARNING
 
 
 class StaleMonitor:
-    def __init__(self, limit_s: float) -> None:
-        """`limit_s`: seconds of silence after which a camera is stale; 0 turns the monitor off."""
+    def __init__(self, limit_s: float, ids: AlertIds | None = None) -> None:
+        """`limit_s`: seconds of silence after which a camera is stale; 0 turns the monitor off. `ids`: shared with
+        the node's other alert sources."""
         if limit_s < 0:
             raise ValueError(f"the stale limit must be at least 0 s: {limit_s}")
         self.limit_s = limit_s
         self.since = 0.0  # monotonic time from which silence counts for a camera that never sent a frame
-        self._ids = AlertIds()
+        self._ids = ids or AlertIds()
 
     @property
     def enabled(self) -> bool:

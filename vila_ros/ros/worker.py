@@ -256,13 +256,13 @@ class InferenceWorker:
         return updates
 
     def answer(self, query: SceneQuery) -> SceneAnswer:
-        if not query.question.strip():
-            raise QueryError("the question is empty")
-        settings = self.settings
+        if not query.question.strip() or not 0 <= query.window_seconds < float("inf"):  # the request's fault (NaN too)
+            raise QueryError("the question is empty" if not query.question.strip() else
+                             f"window_seconds must be a finite number of seconds, at least 0: {query.window_seconds!r}")
         if query.camera and query.camera not in self.buffers:
             raise QueryError(f"unknown camera {query.camera!r}; cameras: {', '.join(self.buffers)}")
         cameras = [query.camera] if query.camera else list(self.buffers)
-        count = query.window_frames if query.window_frames > 0 else settings.num_frames
+        count = query.window_frames if query.window_frames > 0 else self.settings.num_frames
         per_camera = {camera: self.buffers[camera].window(query.window_seconds or self._span(camera, count), count)
                       for camera in cameras}
         per_camera = {camera: frames for camera, frames in per_camera.items() if frames}
@@ -278,8 +278,8 @@ class InferenceWorker:
         if slots and slots != len(frames):
             raise QueryError(f"the question holds {slots} <image> placeholders but {len(frames)} frames were "
                              "selected: leave them out, or put one per frame")
-        max_new_tokens = min(query.max_new_tokens or settings.query_max_new_tokens,
-                             settings.query_max_new_tokens_limit)
+        max_new_tokens = min(query.max_new_tokens or self.settings.query_max_new_tokens,
+                             self.settings.query_max_new_tokens_limit)
         try:
             text, timings = self._generate(question, frames, max_new_tokens, query.deadline, query.json_schema,
                                            query.on_token)

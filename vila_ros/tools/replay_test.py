@@ -42,6 +42,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
     if clock:
         parameters["use_sim_time"] = "true"
     parameters.update(node_parameters or {})
+    (out_dir / "alerts.jsonl").unlink(missing_ok=True)  # a report of this run only (a node continues a log)
     log_path = out_dir / "node.log"
     process = start_node(log_path, parameters)
     listener = Listener()
