@@ -31,6 +31,11 @@ def _policy_names():
 
         modes = allowed.setdefault(node, {"publish": set(), "subscribe": set(), "reply": set()})
         for group in profile:
+            if group.tag == "actions" and group.get("execute") == "ALLOW":  # an action server's five endpoints
+                for action in (expand(child.text.strip()) for child in group):
+                    modes["publish"] |= {f"{action}/_action/feedback", f"{action}/_action/status"}
+                    modes["reply"] |= {f"{action}/_action/{s}" for s in ("send_goal", "cancel_goal", "get_result")}
+                continue
             for mode in modes:
                 if group.get(mode) == "ALLOW":
                     modes[mode] |= {expand(child.text.strip()) for child in group}
