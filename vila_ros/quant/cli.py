@@ -1,4 +1,4 @@
-"""``vila-ros quantize``, ``vila-ros export-trtllm``, ``vila-ros quant-eval``. torch is imported in the handlers."""
+"""``vila-ros quantize``, ``export-trtllm``, ``convert-awq``, ``quant-eval``. torch is imported in the handlers."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
                    help="torch threads for the search (0 = auto: 1 for small models, torch's default otherwise)")
     q.set_defaults(func=_quantize)
 
-    e = subparsers.add_parser("export-trtllm", help="int4 checkpoint -> TensorRT-LLM W4A16_AWQ checkpoint + vision ONNX")
+    e = subparsers.add_parser("export-trtllm", help="int4 checkpoint -> TensorRT-LLM W4A16_AWQ + vision ONNX")
     e.add_argument("--model", required=True, help="int4 checkpoint (vila-ros quantize output)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--max-batch", type=int, default=1, help="requests per engine call (default 1)")
@@ -35,6 +35,12 @@ def register(subparsers: Any) -> None:
     e.add_argument("--max-new-tokens", type=int, default=256)
     e.add_argument("--no-onnx", action="store_true", help="skip the vision ONNX export")
     e.set_defaults(func=_export)
+
+    c = subparsers.add_parser("convert-awq", help="TinyChat / llm-awq int4 .pt (llm/*-awq-v2.pt) -> int4 safetensors")
+    c.add_argument("src", help="VILA-layout AWQ checkpoint directory (or its llm/*.pt file)")
+    c.add_argument("dst", help="output directory (int4 checkpoint, format vila_ros_int4/v1; must not exist)")
+    c.add_argument("--group", type=int, help="quantization group (default: the -gN in the file name, else 128)")
+    c.set_defaults(func=_convert_awq)
 
     v = subparsers.add_parser("quant-eval", help="held-out caption perplexity: fp32, bf16 and int4 checkpoints")
     v.add_argument("--model", required=True, help="float checkpoint (fp32 and bf16 rows, the logit reference)")
@@ -69,6 +75,13 @@ def _export(args: argparse.Namespace) -> int:
                            max_input_text=args.max_input_text, max_new_tokens=args.max_new_tokens,
                            onnx=not args.no_onnx)
     print(json.dumps(report))
+    return 0
+
+
+def _convert_awq(args: argparse.Namespace) -> int:
+    from vila_ros.quant.tinychat import convert_awq
+
+    print(json.dumps(convert_awq(args.src, args.dst, group=args.group)))
     return 0
 
 
