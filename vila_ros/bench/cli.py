@@ -16,6 +16,7 @@ BENCH_MODULES = [
     "vila_ros.bench.prefix",
     "vila_ros.bench.node",
     "vila_ros.bench.roofline",
+    "vila_ros.bench.resize",
 ]
 
 

@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"))
     desc.add_argument("--engine", default="torch")
     desc.add_argument("--device", default="cpu")
+    desc.add_argument("--resize", choices=("pil", "opencv"),
+                      help="image resize: pil (the checkpoint processor's own, exact) or opencv (faster, close); "
+                           "default: what the checkpoint's preprocessor_config.json names")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     desc.set_defaults(func=_describe)
 
@@ -84,7 +87,8 @@ def _describe(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device)
+        engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device,
+                               resize=args.resize)
         load_ms = (time.perf_counter() - t0) * 1000
         frames = [read_image_rgb(p) for p in args.image]
         if args.video:
