@@ -117,7 +117,8 @@ def test_template_of_each_public_checkpoint(llm, tower, expected):
     (lambda c: c["vision_tower_cfg"].update(model_type="intern_vit_6b", architectures=["InternVisionModel"]),
      ["InternViT", "vision_tower_cfg"]),
     (lambda c: c.update(s2=True, s2_scales="384,768", s2_max_split_size=384), ["S2", "'s2'"]),
-    (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix"), ["NVILA", "mm_projector_type"]),
+    (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix"),
+     ["NVILA", "mm_projector_type"]),
     (lambda c: c["llm_cfg"].update(model_type="qwen2"), ["qwen2", "llm_cfg.model_type"]),
     (lambda c: c.update(image_aspect_ratio="dynamic"), ["tiling", "'image_aspect_ratio': 'dynamic'"]),
     # NVILA-Lite: Qwen2 LLM, the 3x3 _fix projector, dynamic tiling: every one named

@@ -184,6 +184,12 @@ def test_wrong_inputs_are_refused_clearly(tinychat_pair, tmp_path):
     awq, _, _ = tinychat_pair
     with pytest.raises(CorruptCheckpointError, match="group 128 does not divide"):
         convert_awq(awq, tmp_path / "g128", group=128)
+    from vila_ros.cli import main
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    assert main(["convert-awq", str(awq), str(tmp_path / "taken")]) == 2  # one line on stderr, no traceback
+    assert main(["convert-awq", str(tmp_path / "taken"), str(tmp_path / "none")]) == 2
     pt = next((awq / "llm").glob("*.pt"))
     state = torch.load(pt, weights_only=True)
     v1 = tmp_path / "v1"

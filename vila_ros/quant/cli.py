@@ -79,9 +79,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _convert_awq(args: argparse.Namespace) -> int:
+    from vila_ros.model.checkpoint import CheckpointError
     from vila_ros.quant.tinychat import convert_awq
 
-    print(json.dumps(convert_awq(args.src, args.dst, group=args.group)))
+    try:
+        print(json.dumps(convert_awq(args.src, args.dst, group=args.group)))
+    except (CheckpointError, FileExistsError, ValueError) as error:
+        _say(f"vila-ros convert-awq: {error}")
+        return 2
     return 0
 
 
