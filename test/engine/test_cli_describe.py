@@ -35,7 +35,8 @@ def test_describe_images_and_video(tiny_dir, tiny_engine, tmp_path):
                               "--prompt", "What changed?", "--max-new-tokens", 6, "--json"))
     assert set(out) >= {"text", "token_ids", "timings", "stop_reason"}
     assert {"vision_ms", "prefill_ms", "decode_ms"} <= set(out["timings"])
-    expected = tiny_engine.generate("What changed?", tiny_engine.encode_frames(frames), GenerationConfig(max_new_tokens=6))
+    expected = tiny_engine.generate("What changed?", tiny_engine.encode_frames(frames),
+                                    GenerationConfig(max_new_tokens=6))
     assert out["token_ids"] == expected.token_ids and out["text"] == expected.text
     assert out["num_images"] == 2
 

@@ -5,7 +5,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from vila_ros.engine.decoder import LlamaDecoder
 from vila_ros.engine.layer_steps import Bf16KernelStep
-from vila_ros.model.int4 import Int4Linear, quantize_weight
+from vila_ros.model.int4 import quantize_weight
+from vila_ros.model.int4_checkpoint import linear_names, replace_linears
 
 
 def random_bf16_llama(**config) -> LlamaForCausalLM:
@@ -14,13 +15,17 @@ def random_bf16_llama(**config) -> LlamaForCausalLM:
 
 
 def quantize_projections(llm: LlamaForCausalLM, group: int = 128) -> LlamaForCausalLM:
-    for layer in llm.model.layers:
-        for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
-                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
-            for name in names:
-                q, scales, zeros = quantize_weight(getattr(parent, name).weight.float(), group)
-                setattr(parent, name, Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare())
+    """Every attention and MLP projection rounded to int4 (RTN) and swapped for a prepared Int4Linear."""
+    names = linear_names(llm)
+    replace_linears(llm, {n: rtn(llm.get_submodule(n).weight, group) for n in names}, group)
+    for name in names:
+        llm.get_submodule(name).prepare()
     return llm
+
+
+def rtn(weight: torch.Tensor, group: int):
+    q, scales, zeros = quantize_weight(weight.float(), group)
+    return q, scales.to(torch.bfloat16), zeros
 
 
 def test_int4_layer_step_equals_the_per_op_path(our_kernels):

@@ -17,7 +17,8 @@ from vila_ros.engine.layer_steps import (
     decoder_ops,
 )
 from vila_ros.model import llama_math
-from vila_ros.model.int4 import Int4Linear, quantize_weight
+from vila_ros.model.int4 import quantize_weight
+from vila_ros.model.int4_checkpoint import linear_names, replace_linears
 
 HEADS, KV_HEADS, HEAD_DIM, CAPACITY = 4, 2, 64, 40
 
@@ -34,13 +35,17 @@ def random_llama(dtype: torch.dtype, layers: int = 2, seed: int = 0) -> LlamaFor
 
 
 def quantize(llm: LlamaForCausalLM, group: int = 128) -> LlamaForCausalLM:
-    for layer in llm.model.layers:
-        for parent, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
-                              (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
-            for name in names:
-                q, scales, zeros = quantize_weight(getattr(parent, name).weight.float(), group)
-                setattr(parent, name, Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare())
+    """Every attention and MLP projection rounded to int4 (RTN) and swapped for a prepared Int4Linear."""
+    names = linear_names(llm)
+    replace_linears(llm, {n: rtn(llm.get_submodule(n).weight, group) for n in names}, group)
+    for name in names:
+        llm.get_submodule(name).prepare()
     return llm
+
+
+def rtn(weight: torch.Tensor, group: int):
+    q, scales, zeros = quantize_weight(weight.float(), group)
+    return q, scales.to(torch.bfloat16), zeros
 
 
 def rope(llm: LlamaForCausalLM) -> tuple[torch.Tensor, torch.Tensor]:

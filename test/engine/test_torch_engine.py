@@ -152,8 +152,11 @@ def test_image_order_matters(tiny_engine, frames):
 
 def test_sampling_is_reproducible_with_a_seed(tiny_engine, frames):
     feats = tiny_engine.encode_frames(frames[:1])
-    run = lambda seed: tiny_engine.generate("Describe.", feats, GenerationConfig(
-        max_new_tokens=16, temperature=1.5, seed=seed)).token_ids
+
+    def run(seed):
+        config = GenerationConfig(max_new_tokens=16, temperature=1.5, seed=seed)
+        return tiny_engine.generate("Describe.", feats, config).token_ids
+
     assert run(1) == run(1)
     assert run(1) != run(2)
     greedy = tiny_engine.generate("Describe.", feats, GenerationConfig(max_new_tokens=16)).token_ids

@@ -15,7 +15,8 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from vila_ros.msg import CornerCaseAlert, SceneDescription
 from vila_ros.srv import QueryEvents, QueryScene
 
-LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
+                     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def main() -> int:

@@ -15,7 +15,8 @@ from vila_ros.tools.client import ServiceTimeoutError, ServiceUnavailableError, 
 from vila_ros.tools.harness import isolated_node
 
 HERE = pathlib.Path(__file__).parent
-LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
+                     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @pytest.fixture

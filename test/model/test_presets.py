@@ -15,7 +15,8 @@ def test_default_small_shapes_size_and_tokenizer(tmp_path):
     assert model.dtype == torch.bfloat16 and cfg.model_dtype == "torch.bfloat16"
     assert cfg.tokens_per_image == 16 and cfg.num_video_frames == 8 and cfg.conv_template == "vicuna_v1"
     assert cfg.vision_tower_cfg["hidden_size"] == 192 and cfg.vision_tower_cfg["num_hidden_layers"] == 4
-    assert (cfg.llm_cfg["hidden_size"], cfg.llm_cfg["num_hidden_layers"], cfg.llm_cfg["num_attention_heads"]) == (256, 4, 4)
+    llm = cfg.llm_cfg
+    assert (llm["hidden_size"], llm["num_hidden_layers"], llm["num_attention_heads"]) == (256, 4, 4)
     tok = model.tokenizer
     assert 1500 <= len(tok) <= 2000 and cfg.llm_cfg["vocab_size"] == len(tok)
     assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == ("<s>", "</s>", "<pad>", "<unk>")

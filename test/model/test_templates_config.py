@@ -78,7 +78,8 @@ def test_3b_preset_shapes_and_config_round_trip():
 def test_config_from_real_vila_layout_without_our_keys():
     data = {
         "llm_cfg": {"_name_or_path": "/some/where/llm", "hidden_size": 4096, "vocab_size": 128256},
-        "vision_tower_cfg": {"_name_or_path": "./vision_tower", "hidden_size": 1152, "image_size": 384, "patch_size": 14},
+        "vision_tower_cfg": {"_name_or_path": "./vision_tower", "hidden_size": 1152, "image_size": 384,
+                             "patch_size": 14},
         "mm_projector_cfg": {"_name_or_path": "./mm_projector", "mm_projector_type": "mlp_downsample"},
         "some_vila_key": [1, 2],
     }

@@ -226,7 +226,10 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
 
     process, listener, log = running_node
     wait_until_configured(listener, log)
-    stale = lambda state: [a for a in listener.alert_messages if a.category == "sensor_stale" and a.state == state]
+
+    def stale(state):
+        return [a for a in listener.alert_messages if a.category == "sensor_stale" and a.state == state]
+
     # The replays ended long ago: both cameras are silent for more than stale_after_s.
     def currently_stale(camera):
         states = [a.state for a in listener.alert_messages if a.category == "sensor_stale" and a.camera == camera]
@@ -240,7 +243,10 @@ def test_a_silent_camera_is_reported_stale_and_recovers(running_node):
                                           QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
         # Publish until the node says the camera is back: on 2 busy cores, discovery of a new publisher can take
         # longer than any fixed burst, and frames sent before it matched are gone (volatile durability).
-        revived = lambda: len(stale(CornerCaseAlert.END)) > ends_before
+
+        def revived():
+            return len(stale(CornerCaseAlert.END)) > ends_before
+
         deadline = time.monotonic() + 30
         k = 0
         while not revived() and time.monotonic() < deadline:

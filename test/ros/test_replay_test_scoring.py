@@ -21,7 +21,8 @@ def truth(camera, events):
 
 
 def test_recall_false_alerts_and_frames_to_alert():
-    truths = [truth("front", [("red_light", 3.0), ("pedestrian_crossing", 13.0)]), truth("aisle", [("falling_object", 5.0)])]
+    truths = [truth("front", [("red_light", 3.0), ("pedestrian_crossing", 13.0)]),
+              truth("aisle", [("falling_object", 5.0)])]
     alerts = [alert("front", "red_light", 3.75),            # found, 0.75 s late = 3 frames at 4 fps
               alert("front", "red_light", 4.0, CornerCaseAlert.ONGOING),  # not a new alert
               alert("front", "vehicle_cut_in", 8.0),        # nothing planted: false

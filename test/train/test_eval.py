@@ -239,7 +239,11 @@ def test_single_frame_path_uses_one_image(tiny_result, tiny_engine):
 
 def test_deterministic(tiny_result, tiny_engine):
     again = E.evaluate(tiny_engine, count=4, offset=3, max_new_tokens={"caption": 24, "alert": 12, "qa": 4})
-    strip = lambda r: json.dumps(dict(r, meta={k: v for k, v in r["meta"].items() if k != "timing"}), sort_keys=True)
+
+    def strip(result):
+        meta = {k: v for k, v in result["meta"].items() if k != "timing"}
+        return json.dumps(dict(result, meta=meta), sort_keys=True)
+
     assert strip(again) == strip(tiny_result)
 
 

@@ -332,10 +332,13 @@ def markdown_summary(report: dict[str, Any]) -> str:
     lines += ["", f"Descriptions {load['descriptions_published']} (received {load['descriptions_received']}), alert "
               f"checks {load['alert_checks']}, inference failures {load['inference_failures']}.", ""]
     rss = report["memory"]["rss_mib"]
+    queues_verdict = ("all flat or bounded" if report["queues_flat"]
+                      else "NOT flat: " + ", ".join(report["queues_not_flat"]))
     lines += ["## c) memory and queues", "",
-              f"RSS MiB: start {rss['start']}, end {rss['end']}, max {rss['max']}, slope {rss['slope_per_min']} MiB/min "
+              f"RSS MiB: start {rss['start']}, end {rss['end']}, max {rss['max']}, "
+              f"slope {rss['slope_per_min']} MiB/min "
               f"-> **{'flat' if rss['flat'] else 'NOT flat'}** ({rss['criterion']}).", "",
-              f"Containers: **{'all flat or bounded' if report['queues_flat'] else 'NOT flat: ' + ', '.join(report['queues_not_flat'])}**.",
+              f"Containers: **{queues_verdict}**.",
               "", "| container | start | end | max | bound | slope /min | verdict |", "|---|---|---|---|---|---|---|"]
     for name, q in report["queues"].items():
         lines.append(f"| {name} | {q['start']} | {q['end']} | {q['max']} | {_f(q['bound'])} | {_f(q['slope_per_min'])} "

@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1920)
     parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--fps", type=float, default=30.0)
-    parser.add_argument("--duration", type=float, required=True, help="seconds of publishing after a subscriber matched")
+    parser.add_argument("--duration", type=float, required=True,
+                        help="seconds of publishing after a subscriber matched")
     parser.add_argument("--frames", type=int, default=8, help="distinct frames, cycled")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON file of counts written at exit")

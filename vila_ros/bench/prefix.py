@@ -40,7 +40,8 @@ def add_parser(bench_subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="VILA1.5 checkpoint directory")
     p.add_argument("--json", required=True, help="output JSON file")
     p.add_argument("--frames", type=int, default=1, help="images after the prefix")
-    p.add_argument("--shots", type=int, default=len(FEW_SHOT), help=f"few-shot examples (max {len(FEW_SHOT)}; fewer if the model's context is too short)")
+    p.add_argument("--shots", type=int, default=len(FEW_SHOT),
+                   help=f"few-shot examples (max {len(FEW_SHOT)}; fewer if the model's context is too short)")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens generated for the identity check")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))

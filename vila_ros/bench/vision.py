@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         if "onnxruntime" in ms:
             ratios[f"onnxruntime_over_torch_batch{b}"] = round(ms["onnxruntime"][key] / ms["torch"][key], 3)
         ratios[f"preprocess_overhead_batch{b}"] = round(ms["torch_encode_frames"][key] / ms["torch"][key], 3)
-    ratios["torch_batch8_over_batch1"] = round(ms["torch"]["batch8_ms_per_frame"] / ms["torch"]["batch1_ms_per_frame"], 3)
+    torch_ms = ms["torch"]
+    ratios["torch_batch8_over_batch1"] = round(torch_ms["batch8_ms_per_frame"] / torch_ms["batch1_ms_per_frame"], 3)
     if tmp is not None:
         tmp.cleanup()
 

@@ -197,7 +197,7 @@ def _is_rms_norm(norm: nn.Module) -> bool:
 
 
 def _is_llama_layer(layer: nn.Module) -> bool:
-    attn, mlp = layer.self_attn, layer.mlp
+    attn = layer.self_attn
     return (_is_rms_norm(layer.input_layernorm) and _is_rms_norm(layer.post_attention_layernorm)
             and all(hasattr(attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")))
 
@@ -206,8 +206,8 @@ def choose_steps(layers: list[nn.Module], final_norm: nn.Module, hidden_act: str
                  heads: int, kv_heads: int, head_dim: int, kernels: ModuleType | None) -> list[LayerStep]:
     """The step of each layer: kernel steps where ``kernels`` (the compiled module, None for aten only) can run
     them, else the aten step. fp32 kernel steps only when every layer qualifies."""
-    fused_qkv = [_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]) for l in layers]
-    fused_gate_up = [_fuse([l.mlp.gate_proj, l.mlp.up_proj]) for l in layers]
+    fused_qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]) for layer in layers]
+    fused_gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in layers]
     ops = [decoder_ops(layer, heads, kv_heads, head_dim, kernels, qkv, gate_up)
            for layer, qkv, gate_up in zip(layers, fused_qkv, fused_gate_up)]
     aten: list[LayerStep] = [AtenStep(o) for o in ops]

@@ -6,7 +6,8 @@ from typing import Any, Sequence
 import torch
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
     """[B, V] logits -> [B] token ids. temperature <= 0 is greedy; top_p < 1 keeps the smallest set of tokens
     whose probability reaches top_p (nucleus sampling)."""
     if temperature <= 0:

@@ -195,8 +195,9 @@ def load_part(module: nn.Module, part_dir: Path, strip_prefix: str = "", optiona
             for key in f.keys():
                 name = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
                 if name not in expected:
-                    hint = (" (an int4 checkpoint written by `vila-ros quantize`: load it with load_quantized_vila "
-                            "(vila_ros.model.int4_checkpoint) or create_engine(..., precision='int4'))"
+                    hint = (" (an int4 checkpoint written by `vila-ros quantize`: load it with "
+                            "vila_ros.model.int4_checkpoint.load_quantized_vila "
+                            "or create_engine(..., precision='int4'))"
                             if name.endswith(".qweight") else "")
                     raise WeightKeysError(f"{file}: tensor {key!r} is unknown to the {part_dir.name} config{hint}",
                                           file)

@@ -44,7 +44,8 @@ def conversation_sample(question: str, answer: str, frames: Sequence[np.ndarray]
 
 
 def sim_samples(count: int, tokenizer: Any, template: str, image_size: int, num_frames: int,
-                split: str = "train", offset: int = 0, kinds: Sequence[str] = ("caption", "alert", "qa")) -> list[Sample]:
+                split: str = "train", offset: int = 0,
+                kinds: Sequence[str] = ("caption", "alert", "qa")) -> list[Sample]:
     """``count`` simulator conversations cycling over ``kinds`` (caption only for held-out perplexity)."""
     from vila_ros import tasks
     from vila_ros.sim import make_clip, split_seeds

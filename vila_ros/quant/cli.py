@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
                    help="torch threads for the search (0 = auto: 1 for small models, torch's default otherwise)")
     q.set_defaults(func=_quantize)
 
-    e = subparsers.add_parser("export-trtllm", help="int4 checkpoint -> TensorRT-LLM W4A16_AWQ + vision ONNX")
+    e = subparsers.add_parser("export-trtllm",
+                              help="int4 checkpoint -> TensorRT-LLM W4A16_AWQ checkpoint + vision ONNX")
     e.add_argument("--model", required=True, help="int4 checkpoint (vila-ros quantize output)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--max-batch", type=int, default=1, help="requests per engine call (default 1)")

@@ -294,7 +294,8 @@ def build_script(out_dir: Path, llm: dict[str, Any], vision: dict[str, Any], max
 set -euo pipefail
 cd "$(dirname "$0")"
 # LLM: int4 weights (W4A16_AWQ), fp16 activations; image features enter as a prompt table
-# (--max_multimodal_len, alias of --max_prompt_embedding_table_size) = max_batch {max_batch} x frames {frames} x {tokens} tokens.
+# (--max_multimodal_len, alias of --max_prompt_embedding_table_size)
+#   = max_batch {max_batch} x frames {frames} x {tokens} tokens.
 trtllm-build --checkpoint_dir llm_ckpt --output_dir llm_engine \\
   --gemm_plugin float16 --gpt_attention_plugin float16 \\
   --max_batch_size {max_batch} --max_input_len {max_input} --max_seq_len {max_input + max_new_tokens} \\

@@ -107,8 +107,8 @@ def compressed_to_rgb(msg: CompressedImage, min_size: int | None = None,
     """Decode a JPEG or PNG `sensor_msgs/CompressedImage` into HxWx3 uint8 RGB.
 
     With `min_size` (shorter side) or `min_long_side` (longer side), a JPEG may be decoded at a reduced scale (DCT
-    domain, in eighths: 7/8 down to 1/8) that keeps at least that many pixels: the model resizes to a few hundred pixels anyway,
-    and full-resolution decoding is the costliest step of ingest (1080p: ~4x cheaper at 1/4).
+    domain, in eighths: 7/8 down to 1/8) that keeps at least that many pixels: the model resizes to a few hundred
+    pixels anyway, and full-resolution decoding is the costliest step of ingest (1080p: ~4x cheaper at 1/4).
     """
     data = bytes(msg.data)
     if not data:

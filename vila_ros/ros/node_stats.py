@@ -157,7 +157,8 @@ class NodeStats:
         latency_ms = (now - frame.received_s) * 1000.0
         all_model_ms = (self._model_seconds(now) - frame.model_s) * 1000.0
         for name, value in (("latency_ms", latency_ms), ("model_ms", model_ms),
-                            ("minus_model_ms", latency_ms - model_ms), ("minus_all_model_ms", latency_ms - all_model_ms),
+                            ("minus_model_ms", latency_ms - model_ms),
+                            ("minus_all_model_ms", latency_ms - all_model_ms),
                             ("newest_frame_ingest_ms", frame.ingest_s * 1000.0)):
             self.descriptions[name].add(max(0.0, value))
 

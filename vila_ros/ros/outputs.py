@@ -150,8 +150,8 @@ def annotate(rgb: np.ndarray, description: str, active_alerts: Sequence[tuple[st
     for category, severity in active_alerts:
         label = f"ALERT {category}"
         (text_width, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        cv2.rectangle(image, (4, y - line_height + 6), (12 + text_width, y + 4), _ALERT_COLOURS.get(severity, (255, 0, 0)),
-                      -1)
+        colour = _ALERT_COLOURS.get(severity, (255, 0, 0))
+        cv2.rectangle(image, (4, y - line_height + 6), (12 + text_width, y + 4), colour, -1)
         cv2.putText(image, label, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
         y += line_height
     lines = _wrap(description, max(10, int(width / (11 * scale))))

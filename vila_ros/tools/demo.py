@@ -31,7 +31,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bags = []
-    for name, camera, family, encoding in (("road", "front", "road", "jpeg"), ("warehouse", "aisle", "warehouse", "rgb8")):
+    scenes = (("road", "front", "road", "jpeg"), ("warehouse", "aisle", "warehouse", "rgb8"))
+    for name, camera, family, encoding in scenes:
         bag = out / name
         if bag.exists():
             shutil.rmtree(bag)
