@@ -32,12 +32,15 @@ def register(subparsers: Any) -> None:
 
 
 def read_image_rgb(path: str) -> Any:
-    import cv2
+    """The image as VILA reads it: PIL, converted to RGB, EXIF orientation not applied (cv2.imread would rotate)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
-    frame = cv2.imread(path, cv2.IMREAD_COLOR)
-    if frame is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+        raise FileNotFoundError(f"cannot read image {path}: {error}") from error
 
 
 def sample_video_frames(path: str, num_frames: int) -> list[Any]:
