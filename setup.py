@@ -22,6 +22,7 @@ setup(
         "tokenizers>=0.20",
         "sentencepiece>=0.2",  # SentencePiece-only tokenizers of public VILA checkpoints
         "opencv-python-headless>=4.8",
+        "pillow>=10",  # the SigLIP processor's bicubic resize, reproduced exactly
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "rosbags>=0.10",

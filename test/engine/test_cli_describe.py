@@ -5,6 +5,8 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
+from PIL import Image
 
 from vila_ros.engine import GenerationConfig
 
@@ -24,7 +26,7 @@ def test_describe_images_and_video(tiny_dir, tiny_engine, tmp_path):
         path = tmp_path / f"img{i}.jpg"
         assert cv2.imwrite(str(path), bgr)
         paths.append(path)
-        frames.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        frames.append(np.asarray(Image.open(path).convert("RGB")))  # as VILA reads images
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     for i in range(10):
@@ -45,6 +47,22 @@ def test_describe_images_and_video(tiny_dir, tiny_engine, tmp_path):
     assert vid["num_images"] == 3 and len(vid["token_ids"]) <= 4
     assert vid["prompt_tokens"] == 3 * tiny_engine.tokens_per_image + len(
         tiny_engine.model.tokenizer("\n\n\nDescribe.\n").input_ids)
+
+
+def test_images_are_read_as_vila_reads_them(tmp_path):
+    from vila_ros.engine.cli import read_image_rgb
+
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to display": VILA's PIL reading does not apply it; cv2.imread would
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    assert read_image_rgb(str(tmp_path / "rotated.jpg")).shape == (20, 40, 3)
+    rgba = np.dstack([pixels, np.full((20, 40), 7, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    assert np.array_equal(read_image_rgb(str(tmp_path / "alpha.png")), pixels)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(FileNotFoundError, match="bad.jpg"):
+        read_image_rgb(str(tmp_path / "bad.jpg"))
 
 
 def test_video_sampling_is_uniform(tmp_path):

@@ -120,6 +120,11 @@ def test_template_of_each_public_checkpoint(llm, tower, expected):
     (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix"),
      ["NVILA", "mm_projector_type"]),
     (lambda c: c["llm_cfg"].update(model_type="qwen2"), ["qwen2", "llm_cfg.model_type"]),
+    (lambda c: c.update(image_aspect_ratio="dynamic"), ["tiling", "'image_aspect_ratio': 'dynamic'"]),
+    # NVILA-Lite: Qwen2 LLM, the 3x3 _fix projector, dynamic tiling: every one named
+    (lambda c: (c.update(image_aspect_ratio="dynamic"), c["llm_cfg"].update(model_type="qwen2"),
+                c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix")),
+     ["tiling", "qwen2", "mlp_downsample_3x3_fix"]),
 ])
 def test_unimplemented_variants_are_refused_with_the_reason(tiny_dir, tmp_path, change, words):
     from vila_ros.model.checkpoint import UnsupportedCheckpointError

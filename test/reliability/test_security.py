@@ -16,7 +16,11 @@ def test_no_unpickling_and_no_remote_code_in_the_package():
     unsafe = re.compile(r"torch\.load\(|pickle\.loads?\(|trust_remote_code\s*=\s*True|from_pretrained\([^)]*https?:")
     hits = [f"{path.relative_to(REPO)}:{n}" for path in (REPO / "vila_ros").rglob("*.py")
             for n, line in enumerate(path.read_text().splitlines(), 1) if unsafe.search(line)]
-    assert not hits, hits
+    # The one exception: the TinyChat converter, through PyTorch's restricted unpickler (tensors only).
+    converter = [h for h in hits if h.startswith("vila_ros/quant/tinychat.py:")]
+    lines = (REPO / "vila_ros/quant/tinychat.py").read_text().splitlines()
+    assert converter and all("weights_only=True" in lines[int(h.split(":")[1]) - 1] for h in converter), converter
+    assert not set(hits) - set(converter), hits
 
 
 def _policy_names():

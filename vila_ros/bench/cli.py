@@ -18,6 +18,7 @@ BENCH_MODULES = [
     "vila_ros.bench.cameras",
     "vila_ros.bench.roofline",
     "vila_ros.bench.serve",
+    "vila_ros.bench.resize",
 ]
 
 

@@ -24,9 +24,11 @@ __all__ = ["ENGINES", "PRECISIONS", "Engine", "EngineError", "GenerationConfig",
 
 
 def create_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32", device: str = "cpu",
-                  remote: dict | None = None) -> Engine:
+                  remote: dict | None = None, resize: str | None = None) -> Engine:
     """Load the VILA1.5 checkpoint at ``model_dir`` into an engine. ``engine="openai"`` ignores the checkpoint and
-    talks to the server ``remote`` names (OpenAIEngine's keyword arguments: base_url, model, api_key_env, ...)."""
+    talks to the server ``remote`` names (OpenAIEngine's keyword arguments: base_url, model, api_key_env, ...).
+    ``resize``: "pil" or "opencv" overrides the image resize the checkpoint's preprocessor_config.json names
+    (vila_ros/model/preprocess.py)."""
     if engine == "openai":
         from vila_ros.engine.openai_engine import OpenAIEngine
 
@@ -35,11 +37,15 @@ def create_engine(model_dir: str | Path, engine: str = "torch", precision: str =
         # Imported only when selected: tensorrt_llm exists on GPU/Jetson deployments only (engines/README.md).
         from vila_ros.engine.tensorrt_llm_engine import TensorRTLLMEngine
 
-        return TensorRTLLMEngine.from_dir(model_dir, device=device)
+        trt = TensorRTLLMEngine.from_dir(model_dir, device=device)
+        trt.image_processor = trt.image_processor.with_resize(resize)
+        return trt
     if engine != "torch":
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     from vila_ros.engine.torch_engine import TorchEngine
 
-    return TorchEngine.from_dir(model_dir, precision=precision, device=device)
+    torch_engine = TorchEngine.from_dir(model_dir, precision=precision, device=device)
+    torch_engine.model.image_processor = torch_engine.model.image_processor.with_resize(resize)
+    return torch_engine

@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"))
     desc.add_argument("--engine", default="torch")
     desc.add_argument("--device", default="cpu")
+    desc.add_argument("--resize", choices=("pil", "opencv"),
+                      help="image resize: pil (the checkpoint processor's own, exact) or opencv (faster, close); "
+                           "default: what the checkpoint's preprocessor_config.json names")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     desc.add_argument("--json-schema", metavar="FILE_OR_TEXT",
                       help="answer with JSON valid against this schema (a file, or the schema itself)")
@@ -31,12 +34,15 @@ def register(subparsers: Any) -> None:
 
 
 def read_image_rgb(path: str) -> Any:
-    import cv2
+    """The image as VILA reads it: PIL, converted to RGB, EXIF orientation not applied (cv2.imread would rotate)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
-    frame = cv2.imread(path, cv2.IMREAD_COLOR)
-    if frame is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as error:
+        raise FileNotFoundError(f"cannot read image {path}: {error}") from error
 
 
 def sample_video_frames(path: str, num_frames: int) -> list[Any]:
@@ -100,7 +106,8 @@ def _describe(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         schema = read_schema_arg(args.json_schema)
-        engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device)
+        engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device,
+                               resize=args.resize)
         load_ms = (time.perf_counter() - t0) * 1000
         frames = [read_image_rgb(p) for p in args.image]
         if args.video:

@@ -82,7 +82,10 @@ class TensorRTLLMEngine:
         self.tokens_per_image = int(self.config.tokens_per_image)
         self.conv_template = self.config.conv_template
         self.tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"), local_files_only=True)
-        self.image_processor = ImageProcessor(size=self.config.image_size, aspect_ratio=self.config.image_aspect_ratio)
+        pre = root / "preprocessor_config.json"  # the checkpoint's own (exports made before it: the SigLIP default)
+        aspect = self.config.image_aspect_ratio
+        self.image_processor = ImageProcessor.load(pre, aspect_ratio=aspect) if pre.is_file() else \
+            ImageProcessor(size=self.config.image_size, aspect_ratio=aspect)
         self.runner = ModelRunner.from_dir(str(root / "llm_engine"))
         self.vocab_size = int(self.export["prompt_table_offset"])
         trt = mods["tensorrt"]

@@ -169,10 +169,12 @@ def weight_files(part_dir: Path) -> list[Path]:
         return files
     pickles = sorted({p for pattern in PICKLE_PATTERNS for p in part_dir.glob(pattern)})
     if pickles:
+        awq = [p for p in pickles if "awq" in p.name.lower() and p.suffix == ".pt"]
+        way = (f"it is a TinyChat / llm-awq int4 checkpoint: convert it with `vila-ros convert-awq "
+               f"{part_dir.parent} DST` and load DST with precision int4") if awq else \
+            f"convert {part_dir} to safetensors"
         raise PickleRefusedError(
-            f"{pickles[0]}: pickle weights are refused (unpickling executes code); convert {part_dir} to safetensors",
-            pickles[0],
-        )
+            f"{(awq or pickles)[0]}: pickle weights are refused (unpickling executes code); {way}", (awq or pickles)[0])
     raise MissingPartError(f"no weights in {part_dir} (expected {INDEX_NAME} or {SINGLE_NAME})", part_dir / SINGLE_NAME)
 
 

@@ -159,6 +159,10 @@ def unsupported_features(data: dict[str, Any]) -> list[str]:
                      "VILA1.5-3b-s2) is not supported")
     if data.get("dynamic_s2"):
         found.append("dynamic S2 tiling (config.json 'dynamic_s2': true, NVILA) is not supported")
+    aspect = data.get("image_aspect_ratio", "resize")
+    if aspect not in ("resize", "pad"):
+        found.append(f"image tiling (config.json 'image_aspect_ratio': {aspect!r}, NVILA-Lite) is not supported; "
+                     "only 'resize' and 'pad' are")
     projector = str((data.get("mm_projector_cfg") or {}).get("mm_projector_type", ""))
     if projector.endswith("_fix"):
         found.append(f"the NVILA projector (mm_projector_cfg.mm_projector_type {projector!r}) is not supported")

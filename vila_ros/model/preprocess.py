@@ -1,10 +1,16 @@
 """Image preprocessing of a SigLIP tower, from ``vision_tower/preprocessor_config.json``, for numpy frames.
 
-Camera frames arrive as HxWx3 uint8 RGB arrays; going through PIL (as HF's SiglipImageProcessor does) would cost a
-copy and ~2x the time. cv2 does the same steps: optional pad-to-square with the mean colour (VILA's
-``image_aspect_ratio: pad``), resize to the tower's square size without keeping the aspect ratio, 1/255 rescale,
-mean/std normalisation. Downscaling uses INTER_AREA because PIL's bicubic filter (what the model was trained with)
-widens its support when shrinking, i.e. it antialiases; cv2's INTER_CUBIC does not and would alias 1080p frames.
+Steps, as HF's SiglipImageProcessor and VILA's ``process_image`` do them: optional pad-to-square with the mean colour
+(VILA's ``image_aspect_ratio: pad``), resize to the tower's square size without keeping the aspect ratio, 1/255
+rescale, mean/std normalisation. Two resizes:
+
+- ``pil`` (the default for every checkpoint whose preprocessor_config.json does not name another): PIL's resize with
+  the config's ``resample`` filter (3 = bicubic for SigLIP), on the uint8 RGB image, exactly what the checkpoint's
+  own processor computes. PIL's bicubic widens its support when shrinking, i.e. it antialiases.
+- ``opencv``: cv2 INTER_AREA when shrinking (cv2's INTER_CUBIC does not antialias and would alias 1080p frames),
+  the config's filter when enlarging. About 3x faster on 1080p frames, but not the same pixels: docs/checkpoints.md
+  has its largest deviation and its effect on answers. A checkpoint trained on it names it in its
+  preprocessor_config.json (``"vila_ros_resize": "opencv"``), as the embedded default model does.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+RESIZE_KEY = "vila_ros_resize"  # preprocessor_config.json key naming the resize a checkpoint was trained with
+RESIZES = ("pil", "opencv")
 _CV2_INTERP = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LANCZOS4, 2: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
 
 
@@ -30,6 +38,7 @@ class ImageProcessor:
     do_rescale: bool = True
     do_normalize: bool = True
     aspect_ratio: str = "resize"  # VILA's image_aspect_ratio: "resize" | "pad"
+    resize: str = "pil"  # "pil": the checkpoint's own processor, exactly; "opencv": faster, close (module docstring)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # -- preprocessor_config.json ----------------------------------------------------------------------------
@@ -41,7 +50,10 @@ class ImageProcessor:
                 raise ValueError(f"non-square tower input {size} is not supported")
             size = size.get("height") or size.get("shortest_edge")
         known = {"size", "image_mean", "image_std", "rescale_factor", "resample", "do_resize", "do_rescale",
-                 "do_normalize"}
+                 "do_normalize", RESIZE_KEY}
+        resize = str(data.get(RESIZE_KEY, "pil"))
+        if resize not in RESIZES:
+            raise ValueError(f"{RESIZE_KEY} {resize!r}: expected one of {', '.join(RESIZES)}")
         return cls(
             size=int(size),
             image_mean=tuple(float(x) for x in data.get("image_mean", (0.5, 0.5, 0.5))),
@@ -52,6 +64,7 @@ class ImageProcessor:
             do_rescale=bool(data.get("do_rescale", True)),
             do_normalize=bool(data.get("do_normalize", True)),
             aspect_ratio=aspect_ratio,
+            resize=resize,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -68,7 +81,17 @@ class ImageProcessor:
             do_rescale=self.do_rescale,
             do_normalize=self.do_normalize,
         )
+        if self.resize != "pil":  # public checkpoints' files stay as they are
+            out[RESIZE_KEY] = self.resize
         return out
+
+    def with_resize(self, resize: str | None) -> "ImageProcessor":
+        """This processor with another resize (None: unchanged)."""
+        if resize is None or resize == self.resize:
+            return self
+        if resize not in RESIZES:
+            raise ValueError(f"unknown resize {resize!r}; known: {', '.join(RESIZES)}")
+        return dataclasses.replace(self, resize=resize)
 
     @classmethod
     def load(cls, path: str | Path, aspect_ratio: str = "resize") -> "ImageProcessor":
@@ -96,9 +119,14 @@ class ImageProcessor:
                 img = cv2.copyMakeBorder(img, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT,
                                          value=self.pad_colour())
         if self.do_resize and img.shape[:2] != (self.size, self.size):
-            shrinking = img.shape[0] > self.size or img.shape[1] > self.size
-            interp = cv2.INTER_AREA if shrinking else _CV2_INTERP.get(self.resample, cv2.INTER_CUBIC)
-            img = cv2.resize(img, (self.size, self.size), interpolation=interp)
+            if self.resize == "pil":
+                from PIL import Image
+
+                img = np.asarray(Image.fromarray(img).resize((self.size, self.size), resample=self.resample))
+            else:
+                shrinking = img.shape[0] > self.size or img.shape[1] > self.size
+                interp = cv2.INTER_AREA if shrinking else _CV2_INTERP.get(self.resample, cv2.INTER_CUBIC)
+                img = cv2.resize(img, (self.size, self.size), interpolation=interp)
         return img
 
     def __call__(self, frames: Sequence[np.ndarray]) -> "Any":

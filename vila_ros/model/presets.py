@@ -35,6 +35,7 @@ class Preset:
     template: str = "vicuna_v1"
     dtype: str = "bfloat16"
     init_std: float = 0.02
+    resize: str = "pil"  # image resize (model/preprocess.py); the embedded default model was trained with opencv
 
 
 _SIGLIP = dict(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, num_channels=3, attention_dropout=0.0)
@@ -53,7 +54,7 @@ PRESETS: dict[str, Preset] = {
                     image_size=112, patch_size=14, vision_use_head=False),
         llm=dict(_LLAMA, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=2048),
-        tokenizer_vocab=2000, frames=8,
+        tokenizer_vocab=2000, frames=8, resize="opencv",
     ),
     "mid": Preset(
         vision=dict(_SIGLIP, hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
@@ -115,7 +116,7 @@ def init_model(
         preset, len(tokenizer), tokenizer.convert_tokens_to_ids(BOS), tokenizer.convert_tokens_to_ids(EOS),
         tokenizer.convert_tokens_to_ids(PAD),
     )
-    processor = ImageProcessor(size=config.image_size, aspect_ratio=config.image_aspect_ratio)
+    processor = ImageProcessor(size=config.image_size, aspect_ratio=config.image_aspect_ratio, resize=spec.resize)
     model = build_uninitialized(config, parse_dtype(spec.dtype), tokenizer=tokenizer, image_processor=processor)
     init_weights_(model, seed, spec.init_std)
     return save_vila(model, out_dir)

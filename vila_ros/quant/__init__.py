@@ -4,5 +4,6 @@ writes live in ``vila_ros.model.int4`` and ``vila_ros.model.int4_checkpoint``.
 
 Modules: ``calib`` (multimodal calibration and evaluation samples), ``awq`` (the scale / clipping search),
 ``pipeline`` (``quantize_checkpoint``), ``evaluate`` (perplexity table), ``trtllm`` (TensorRT-LLM W4A16_AWQ
-checkpoint + ONNX vision export), ``cli``. Import stays light: torch is imported by the submodules.
+checkpoint + ONNX vision export), ``tinychat`` (``convert-awq``: llm-awq / TinyChat int4 .pt -> our format),
+``cli``. Import stays light: torch is imported by the submodules.
 """

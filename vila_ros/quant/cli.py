@@ -1,4 +1,4 @@
-"""``vila-ros quantize``, ``vila-ros export-trtllm``, ``vila-ros quant-eval``. torch is imported in the handlers."""
+"""``vila-ros quantize``, ``export-trtllm``, ``convert-awq``, ``quant-eval``. torch is imported in the handlers."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,12 @@ def register(subparsers: Any) -> None:
     e.add_argument("--no-onnx", action="store_true", help="skip the vision ONNX export")
     e.set_defaults(func=_export)
 
+    c = subparsers.add_parser("convert-awq", help="TinyChat / llm-awq int4 .pt (llm/*-awq-v2.pt) -> int4 safetensors")
+    c.add_argument("src", help="VILA-layout AWQ checkpoint directory (or its llm/*.pt file)")
+    c.add_argument("dst", help="output directory (int4 checkpoint, format vila_ros_int4/v1; must not exist)")
+    c.add_argument("--group", type=int, help="quantization group (default: the -gN in the file name, else 128)")
+    c.set_defaults(func=_convert_awq)
+
     v = subparsers.add_parser("quant-eval", help="held-out caption perplexity: fp32, bf16 and int4 checkpoints")
     v.add_argument("--model", required=True, help="float checkpoint (fp32 and bf16 rows, the logit reference)")
     v.add_argument("--int4", action="append", default=[], metavar="NAME=DIR", help="int4 checkpoint(s) to compare")
@@ -70,6 +76,18 @@ def _export(args: argparse.Namespace) -> int:
                            max_input_text=args.max_input_text, max_new_tokens=args.max_new_tokens,
                            onnx=not args.no_onnx)
     print(json.dumps(report))
+    return 0
+
+
+def _convert_awq(args: argparse.Namespace) -> int:
+    from vila_ros.model.checkpoint import CheckpointError
+    from vila_ros.quant.tinychat import convert_awq
+
+    try:
+        print(json.dumps(convert_awq(args.src, args.dst, group=args.group)))
+    except (CheckpointError, FileExistsError, ValueError) as error:
+        _say(f"vila-ros convert-awq: {error}")
+        return 2
     return 0
 
 

@@ -332,6 +332,8 @@ def export_trtllm(model_dir: str | Path, out_dir: str | Path, max_batch: int = 1
             (out / "tokenizer").mkdir(exist_ok=True)
             shutil.copy(src, out / "tokenizer" / name)
     shutil.copy(Path(model_dir) / "config.json", out / "vila_config.json")
+    shutil.copy(Path(model_dir) / config.part_dir_name("vision_tower") / "preprocessor_config.json",
+                out / "preprocessor_config.json")
     report = {"model": str(model_dir), "llm": llm, "vision": vision, "build": numbers,
               "prompt_table_offset": llm["vocab_size_padded"], "seconds": round(time.perf_counter() - t0, 1)}
     with open(out / "export.json", "w", encoding="utf-8") as f:

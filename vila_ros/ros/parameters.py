@@ -14,8 +14,8 @@ from vila_ros.ros.worker import AlertRule, InferenceWorker, WorkerSettings
 
 # Which model to load: fixed while configured, settable while unconfigured, so that after a failed configure an
 # operator can point the node at a good checkpoint and configure again without restarting the process.
-CONFIGURE_TIME = frozenset({"model_dir", "engine", "precision", "device", "remote_base_url", "remote_model",
-                            "remote_api_key_env", "remote_api_key_file", "remote_timeout_s",
+CONFIGURE_TIME = frozenset({"model_dir", "engine", "precision", "device", "image_resize", "remote_base_url",
+                            "remote_model", "remote_api_key_env", "remote_api_key_file", "remote_timeout_s",
                             "remote_max_concurrency"})
 
 # name -> (default, description, (min, max) or None, read_only)
@@ -40,6 +40,9 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "remote_max_concurrency": (4, "engine openai: requests in flight at most.", (1, 256), False),
     "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM. Can be set only while unconfigured.", None, False),
     "device": ("cpu", "cpu, cuda or cuda:N. Can be set only while unconfigured.", None, False),
+    "image_resize": ("", "Image resize of the model's preprocessing: empty = what the checkpoint's "
+                     "preprocessor_config.json names (PIL bicubic for public VILA checkpoints), pil, or opencv "
+                     "(faster, close). Can be set only while unconfigured.", None, False),
     "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
     "clip_fps": (4.0, "Rate at which frames are kept per camera (the model's training clip rate).", (0.1, 60.0), True),
     "num_frames": (0, "Frames per description / alert check; 0 = the model's num_video_frames.", (0, 64), True),
@@ -250,7 +253,8 @@ def load_engine(node: Node):
             "api_key_env": value(node, "remote_api_key_env"), "api_key_file": value(node, "remote_api_key_file"),
             "timeout_s": value(node, "remote_timeout_s"), "max_concurrency": value(node, "remote_max_concurrency")})
     return create_engine(resolve_model_dir(value(node, "model_dir")), engine=value(node, "engine"),
-                         precision=value(node, "precision"), device=value(node, "device"))
+                         precision=value(node, "precision"), device=value(node, "device"),
+                         resize=value(node, "image_resize") or None)
 
 
 def apply_change(node: Node, worker: InferenceWorker | None, engine: Any, changed: list) -> str:

@@ -80,6 +80,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"),
                    help="int4 needs a checkpoint written by `vila-ros quantize`")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--resize", choices=("pil", "opencv"),
+                   help="image resize (default: what the checkpoint's preprocessor_config.json names)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
     p.add_argument("--out", help="folder for eval.json, eval.md and eval.png")
@@ -101,7 +103,7 @@ def _handle_eval(args: argparse.Namespace) -> int:
         result = evaluate(args.model, split=args.split, count=args.count, family=args.family, offset=args.offset,
                           num_frames=args.frames, stretch=args.stretch, batch_size=args.batch_size,
                           precision=args.precision, device=args.device, include_clips=not args.no_clips,
-                          progress=progress)
+                          progress=progress, resize=args.resize)
     except (ValueError, OSError, CheckpointError) as error:
         print(f"vila-ros eval: {error}", file=sys.stderr)
         return 2

@@ -65,7 +65,7 @@ def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family
              offset: int = 0, num_frames: int | None = None, clip_fps: float = 4.0, stretch: int = DEFAULT_STRETCH,
              batch_size: int = DEFAULT_BATCH, precision: str = "fp32", device: str = "cpu",
              max_new_tokens: dict[str, int] | None = None, include_clips: bool = True,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, resize: str | None = None) -> dict:
     """Evaluate ``model`` (a checkpoint directory or an engine) on ``count`` seeds of ``split``; returns the JSON-ready
     result (``meta``, ``summary``, ``targets``, ``clip``, ``single_frame``, ``temporal_recall``, ``clips``)."""
     import torch
@@ -83,7 +83,7 @@ def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family
     if isinstance(model, (str, Path)):
         model_dir = str(model)
         t0 = time.perf_counter()
-        engine = create_engine(model, "torch", precision, device)
+        engine = create_engine(model, "torch", precision, device, resize=resize)
         timing["load_s"] = time.perf_counter() - t0
     else:
         engine, model_dir = model, getattr(model, "model_id", "?")
