@@ -109,6 +109,10 @@ class PerceptionNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._stop_all("the perception node was destroyed")
         self.ingest.destroy()
+        # Before the node's own teardown: destroying an action server together with its node races the handles it
+        # shares with the node (a known rcl_action hazard at shutdown).
+        if self._ask_scene.server in self.waitables:
+            self._ask_scene.server.destroy()
         super().destroy_node()
 
     def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
