@@ -123,24 +123,3 @@ class Camera:
         self.buffer.add(Frame(self.name, stamp_ns, msg.header.frame_id, rgb))
         self.frame_id = msg.header.frame_id
         return Ingested("kept", stamp_ns, warning, key)
-
-    def _stamp(self, stamp_ns: int, clock_ns: Callable[[], int],
-               max_future_ns: int) -> tuple[int, str, str, Ingested | None]:
-        """(stamp, warning, warning key, the outcome of a dropped frame or None). A nanosec of a second or more is
-        carried into sec, as everywhere downstream (messages, answers, the event log all derive from this ns)."""
-        if not 0 <= stamp_ns <= MAX_STAMP_NS:
-            text = f"header.stamp ({stamp_ns} ns) is outside ROS time (0 .. {MAX_STAMP_NS} ns)"
-            return self._drop(text, "bad_stamps", "stamp")
-        now_ns = clock_ns() if stamp_ns == 0 or max_future_ns > 0 else 0
-        if stamp_ns == 0:  # some drivers leave stamps empty: fall back to receipt time, and say so
-            return now_ns, f"camera {self.name}: images have no header stamp; using receipt time", "stamp", None
-        # now_ns 0: simulated time before the first /clock message, when every stamp would be "ahead".
-        if max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
-            text = (f"header.stamp is {(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node's clock "
-                    f"(stamp_max_future_s: {max_future_ns / 1e9:g} s)")
-            return self._drop(text, "future_stamps", "future")
-        return stamp_ns, "", "", None
-
-    def _drop(self, text: str, counter: str, key: str) -> tuple[int, str, str, Ingested]:
-        self.buffer.record_error(text, received=True, counter=counter)
-        return 0, "", "", Ingested("error", 0, f"camera {self.name}: dropped a frame: {text}", key)
