@@ -57,6 +57,12 @@ class IngestExecutor:
         thread, executor = self._thread, self._executor
         self._thread = self._executor = None
         self._stop.set()
+        if thread is not None and not self.node.context.ok():
+            # After a signal shut the context down the thread's spin ends by itself: shutting its executor down
+            # while it is still leaving the wait frees what that wait uses (a segfault at exit, now and then).
+            thread.join(0.5)
+            if not thread.is_alive():
+                return
         if executor is not None:
             # Never waits on the context: rclpy destroys a context's nodes while holding its lock (try_shutdown),
             # and a shut-down executor ends its spin without asking the context whether it is still ok.
