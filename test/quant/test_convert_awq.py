@@ -201,7 +201,7 @@ def test_wrong_inputs_are_refused_clearly(tinychat_pair, tmp_path):
 
 
 class _RunsCode:
-    """Unpickling this copies a file: what an ordinary torch.load / pickle.load of a hostile .pt would do."""
+    """A hostile payload: an unrestricted unpickler would copy a file; the converter's weights-only read refuses it."""
 
     def __init__(self, src, dst):
         self.src, self.dst = src, dst
