@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from vila_ros.action import AskScene
 from vila_ros.ros.conversion import ns_to_stamp
-from vila_ros.ros.worker import InferenceWorker, QueryError, SceneQuery
+from vila_ros.ros.query_service import wait_for_answer
+from vila_ros.ros.worker import InferenceWorker, SceneQuery
 
 
 class AskSceneAction:
@@ -89,21 +89,10 @@ class AskSceneAction:
         timeout = self._parameter("query_timeout_s")
         query = SceneQuery(goal.question, goal.camera, goal.window_seconds, goal.window_frames, goal.max_new_tokens,
                            deadline=time.monotonic() + timeout, json_schema=goal.json_schema, on_token=on_token)
-        future = worker.submit_query(query)
-        try:
-            answer = future.result(timeout=timeout)
-        except FutureTimeoutError:
-            future.cancel()
-            result.error_message = f"timed out waiting for the model after {timeout:g} s"
+        answer, result.error_message = wait_for_answer(worker.submit_query(query), timeout)
+        result.answer = "".join(partial).strip()  # what was streamed, also when cancelled
+        if answer is None:
             return
-        except QueryError as error:
-            result.error_message = str(error)
-            return
-        except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
-            result.error_message = f"inference failed: {type(error).__name__}: {error}"
-            return
-        finally:
-            result.answer = "".join(partial).strip()  # what was streamed, also when cancelled
         result.success = True
         result.answer = answer.answer
         result.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]

@@ -97,18 +97,8 @@ class SceneQueryService:
             query = SceneQuery(question, request.camera, request.window_seconds, request.window_frames,
                                request.max_new_tokens, deadline=time.monotonic() + timeout,
                                json_schema=getattr(request, "json_schema", ""))
-            future = worker.submit_query(query)
-            try:
-                answer = future.result(timeout=timeout)
-            except FutureTimeoutError:  # not the builtin TimeoutError before Python 3.11
-                future.cancel()  # dropped if still queued; a running one stops at its deadline
-                response.error_message = f"timed out waiting for the model after {timeout:g} s"
-                return
-            except QueryError as error:
-                response.error_message = str(error)
-                return
-            except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
-                response.error_message = f"inference failed: {type(error).__name__}: {error}"
+            answer, response.error_message = wait_for_answer(worker.submit_query(query), timeout)
+            if answer is None:
                 return
         finally:
             with self._lock:
@@ -117,6 +107,19 @@ class SceneQueryService:
         response.answer = answer.answer
         response.frame_stamps = [ns_to_stamp(f.stamp_ns) for f in answer.frames]
         response.frame_cameras = [f.camera for f in answer.frames]
+
+
+def wait_for_answer(future: Any, timeout: float) -> tuple[Any, str]:
+    """The worker's answer to a submitted query, or None and why not (what the service and the action send)."""
+    try:
+        return future.result(timeout=timeout), ""
+    except FutureTimeoutError:  # not the builtin TimeoutError before Python 3.11
+        future.cancel()  # dropped if still queued; a running one stops at its deadline
+        return None, f"timed out waiting for the model after {timeout:g} s"
+    except QueryError as error:
+        return None, str(error)
+    except Exception as error:  # noqa: BLE001 - a failed inference is an answer, not a crash
+        return None, f"inference failed: {type(error).__name__}: {error}"
 
 
 def window_refusal(window_seconds: float) -> str:
