@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -77,6 +79,9 @@ class PerceptionNode(LifecycleNode):
         self._stale_timer = None
         self._alert_lock = threading.Lock()  # the stale timer against lifecycle transitions
         self.configure_error = ""
+        # Set by `main` on SIGINT/SIGTERM: from then on nothing is sent (open alerts are ENDed by the next run, from
+        # the event log), as when a signal has shut the ROS context down under another owner's spin.
+        self.ending = False
         self._frame_max_side = parameters.value(self, "frame_max_side")  # read-only: read once, not per frame
         self._max_future_ns = int(parameters.value(self, "stamp_max_future_s") * 1e9)
         log_error = self.get_logger().error
@@ -267,7 +272,7 @@ class PerceptionNode(LifecycleNode):
 
     # --------------------------------------------------------------------------------------------- outputs
     def _publish_description(self, description: Description) -> None:
-        if not self.context.ok():  # shutting down after a signal: nothing can be sent
+        if not self._can_send():
             return
         msg = description_message(description, self.engine.model_id)
         newest = description.frames[-1]
@@ -284,9 +289,9 @@ class PerceptionNode(LifecycleNode):
     def _publish_alert(self, update: AlertUpdate) -> None:
         msg = alert_message(update)
         state = STATE_NAMES[msg.state]
-        if not self.context.ok():  # shutting down after a signal: nothing can be sent, not even to /rosout
-            log.warning("alert %s %s (%s) on %s not published: the ROS context is shut down", state, msg.alert_id,
-                        msg.category, msg.camera)
+        if not self._can_send():  # not even to /rosout
+            log.warning("alert %s %s (%s) on %s not published: the node is ending after a signal", state,
+                        msg.alert_id, msg.category, msg.camera)
             return
         self.history.add("alerts", update.stamp_ns, f"{update.category} {msg.text}", msg)
         self._publish("alert", msg)
@@ -299,6 +304,9 @@ class PerceptionNode(LifecycleNode):
         frames = camera.buffer.window(max_frames=1) if camera is not None else []
         if frames:
             self._publish_annotated(frames[-1])
+
+    def _can_send(self) -> bool:
+        return self.context.ok() and not self.ending
 
     def _publish(self, key: str, msg) -> None:
         publisher = self._outputs.get(key)
@@ -345,26 +353,43 @@ def main(argv: list[str] | None = None) -> int:
     # thread that wants it back (a woken worker, a camera callback behind a decode step) would otherwise wait out up
     # to CPython's default 5 ms switch interval while another runs Python.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=argv)
+    # Signals are ours, not rclpy's: its handler shuts the context down under every thread at once (ingest, worker,
+    # executor, action server), and a thread still inside a wait on that context crashed the process now and then.
+    # Here a signal only ends the spin; everything then stops in order, with the context alive until the last step.
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    signalled = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: signalled.set())
     node = PerceptionNode()
     # Threads: timers and lifecycle and parameter services, plus up to query_max_waiting blocked queries.
     executor = MultiThreadedExecutor(num_threads=3 + parameters.value(node, "query_max_waiting"))
     executor.add_node(node)
+    spinner = threading.Thread(target=_spin, args=(executor,), name="vila_ros_executor")
     try:
-        if parameters.value(node, "autostart"):
+        if parameters.value(node, "autostart") and not signalled.is_set():
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("could not configure; waiting for a lifecycle manager")
             else:
                 node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spinner.start()
+        while spinner.is_alive() and not signalled.wait(0.5):
+            pass
     finally:
+        node.ending = signalled.is_set()
         node._stop_processing()  # answers waiting queries, so the executor's threads can finish
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _spin(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # someone else shut the context down: end as after a signal
+        pass
 
 
 if __name__ == "__main__":
