@@ -228,6 +228,29 @@ def test_batch_equals_individual(tiny_engine, frames):
         assert got.text == single.text and got.stop_reason == single.stop_reason
 
 
+def test_batch_streams_each_row_through_its_own_callback_and_cancels_one_row_alone(tiny_engine, frames):
+    feats = tiny_engine.encode_frames(frames[:3])
+    questions, images = ["Describe.", "What?", "Describe."], [feats[:2], feats[2:3], feats[1:3]]
+    cfg = GenerationConfig(max_new_tokens=10, use_prefix_cache=False)
+    pieces: list[list[str]] = [[], [], []]
+
+    def keep(row):
+        def on_token(_token_id, text):
+            pieces[row].append(text)
+            return row == 1 and len(pieces[row]) == 2  # the second row cancels after two tokens
+        return on_token
+
+    batch = tiny_engine.generate_batch(questions, images, cfg, on_token=[keep(0), keep(1), None])
+    for row in (0, 2):
+        single = tiny_engine.generate(questions[row], images[row], cfg)
+        assert batch[row].token_ids == single.token_ids and batch[row].text == single.text
+    assert "".join(pieces[0]) == batch[0].text and pieces[2] == []
+    assert batch[1].stop_reason == "cancelled" and len(batch[1].token_ids) == 2
+    assert "".join(pieces[1]) == batch[1].text
+    with pytest.raises(ValueError, match="callback"):
+        tiny_engine.generate_batch(questions, images, cfg, on_token=[None])
+
+
 def test_interface_and_errors(tiny_engine, tiny_dir, frames):
     assert tiny_engine.model_id == tiny_dir.name
     assert tiny_engine.num_video_frames == 4 and tiny_engine.tokens_per_image == 4

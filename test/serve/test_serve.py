@@ -77,6 +77,25 @@ def test_concurrent_clients_are_batched_and_match_single(server, tiny_dir):
     assert httpx.get(server + "/health").json()["batched_rows"] > before
 
 
+def test_streaming_clients_share_decode_steps_each_with_its_own_limit(server, tiny_dir):
+    local = create_engine(tiny_dir)
+    limits = [4, 7, 10, 12]
+    imgs = [frames(1, seed=10 + i) for i in range(4)]
+    expected = [local.generate("What moves?", [jpeg_roundtrip(f) for f in im], GenerationConfig(max_new_tokens=n)).text
+                for im, n in zip(imgs, limits)]
+    before = httpx.get(server + "/health").json()["batched_rows"]
+
+    def ask(i):
+        chunks = client(server).chat.completions.create(model="tiny", messages=user("What moves?", imgs[i]),
+                                                        max_tokens=limits[i], temperature=0, stream=True)
+        return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(ask, range(4)))
+    assert got == expected
+    assert httpx.get(server + "/health").json()["batched_rows"] > before
+
+
 @pytest.mark.parametrize("url, why", [
     ("https://example.com/cat.jpg", "not fetched"),
     ("data:image/jpeg;base64,@@@", "base64"),

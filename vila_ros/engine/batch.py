@@ -17,7 +17,7 @@ import torch
 
 from vila_ros.engine.decoder import KVCache
 from vila_ros.engine.sampling import TextStream, mask_to, sample_next
-from vila_ros.engine.types import GenerationConfig, GenerationResult
+from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, text_prefix
 
 
@@ -36,9 +36,11 @@ def _head(ids: Sequence[int]) -> int:
 @torch.inference_mode()
 def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
                    config: GenerationConfig | None = None,
-                   max_new_tokens: Sequence[int] | None = None) -> list[GenerationResult]:
+                   max_new_tokens: Sequence[int] | None = None,
+                   on_token: Sequence[TokenCallback | None] | None = None) -> list[GenerationResult]:
     """One result per question, each as generate() alone would give it (greedy: the same tokens). `max_new_tokens`:
-    a limit per row (default: `config.max_new_tokens` for all); the batch runs until its longest row is done."""
+    a limit per row (default: `config.max_new_tokens` for all); the batch runs until its longest row is done.
+    `on_token`: a callback per row (or None), called as generate() calls its own; True cancels that row only."""
     config = config or GenerationConfig()
     if len(questions) != len(image_features):
         raise ValueError("one list of images per question")
@@ -48,6 +50,9 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     limits = [config.max_new_tokens] * bsz if max_new_tokens is None else [int(n) for n in max_new_tokens]
     if len(limits) != bsz:
         raise ValueError("one max_new_tokens per question")
+    callbacks = [None] * bsz if on_token is None else list(on_token)
+    if len(callbacks) != bsz:
+        raise ValueError("one on_token callback (or None) per question")
     engine.schemas.check(config.json_schema)  # a bad schema is refused before any model work
     decoder, dev = engine.decoder, engine.decoder.device
     vision_ms = 0.0
@@ -110,10 +115,16 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
             out_ids[b].append(token)
             if token in stop_ids:
                 reasons[b] = "stop_token"
-                texts[b] += streams[b].finish()
+                delta = streams[b].finish()
+                texts[b] += delta
+                if callbacks[b] is not None:
+                    callbacks[b](token, delta)
                 continue
-            texts[b] += streams[b].push(token)
-            if guides[b] is not None and guides[b].advance(token):
+            delta = streams[b].push(token)
+            texts[b] += delta
+            if callbacks[b] is not None and callbacks[b](token, delta):
+                reasons[b] = "cancelled"
+            elif guides[b] is not None and guides[b].advance(token):
                 reasons[b] = "schema_complete"
             elif streams[b].stopped:
                 reasons[b] = "stop_string"
@@ -133,7 +144,10 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     for b in range(bsz):
         reason = reasons[b] or "max_new_tokens"
         if reason in ("max_new_tokens", "context_full", "schema_complete"):
-            texts[b] += streams[b].finish()
+            tail = streams[b].finish()
+            texts[b] += tail
+            if tail and callbacks[b] is not None:
+                callbacks[b](-1, tail)  # flush of held-back text, as generate() does
         results.append(GenerationResult(
             text=texts[b], token_ids=out_ids[b], vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms,
             stop_reason=reason, prompt_tokens=head_len + int(lengths[b]), cached_prefix_tokens=cached,

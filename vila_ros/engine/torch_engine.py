@@ -309,9 +309,11 @@ class TorchEngine:
         image_features: Sequence[Sequence[Any]],
         config: GenerationConfig | None = None,
         max_new_tokens: Sequence[int] | None = None,
+        on_token: Sequence[TokenCallback | None] | None = None,
     ) -> list[GenerationResult]:
         """All rows decoded together, each as generate() would alone; rows asking about the same frames share one
-        prefill of them (`engine/batch.py`). `max_new_tokens`: one limit per row (default the config's)."""
+        prefill of them (`engine/batch.py`). `max_new_tokens`: one limit per row (default the config's); `on_token`:
+        one streaming callback per row (or None)."""
         from vila_ros.engine.batch import generate_batch
 
-        return generate_batch(self, questions, image_features, config, max_new_tokens)
+        return generate_batch(self, questions, image_features, config, max_new_tokens, on_token)

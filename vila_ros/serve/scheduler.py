@@ -1,9 +1,9 @@
 """Gathers requests from several clients into shared decode steps.
 
-One thread owns the engine. It takes the first waiting request, waits ``gather_ms`` for others, and runs the
-non-streaming ones that share a generation config as one ``generate_batch`` (one decode step for all rows);
-streaming requests run one by one through ``generate`` with their token callback. The queue is bounded: a full
-queue refuses at once (the server answers 429) rather than letting latency grow without bound.
+One thread owns the engine. It takes the first waiting request, waits ``gather_ms`` for others, and runs those
+that share a generation config (their token limits may differ) as one ``generate_batch``: one decode step for all
+rows, streaming rows getting their tokens through their own callbacks as they are decoded. The queue is bounded: a
+full queue refuses at once (the server answers 429) rather than letting latency grow without bound.
 """
 from __future__ import annotations
 
@@ -31,7 +31,19 @@ class Job:
 
 
 def _key(config: GenerationConfig) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in dataclasses.asdict(config).items()))
+    """Rows of one batch share everything but their token limit (`generate_batch` takes one per row)."""
+    return tuple(sorted((k, repr(v)) for k, v in dataclasses.asdict(config).items() if k != "max_new_tokens"))
+
+
+def _noting(on_token: Optional[Callable[[int, str], Optional[bool]]], row: int,
+            streamed: set[int]) -> Optional[Callable[[int, str], Optional[bool]]]:
+    if on_token is None:
+        return None
+
+    def noted(token_id: int, text: str) -> Optional[bool]:
+        streamed.add(row)
+        return on_token(token_id, text)
+    return noted
 
 
 class Scheduler:
@@ -81,20 +93,23 @@ class Scheduler:
             jobs = self._gather()
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
-                if job.on_token is not None:
-                    self._one(job)
-                else:
-                    groups.setdefault(_key(job.config), []).append(job)
+                groups.setdefault(_key(job.config), []).append(job)
             for group in groups.values():
                 if len(group) == 1:
                     self._one(group[0])
                     continue
+                streamed: set[int] = set()
                 try:
-                    results = self.engine.generate_batch([j.question for j in group], [j.frames for j in group],
-                                                         group[0].config)
-                except Exception:  # noqa: BLE001 - one bad row must not fail the others: run them alone
-                    for job in group:
-                        self._one(job)
+                    results = self.engine.generate_batch(
+                        [j.question for j in group], [j.frames for j in group], group[0].config,
+                        max_new_tokens=[j.config.max_new_tokens for j in group],
+                        on_token=[_noting(j.on_token, i, streamed) for i, j in enumerate(group)])
+                except Exception as error:  # noqa: BLE001 - one bad row must not fail the others: run them alone
+                    for i, job in enumerate(group):
+                        if i in streamed:  # its client has part of an answer already: a rerun would repeat it
+                            job.done(None, error)
+                        else:
+                            self._one(job)
                     continue
                 self.batches += 1
                 self.batched_rows += len(group)
