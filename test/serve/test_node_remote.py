@@ -39,3 +39,46 @@ def test_node_with_remote_engine_describes_through_the_server(tiny_dir, tmp_path
         listener.close()
         if process is not None:
             assert stop_node(process) == 0
+
+
+class _SeesWhatTheServerDecodes:
+    """The in-process engine fed each frame as the server gets it (JPEG, decoded by the server's own decoder), so
+    that a difference in answers can only come from the remote path, not from JPEG."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def encode_frames(self, frames):
+        from vila_ros.engine.openai_engine import encode_jpeg
+        from vila_ros.serve.app import decode_image
+
+        return self._engine.encode_frames([decode_image(encode_jpeg(f).data_url()) for f in frames])
+
+
+def test_remote_engine_gives_the_node_the_alerts_and_descriptions_of_the_in_process_engine():
+    """The node's own worker, tracker and buffers (in-process, `tools.stream_eval`) on one held-out scene in which
+    the camera gets blocked: through `vila-ros serve` over HTTP and with the torch engine in the process (the node's
+    default is greedy), the same descriptions of the same windows and the same alerts."""
+    import pytest
+
+    from vila_ros.engine import create_engine
+    from vila_ros.resources import DEFAULT_MODEL_DIR
+    from vila_ros.sim.streams import make_stream
+    from vila_ros.tools.stream_eval import run_streams
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        pytest.skip("the embedded default model is not present")
+    stream = make_stream("stream_val", 0, "road", 20, 20, 25)
+    local = _SeesWhatTheServerDecodes(create_engine(DEFAULT_MODEL_DIR))
+    _, expected, _ = run_streams(local, [stream])
+    with running_server(DEFAULT_MODEL_DIR, "--served-model-name", "default") as base:
+        remote = create_engine("", engine="openai", remote={"base_url": base + "/v1", "timeout_s": 60.0})
+        _, got, _ = run_streams(remote, [stream])
+    assert len(expected.descriptions) >= 10 and any(a["state"] == 0 for a in expected.alerts)
+    assert [(d["stamps_ns"], d["text"]) for d in got.descriptions] == \
+        [(d["stamps_ns"], d["text"]) for d in expected.descriptions]
+    assert [(a["category"], a["state"], a["stamp_ns"], a["alert_id"]) for a in got.alerts] == \
+        [(a["category"], a["state"], a["stamp_ns"], a["alert_id"]) for a in expected.alerts]
