@@ -118,3 +118,31 @@ def test_a_rule_alert_has_the_rule_severity_from_the_worker():
     assert by_category["looks_dark"].severity == tasks.INFO
     assert by_category["camera_blocked"].severity == tasks.CRITICAL
     assert {u.frame_id for u in published} == {"front_optical"}
+
+
+def test_alert_thresholds_come_from_the_checkpoint_only_where_the_engine_gives_logits(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    from vila_ros.engine import create_engine
+    from vila_ros.ros.parameters import alert_thresholds
+
+    engine = create_engine(tiny_dir)
+    assert alert_thresholds("model", str(tiny_dir), engine) == ()  # the checkpoint stores none
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "alert_thresholds.json").write_text(json.dumps({"camera_blocked": 0.9, "red_light": 0.4}))
+    assert alert_thresholds("model", str(model), engine) == (("camera_blocked", 0.9), ("red_light", 0.4))
+    assert alert_thresholds("", str(model), engine) == ()
+    # A remote server has no public steps to score answers with: the generated answer decides.
+    assert alert_thresholds("model", str(model), object()) == ()
+    assert alert_thresholds(str(model / "alert_thresholds.json"), "", None) == (("camera_blocked", 0.9),
+                                                                                ("red_light", 0.4))
+    bad = tmp_path / "bad.json"
+    for text, words in [("{", "alert_thresholds_file"), ('{"no_such": 0.5}', "no_such=0.5"),
+                        ('{"red_light": 1.5}', "red_light=1.5")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            alert_thresholds(str(bad), "", None)
+    with pytest.raises(ValueError, match="missing.json"):
+        alert_thresholds(str(tmp_path / "missing.json"), "", None)

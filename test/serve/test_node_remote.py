@@ -72,11 +72,13 @@ def test_remote_engine_gives_the_node_the_alerts_and_descriptions_of_the_in_proc
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         pytest.skip("the embedded default model is not present")
     stream = make_stream("stream_val", 0, "road", 20, 20, 25)
+    # A remote server gives no logits: both decide alerts on the generated answer.
+    overrides = {"alert_thresholds_file": ""}
     local = _SeesWhatTheServerDecodes(create_engine(DEFAULT_MODEL_DIR))
-    _, expected, _ = run_streams(local, [stream])
+    _, expected, _ = run_streams(local, [stream], overrides)
     with running_server(DEFAULT_MODEL_DIR, "--served-model-name", "default") as base:
         remote = create_engine("", engine="openai", remote={"base_url": base + "/v1", "timeout_s": 60.0})
-        _, got, _ = run_streams(remote, [stream])
+        _, got, _ = run_streams(remote, [stream], overrides)
     assert len(expected.descriptions) >= 10 and any(a["state"] == 0 for a in expected.alerts)
     assert [(d["stamps_ns"], d["text"]) for d in got.descriptions] == \
         [(d["stamps_ns"], d["text"]) for d in expected.descriptions]

@@ -62,7 +62,8 @@ class Histogram:
 class TimedEngine:
     """An engine whose encode/generate calls add up to a model clock (seconds spent inside them)."""
 
-    _TIMED = frozenset({"encode_frames", "generate", "generate_batch"})
+    # The public steps too: alert probabilities are computed through them (engine/answer_scores.py).
+    _TIMED = frozenset({"encode_frames", "generate", "generate_batch", "embed_prompt", "prefill", "decode_step"})
 
     def __init__(self, engine: Any) -> None:
         self.inner = engine

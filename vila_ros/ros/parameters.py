@@ -62,10 +62,11 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "alert_rule_categories": ([""], "Extra yes/no rules: category names (parallel to alert_rule_questions).",
                               None, False),
     "alert_rule_questions": ([""], "Extra yes/no rules: the questions; a yes raises the category.", None, False),
-    "alert_thresholds_file": ("", "JSON of per-category probability thresholds (`vila-ros eval-stream "
-                              "--probabilities` writes one, chosen on the validation streams): alerts then decide on "
-                              "the model's probability of each category; empty = on the generated answer.", None,
-                              False),
+    "alert_thresholds_file": ("model", "Per-category probability thresholds (JSON; `vila-ros eval-stream "
+                              "--probabilities` chooses them on the validation streams): alerts decide on the model's "
+                              "probability of each category. 'model' = the alert_thresholds.json stored with the "
+                              "checkpoint, when it has one and the engine gives logits (not engine openai); empty = "
+                              "decide on the generated answer.", None, False),
     "alert_confirm": (1, "Consecutive detections needed to BEGIN an alert.", (1, 100), False),
     "alert_clear": (2, "Consecutive checks without the category needed to END it.", (1, 100), False),
     "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
@@ -193,8 +194,41 @@ def tracker_settings(node: Node, overrides: dict | None = None) -> TrackerSettin
                            ongoing_period_s=get("alert_ongoing_period_s"), cooldown_s=get("alert_cooldown_s"))
 
 
-def worker_settings(node: Node, model_frames: int, overrides: dict | None = None) -> WorkerSettings:
-    """Settings from the current parameters; `overrides` holds values of a change being validated."""
+def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[tuple[str, float], ...]:
+    """The thresholds `alert_thresholds_file` names; () = alerts decide on the generated answer."""
+    import json
+    from pathlib import Path
+
+    if not source:
+        return ()
+    if source == "model":
+        # Probabilities come from the answer tokens' logits: an engine without the torch engine's steps (a remote
+        # server) cannot give them, and a checkpoint without stored thresholds has none to use.
+        if engine is None or not all(hasattr(engine, step) for step in ("embed_prompt", "prefill", "decode_step")):
+            return ()
+        from vila_ros.resources import resolve_model_dir
+
+        path = resolve_model_dir(model_dir) / "alert_thresholds.json"
+        if not path.is_file():
+            return ()
+    else:
+        path = Path(source).expanduser()
+    try:
+        loaded = json.loads(path.read_text())
+        thresholds = tuple((str(c), float(t)) for c, t in loaded.items())
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"alert_thresholds_file {path}: {error}") from None
+    bad = [f"{c}={t}" for c, t in thresholds if c not in tasks.CATEGORIES or not 0.0 <= t <= 1.0]
+    if bad:
+        raise ValueError(f"alert_thresholds_file {path}: not a known category with a threshold in [0, 1]: "
+                         f"{', '.join(bad)}")
+    return thresholds
+
+
+def worker_settings(node: Node, model_frames: int, overrides: dict | None = None,
+                    engine: Any = None) -> WorkerSettings:
+    """Settings from the current parameters; `overrides` holds values of a change being validated; `engine`: the
+    node's (whether it can give probabilities), None before configure."""
     get = _getter(node, overrides)
 
     categories = tuple(c for c in get("alert_categories") if c)
@@ -214,15 +248,7 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         if len(text) > limit:  # the same bound as a query: a prompt that long would fail every periodic job
             raise ValueError(f"{name} is {len(text)} characters, at most {limit} (query_max_question_chars)")
     num_frames = get("num_frames") or model_frames
-    thresholds = ()
-    if get("alert_thresholds_file"):
-        import json
-
-        try:
-            loaded = json.loads(open(get("alert_thresholds_file")).read())
-            thresholds = tuple((str(c), float(t)) for c, t in loaded.items())
-        except (OSError, ValueError, AttributeError) as error:
-            raise ValueError(f"alert_thresholds_file {get('alert_thresholds_file')}: {error}") from None
+    thresholds = alert_thresholds(get("alert_thresholds_file"), get("model_dir"), engine)
     if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
         raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
                          f"retry_backoff_initial_s ({get('retry_backoff_initial_s')})")
@@ -269,7 +295,8 @@ def apply_change(node: Node, worker: InferenceWorker | None, engine: Any, change
     # The same checks in every lifecycle state: a value refused while active is refused while unconfigured too,
     # instead of making the next configure fail.
     try:
-        settings = worker_settings(node, engine.num_video_frames if configured else 1, overrides)
+        settings = worker_settings(node, engine.num_video_frames if configured else 1, overrides,
+                                   engine if configured else None)
         tracker = tracker_settings(node, overrides)
     except ValueError as error:
         return str(error)

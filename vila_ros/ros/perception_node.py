@@ -134,7 +134,7 @@ class PerceptionNode(LifecycleNode):
             specs = parameters.camera_specs(self)
             # A TimedEngine: its model clock splits latency into model and node time.
             self.engine = TimedEngine(parameters.load_engine(self))
-            settings = parameters.worker_settings(self, self.engine.num_video_frames)
+            settings = parameters.worker_settings(self, self.engine.num_video_frames, engine=self.engine)
             tracker = EventTracker(parameters.tracker_settings(self), self.alert_ids)
         except Exception as error:  # noqa: BLE001 - report any configuration failure as a failed transition
             # CheckpointError messages name the file at fault; the type says what kind of fault it is.
@@ -143,6 +143,9 @@ class PerceptionNode(LifecycleNode):
             self.engine = None
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
+        self.get_logger().info("alerts decide on " + (
+            "the model's probability of each category (alert_thresholds_file)" if settings.alert_thresholds else
+            "the generated answer to the alert prompt"))
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.cameras = {spec.name: Camera(spec, CameraBuffer(
             spec.name, 1.0 / spec.clip_fps, parameters.value(self, "buffer_seconds"),

@@ -53,9 +53,11 @@ class InProcessNode:
         from vila_ros.ros.parameters import CameraSpec
         from vila_ros.ros.worker import InferenceWorker
 
+        if probabilities:  # every check asks the alert prompt, so the probe records each category's probability
+            overrides = {"alert_thresholds_file": "", **(overrides or {})}
         values = node_values(overrides)
         self.values = values
-        settings = parameters.worker_settings(None, engine.num_video_frames, values)
+        settings = parameters.worker_settings(None, engine.num_video_frames, values, engine)
         tracker = EventTracker(parameters.tracker_settings(None, values))
         max_bytes = int(values["buffer_max_megabytes"] * 1024 * 1024)
         self.clip_fps = float(values["clip_fps"])
@@ -191,11 +193,13 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
     from vila_ros.sim.streams import make_streams
 
     engine = create_engine(resolve_model_dir(model_dir), precision=precision)
+    # The node reads the thresholds stored with the model it runs (alert_thresholds_file: model).
+    node_overrides = {"model_dir": str(resolve_model_dir(model_dir)), **(overrides or {})}
     if bags:
-        cameras, records, seconds = run_bags(engine, bags, overrides)
+        cameras, records, seconds = run_bags(engine, bags, node_overrides)
     else:
         streams = make_streams(split, minutes, min_scene, max_scene, stream_minutes)
-        cameras, records, seconds = run_streams(engine, streams, overrides, progress=progress,
+        cameras, records, seconds = run_streams(engine, streams, node_overrides, progress=progress,
                                                 probabilities=probabilities)
     values = node_values(overrides)
     report = score_records(cameras, records, float(values["clip_fps"]))
