@@ -119,3 +119,24 @@ def test_calibration_and_thresholds_from_check_probabilities(stream):
     thresholds = choose_thresholds(pairs)
     assert 0.3 < thresholds[scene.category] <= 0.9
     assert thresholds["camera_blocked"] == 0.5  # no positives: the default
+
+
+def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
+    from vila_ros.ros.events import TrackerSettings
+    from vila_ros.tools.stream_calibration import choose_stream_thresholds, stream_scores
+
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    checks = []
+    for k in range(12):  # one check a second, the last window ending 3 s after the onset
+        end = start - 8.0 + k
+        p = 0.8 if end >= start else (0.65 if k == 2 else 0.1)  # one spike on a quiet window
+        checks.append({"camera": "front", "stamps_ns": [T0 + int(round((end - 0.25 * (7 - i)) * S)) for i in range(8)],
+                       "probabilities": {scene.category: p}})
+    tracker = TrackerSettings(confirm=1, clear=2)
+    f1, precision, recall = stream_scores(truth, checks, scene.category, 0.5, tracker, 0.5, 4.0)
+    assert recall == 1.0 and precision == 0.5  # the spike BEGINs a false alert
+    chosen = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {"camera_blocked": 0.5})
+    assert 0.65 < chosen[scene.category] <= 0.8 and chosen["camera_blocked"] == 0.5
+    assert stream_scores(truth, checks, scene.category, chosen[scene.category], tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)

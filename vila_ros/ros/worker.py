@@ -34,6 +34,7 @@ from vila_ros.ros.worker_types import (
     Timings,
     WorkerSettings,
     WorkerStats,
+    detected_by_probability,
 )
 
 log = logging.getLogger("vila_ros.worker")
@@ -228,13 +229,9 @@ class InferenceWorker:
         confidences: dict[str, float] = {}
         if settings.alert_categories and settings.alert_thresholds:
             confidences = self._category_probabilities(frames)
-            thresholds = dict(settings.alert_thresholds)
-            for category in settings.alert_categories:
-                threshold = thresholds.get(category, 0.5)
-                if self.tracker.is_active(camera, category):
-                    threshold *= settings.alert_release
-                if confidences[category] >= threshold:
-                    detected.append(category)
+            detected += detected_by_probability(confidences, dict(settings.alert_thresholds), settings.alert_categories,
+                                                lambda category: self.tracker.is_active(camera, category),
+                                                settings.alert_release)
             answers.append(", ".join(f"{c} {confidences[c]:.2f}" for c in detected) or tasks.NO_ALERT_ANSWER)
         elif settings.alert_categories:
             text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)

@@ -3,7 +3,7 @@ queries it takes and its counters. No rclpy, no engine: `worker.py` does the wor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Mapping
 
 from vila_ros import tasks
 from vila_ros.ros.frame_buffer import Frame
@@ -40,6 +40,19 @@ class WorkerSettings:
     temperature: float = 0.0
     backoff_initial_s: float = 1.0  # first wait before retrying a failed periodic job; doubles per failure
     backoff_max_s: float = 30.0
+
+
+def detected_by_probability(probabilities: Mapping[str, float], thresholds: Mapping[str, float],
+                            categories: Iterable[str], is_active: Callable[[str], bool],
+                            release: float) -> list[str]:
+    """The categories whose probability reaches their threshold (0.5 where none is given), or `release` times it
+    while their alert is active: an alert does not flicker off on a slightly lower window."""
+    detected = []
+    for category in categories:
+        threshold = thresholds.get(category, 0.5) * (release if is_active(category) else 1.0)
+        if probabilities.get(category, 0.0) >= threshold:
+            detected.append(category)
+    return detected
 
 
 @dataclass

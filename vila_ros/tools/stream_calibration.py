@@ -1,10 +1,10 @@
 """The model's alert probabilities on a stream: per alert check the node runs, the probability of each category as
 the reply (`engine.answer_scores`), against the window's truth (is the category's event visible in the window's
-frames). Calibration (reliability diagram, expected calibration error) and per-category thresholds (the best
-per-check F1 on the split, chosen on `stream_val`).
+frames). Calibration (reliability diagram, expected calibration error) and per-category thresholds, chosen on
+`stream_val`: the best event-level F1 when the node's own decision rule and tracker run over the recorded checks.
 
 `ProbabilityProbe` wraps the engine the worker calls: the worker, its prompts and windows are the node's, and the
-probe adds the probabilities of the same prompt on the same features. The node itself does not act on them yet.
+probe adds the probabilities of the same prompt on the same features.
 """
 from __future__ import annotations
 
@@ -107,9 +107,56 @@ def choose_thresholds(pairs: list[tuple[str, float, bool]]) -> dict[str, float]:
     return chosen
 
 
-def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None) -> dict:
+def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, threshold: float,
+                  tracker: Any, release: float, clip_fps: float) -> tuple[float, float | None, float | None]:
+    """(F1, BEGIN precision, event recall) of `category` when the node decides on its probability at `threshold`:
+    the node's own decision rule and event tracker run over the recorded checks, scored as the stream eval scores."""
+    from vila_ros.ros.events import EventTracker
+    from vila_ros.ros.worker_types import detected_by_probability
+    from vila_ros.tools.stream_scoring import score_alerts
+
+    events = EventTracker(tracker)
+    alerts = []
+    for check in sorted(checks, key=lambda c: (c["camera"], c["stamps_ns"][-1])):
+        camera, probability = check["camera"], {category: float(check["probabilities"].get(category, 0.0))}
+        detected = detected_by_probability(probability, {category: threshold}, [category],
+                                           lambda c: events.is_active(camera, c), release)
+        for update in events.update(camera, [category], detected, check["stamps_ns"][-1], check["stamps_ns"],
+                                    confidences=probability):
+            alerts.append({"camera": camera, "category": category, "state": update.state,
+                           "stamp_ns": update.stamp_ns, "alert_id": update.alert_id})
+    own = {name: {**spec, "events": [e for e in spec["events"] if e["category"] == category]}
+           for name, spec in cameras.items()}
+    scored = score_alerts(own, alerts, clip_fps)
+    precision, recall = scored["precision"], scored["recall"]
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else 0.0
+    return f1, precision, recall
+
+
+def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
+                             clip_fps: float, fallback: dict[str, float]) -> dict[str, float]:
+    """Per category with events on the split, the threshold of the best event-level F1 (recall of events, precision
+    of BEGINs) through the node's tracker (ties: the higher threshold); `fallback` for the others and where no
+    threshold finds an event."""
+    chosen = dict(fallback)
+    for category in tasks.CATEGORY_NAMES:
+        if not any(e["category"] == category for spec in cameras.values() for e in spec["events"]):
+            continue
+        best = max((stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0], t)
+                   for t in THRESHOLDS)
+        if best[0] > 0:  # no threshold finds any of its events: no reason to move from the fallback
+            chosen[category] = best[1]
+    return chosen
+
+
+def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None,
+           tracker: Any = None, release: float = 0.5, clip_fps: float = 4.0) -> dict:
+    """Calibration and per-category figures; thresholds chosen here unless given: on the stream through the
+    node's tracker when `tracker` (TrackerSettings) is given, else on per-check F1."""
     pairs = labelled(cameras, checks)
     chosen = thresholds or choose_thresholds(pairs)
+    if not thresholds and tracker is not None:
+        chosen = choose_stream_thresholds(cameras, checks, tracker, release, clip_fps, chosen)
     per_category = {}
     for category in tasks.CATEGORY_NAMES:
         own = [pair for pair in pairs if pair[0] == category]
@@ -118,6 +165,10 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
             per_category[category] = {"checks": len(own), "positives": sum(x[2] for x in own),
                                       "threshold": chosen[category], "f1": f1, "precision": precision,
                                       "recall": recall, "ece": calibration(own)["ece"]}
+            if tracker is not None:
+                _, begin_precision, event_recall = stream_scores(cameras, checks, category, chosen[category],
+                                                                 tracker, release, clip_fps)
+                per_category[category].update(stream_begin_precision=begin_precision, stream_recall=event_recall)
     return {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
 
 

@@ -211,9 +211,13 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
     report["records"] = {"alerts": records.alerts, "descriptions": records.descriptions, "checks": records.checks}
     calibrated = None
     if probabilities:
+        from vila_ros.ros import parameters
+        from vila_ros.ros.worker_types import WorkerSettings
         from vila_ros.tools import stream_calibration
 
-        calibrated = stream_calibration.report(cameras, records.checks, thresholds)
+        calibrated = stream_calibration.report(cameras, records.checks, thresholds,
+                                               parameters.tracker_settings(None, values),
+                                               WorkerSettings.alert_release, float(values["clip_fps"]))
         report["probabilities"] = {key: value for key, value in calibrated.items()}
     if out_dir is not None:
         from vila_ros.tools.stream_report import write_report
