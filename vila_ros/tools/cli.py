@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also the model's probability of each category at every alert check: calibration "
                              "(reliability.png, ECE) and per-category thresholds (alert_thresholds.json)")
     stream.add_argument("--thresholds", help="alert_thresholds.json to score with instead of choosing them here")
+    stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
+                        help="instead of streams: hold this image file in front of a camera for 20 s and report "
+                             "alerts and descriptions (real photographs: the model should alert nothing)")
     stream.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     stream.add_argument("--out", default="out/stream_eval", help="directory for stream_eval.json / .md / .png")
     stream.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -127,6 +130,20 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.photo:
+        from vila_ros.engine import create_engine
+        from vila_ros.resources import resolve_model_dir
+        from vila_ros.tools.stream_eval import photo_runs
+
+        model_dir = resolve_model_dir(args.model)
+        try:
+            runs = photo_runs(create_engine(model_dir, precision=args.precision), [Path(p) for p in args.photo],
+                              overrides={"model_dir": str(model_dir), **overrides})
+        except (FileNotFoundError, ValueError) as error:
+            print(f"eval-stream: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps(runs, indent=1))
+        return 0
     try:
         report = evaluate(args.model, args.precision, args.split, args.minutes, overrides,
                           [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,

@@ -230,3 +230,29 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
 
 def save_json(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=1))
+
+
+def photo_runs(engine, paths: Iterable[Path], seconds: float = 20.0, fps: float = CAMERA_FPS,
+               overrides: dict[str, Any] | None = None) -> list[dict]:
+    """Each image file held in front of a camera for `seconds` (the same frame at `fps`) through the in-process
+    node: what it alerts and how it describes a world it was not trained on."""
+    import cv2
+
+    runs = []
+    for path in paths:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{path} is not an image OpenCV can read")
+        rgb = cv2.resize(bgr, RENDER_SIZE, interpolation=cv2.INTER_AREA)[:, :, ::-1].copy()
+        node = InProcessNode(engine, {"photo": "/cameras/photo/image_raw"}, overrides)
+        for k in range(int(seconds * fps)):
+            stamp_ns = DEFAULT_START_NS + int(round(k * 1e9 / fps))
+            if node.wants("photo", stamp_ns):
+                node.feed("photo", image_message(rgb, stamp_ns, "photo_camera"))
+        begins = [a for a in node.records.alerts if a["state"] == 0]
+        texts = [d["text"] for d in node.records.descriptions]
+        runs.append({"photo": str(path), "alert_begins": len(begins),
+                     "alert_categories": sorted({a["category"] for a in begins}),
+                     "descriptions": len(texts), "most_common_description": max(set(texts), key=texts.count,
+                                                                                 default="")})
+    return runs
