@@ -19,6 +19,7 @@ BENCH_MODULES = [
     "vila_ros.bench.roofline",
     "vila_ros.bench.serve",
     "vila_ros.bench.resize",
+    "vila_ros.bench.window",
 ]
 
 
