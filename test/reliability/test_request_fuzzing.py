@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 
+from vila_ros.action import AskScene
 from vila_ros.ros.parameters import PARAMETERS
 from vila_ros.srv import QueryEvents, QueryScene
 from vila_ros.tools.client import SERVICE_QOS
@@ -205,6 +207,81 @@ def test_parameters_fuzzed_are_set_or_refused_with_the_name_and_reason(fuzz_node
     assert outcomes["refused"] > 0
     with isolated_node("vila_ros_fuzz_after") as other:
         assert Operator(other).state() == "active"
+
+
+class Asker:
+    """One persistent AskScene client; each goal spun to rejection or to its result."""
+
+    def __init__(self, node):
+        self.node = node
+        self.client = ActionClient(node, AskScene, f"{NODE}/ask_scene")
+        assert self.client.wait_for_server(timeout_sec=20)
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+
+    def _spin_until(self, future, timeout):
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        assert future.done(), f"nothing within {timeout} s"
+        return future.result()
+
+    def __call__(self, goal, timeout=30.0, cancel=False):
+        """(accepted, result or None); with cancel, a cancel is requested right after acceptance."""
+        handle = self._spin_until(self.client.send_goal_async(goal), timeout)
+        if not handle.accepted:
+            return False, None
+        if cancel:
+            self._spin_until(handle.cancel_goal_async(), timeout)
+        return True, self._spin_until(handle.get_result_async(), timeout).result
+
+    def close(self):
+        self.executor.remove_node(self.node)
+        self.executor.shutdown()
+        self.client.destroy()
+
+
+def test_ask_scene_fuzzed_goals_are_answered_or_refused_never_a_model_failure(fuzz_node):
+    process, listener, node, log = fuzz_node
+    ask = Asker(node)
+    failures_before = _inference_failures(listener)
+    outcomes = {"answered": 0, "refused": 0, "rejected": 0, "cancelled": 0}
+
+    @FUZZ
+    @given(question=st.one_of(st.just("Is there a car?"), odd_text),
+           camera=st.one_of(st.sampled_from(["", "front", "rear"]), odd_text),
+           window=floats, frames=uint32, tokens=uint32,
+           schema=st.one_of(st.just(""), st.just('{"type": "boolean"}'), odd_text), cancel=st.booleans())
+    def one(question, camera, window, frames, tokens, schema, cancel):
+        goal = AskScene.Goal(question=question, camera=camera, window_seconds=window, window_frames=frames,
+                             max_new_tokens=tokens, json_schema=schema)
+        accepted, result = ask(goal, cancel=cancel)
+        assert process.poll() is None, log.read_text()[-3000:]
+        if not accepted:
+            outcomes["rejected"] += 1
+            return
+        assert result.success or result.error_message, goal
+        assert "inference failed" not in result.error_message and "internal error" not in result.error_message, \
+            result.error_message
+        if not math.isfinite(window) or window < 0:
+            # The question is checked first, as a refusal of its own.
+            assert not result.success and ("window_seconds" in result.error_message
+                                           or "question" in result.error_message), result.error_message
+        if cancel and not result.success and "cancel" in result.error_message:
+            outcomes["cancelled"] += 1
+        outcomes["answered" if result.success else "refused"] += 1
+
+    try:
+        one()
+        # Still answers a plain goal after all of that.
+        accepted, result = ask(AskScene.Goal(question="Is there a car?", camera="front"))
+        assert accepted and result.success, result.error_message
+    finally:
+        ask.close()
+    print(f"[figures] AskScene fuzz: {outcomes}")
+    assert outcomes["answered"] > 0 and outcomes["refused"] > 0
+    time.sleep(1.2)  # a fresh /diagnostics
+    assert _inference_failures(listener) == failures_before
 
 
 # ------------------------------------------------------------------------------------------------ injected faults
