@@ -123,6 +123,23 @@ def test_named_chat_template_is_nvilas_own(nvila_dir, tmp_path):
     assert load_vila(root).conv_template == "nvila_qwen2"
 
 
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
+def test_the_tokenizers_own_chat_template_decides(nvila_dir, tmp_path, where):
+    import shutil
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(nvila_dir, root)
+    llm = root / "llm"
+    (llm / "chat_template.jinja").unlink(missing_ok=True)
+    no_full_stop = QWEN2_JINJA.replace("assistant.<", "assistant<")
+    if where == "chat_template.jinja":
+        (llm / where).write_text(no_full_stop)
+    else:
+        data = json.loads((llm / where).read_text())
+        (llm / where).write_text(json.dumps({**data, "chat_template": no_full_stop}))
+    assert load_vila(root).conv_template == "nvila_qwen2"
+
+
 def reference_prompt_ids(tok, content, system_period=True):
     """NVILA's tokenization: the chat template over the whole text, "<image>" one added token, -200 in its place."""
     text = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
@@ -273,3 +290,16 @@ def test_what_remains_unsupported_is_refused_by_key(nvila_dir, tmp_path, change,
     with pytest.raises(UnsupportedCheckpointError) as caught:
         load_vila(root)
     assert all(word in str(caught.value) for word in words), caught.value
+
+
+def test_an_unknown_tokenizer_chat_template_is_refused(nvila_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(nvila_dir, root)
+    path = root / "llm" / "tokenizer_config.json"
+    data = json.loads(path.read_text())
+    (root / "llm" / "chat_template.jinja").unlink(missing_ok=True)
+    path.write_text(json.dumps({**data, "chat_template": "{{ messages[0]['content'] }} ANSWER:"}))
+    with pytest.raises(UnsupportedCheckpointError, match="tokenizer_config.json.*ANSWER"):
+        load_vila(root)

@@ -142,32 +142,14 @@ def read_config(path: str | Path) -> VilaConfig:
             setattr(config, f"{part}_cfg", part_cfg)
             _refuse_unsupported({f"{part}_cfg": part_cfg}, part_dir / "config.json")
     if "conv_template" not in data and config.llm_type == "qwen2" and data.get("chat_template") is None:
-        config.conv_template = _tokenizer_template(root / config.part_dir_name("llm") / "tokenizer_config.json")
+        from vila_ros.model.chat_template import ChatTemplateError, template_of_llm_dir
+
+        try:
+            config.conv_template = template_of_llm_dir(root / config.part_dir_name("llm"))
+        except ChatTemplateError as error:
+            kind = CorruptCheckpointError if error.broken else UnsupportedCheckpointError
+            raise kind(str(error), error.path) from error
     return config
-
-
-def _tokenizer_template(path: Path) -> str:
-    """NVILA without a named chat_template prompts with the tokenizer's own: which of our templates renders a
-    question exactly as the chat_template in ``path`` does (Qwen2's standard one when the file names none)."""
-    from vila_ros.model.templates import TEMPLATES
-
-    source = _read_json(path).get("chat_template") if path.is_file() else None
-    if not source:
-        return "qwen2"
-    import jinja2.sandbox
-
-    probe = "<image>Is the path clear?"
-    try:
-        rendered = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(str(source)).render(
-            messages=[{"role": "user", "content": probe}], add_generation_prompt=True)
-    except Exception as error:  # jinja2 raises many types for a broken template
-        raise CorruptCheckpointError(f"{path}: cannot render its chat_template ({error})", path) from error
-    for name in ("qwen2", "nvila_qwen2", "hermes-2"):
-        if TEMPLATES[name].build_prompt(probe, 1) == rendered:
-            return name
-    raise UnsupportedCheckpointError(
-        f"{path}: its chat_template matches none of our templates (it renders {rendered!r}); name one in "
-        "config.json 'conv_template'", path)
 
 
 def _refuse_unsupported(data: dict[str, Any], source: Path) -> None:
@@ -371,9 +353,9 @@ def save_vila(model: VilaModel, path: str | Path, max_shard_bytes: int = DEFAULT
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
 
-    # LLM: plain HF Llama / Qwen2 directory, sharded like VILA's. A tied lm_head is the embedding: stored once.
-    llm_cfg = _hf_config_dict(model.llm.config, type(model.llm).__name__, dtype,
-                              config.llm_cfg.get("_name_or_path", "./llm"))
+    # LLM: plain HF Llama / Qwen2 directory, sharded like VILA's; a tied lm_head is the embedding: stored once.
+    llm_name = config.llm_cfg.get("_name_or_path", "./llm")
+    llm_cfg = _hf_config_dict(model.llm.config, type(model.llm).__name__, dtype, llm_name)
     llm_state = dict(model.llm.state_dict())
     if model.llm.config.tie_word_embeddings:
         llm_state.pop("lm_head.weight", None)
