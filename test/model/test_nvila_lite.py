@@ -267,8 +267,14 @@ def test_one_frame_is_tiled_like_nvila(nvila_dir, nvila_model):
     tiles = reference_tiles(frame, SIZE, 1, MAX_TILES)
     assert len(tiles) > 2  # several tiles and the thumbnail
     ref = reference_greedy(nvila_dir, nvila_model.tokenizer, "<image>\n" * len(tiles) + "Describe.", tiles, 10)
-    got = TorchEngine(nvila_model).generate("Describe.", [frame], GenerationConfig(max_new_tokens=10))
+    engine = TorchEngine(nvila_model)
+    got = engine.generate("Describe.", [frame], GenerationConfig(max_new_tokens=10))
     assert got.token_ids == ref
+    batch = engine.generate_batch(["Describe.", "Describe."], [[frame], engine.encode_frames([frame])],
+                                  GenerationConfig(max_new_tokens=10))
+    assert batch[0].token_ids == ref  # a batch row tiles its one raw frame as generate() does
+    untiled = engine.generate("Describe.", engine.encode_frames([frame]), GenerationConfig(max_new_tokens=10))
+    assert batch[1].token_ids == untiled.token_ids
 
 
 @pytest.mark.parametrize("change, words", [
