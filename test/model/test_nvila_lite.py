@@ -309,3 +309,27 @@ def test_an_unknown_tokenizer_chat_template_is_refused(nvila_dir, tmp_path):
     path.write_text(json.dumps({**data, "chat_template": "{{ messages[0]['content'] }} ANSWER:"}))
     with pytest.raises(UnsupportedCheckpointError, match="tokenizer_config.json.*ANSWER"):
         load_vila(root)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qwen2_decoder_logits_match_transformers(nvila_model, kernel, dtype):
+    """Our KV-cache forward over the Qwen2 weights (biased q/k/v) against HF's full-sequence forward, at every
+    position after a prefix, on aten's and on our kernels' one-token paths."""
+    import copy
+
+    from vila_ros.engine.decoder import LlamaDecoder
+
+    ids = torch.tensor([[5, 77, 200, 12, 9, 41, 3, 150, 60, 7, 88, 19]])
+    llm = copy.deepcopy(nvila_model.llm).to(dtype)
+    with torch.no_grad():
+        ref = llm(input_ids=ids).logits[0].float()
+    dec = LlamaDecoder(llm)
+    x = dec.embed(ids)
+    cache = dec.new_cache(1, ids.shape[1])
+    split = 5
+    got = [dec.logits(dec.forward(x[:, :split], cache))[0]]
+    for i in range(split, ids.shape[1]):
+        got.append(dec.logits(dec.forward(x[:, i:i + 1], cache))[0])
+    got = torch.cat(got)
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05 * float(ref.abs().max())
+    assert torch.allclose(got, ref, atol=tolerance), (got - ref).abs().max()

@@ -260,7 +260,8 @@ def infer_conv_template(data: dict[str, Any]) -> str:
     """Template for a VILA checkpoint that does not store ours, as VILA's release uses it: 3B/13B vicuna_v1,
     8B llama_3 (its 128k Llama-3 vocabulary), 40B hermes-2 (its Yi vocabulary or InternViT tower). A Qwen2 LLM
     (NVILA-Lite): NVILA's own qwen2 template when the config names it (``chat_template: qwen2``), else the
-    tokenizer's, Qwen2's standard one (checkpoint.load_vila checks that against llm/tokenizer_config.json)."""
+    tokenizer's, Qwen2's standard one until checkpoint.read_config matches the tokenizer's own chat template
+    (model/chat_template.py)."""
     llm = data.get("llm_cfg", {})
     if str(llm.get("model_type", "")) == "qwen2":
         named = data.get("chat_template")
