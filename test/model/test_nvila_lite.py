@@ -150,14 +150,16 @@ def reference_prompt_ids(tok, content, system_period=True):
 
 
 @pytest.mark.parametrize("images, content", [(0, "Is the path clear?"), (2, "<image><image>Is the path clear?"),
-                                             (1, "<image>A robot in a warehouse aisle.")])
+                                             (1, "<image>A robot in a warehouse aisle."),
+                                             (2, "<image><image> Is it clear? \n")])
 def test_prompt_ids_equal_the_qwen2_chat_template(nvila_model, images, content):
     tok = nvila_model.tokenizer
     question = content.replace("<image>", "")
+    content = content.strip()  # NVILA strips each message before templating
     assert build_prompt_ids(question, images, tok, "qwen2") == reference_prompt_ids(tok, content)
     assert build_prompt_ids(question, images, tok, "nvila_qwen2") == reference_prompt_ids(tok, content, False)
     tiled = "<image>\n" * 3 + question  # a tiled image: the question places its own placeholders
-    assert build_prompt_ids(tiled, 3, tok, "qwen2") == reference_prompt_ids(tok, tiled)
+    assert build_prompt_ids(tiled, 3, tok, "qwen2") == reference_prompt_ids(tok, tiled.strip())
 
 
 @pytest.mark.parametrize("k", [2, 3])

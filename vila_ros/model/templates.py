@@ -38,6 +38,7 @@ class Template:
     # What each image adds in front of a question that holds no <image>: VILA1.5's run script writes "<image>\n"
     # per image; NVILA's generate_content writes "<image>" per image (its encoder appends the "\n" embedding).
     image_text: str = IMAGE_PLACEHOLDER + "\n"
+    strip: bool = False  # NVILA strips each message (placeholders included) before templating
 
     def render(self, turns: Sequence[tuple[str, str | None]], system: str | None = None) -> str:
         """Prompt for ``turns`` = [(user, assistant or None), ...]; a final None leaves the assistant to speak."""
@@ -71,7 +72,8 @@ class Template:
 
     def build_prompt(self, question: str, num_images: int = 0, system: str | None = None) -> str:
         """One question with ``num_images`` images, ready for the assistant's answer."""
-        return self.render([(add_image_placeholders(question, num_images, self.image_text), None)], system=system)
+        text = add_image_placeholders(question, num_images, self.image_text)
+        return self.render([(text.strip() if self.strip else text, None)], system=system)
 
     @property
     def answer_suffix(self) -> str:
@@ -120,13 +122,13 @@ TEMPLATES: dict[str, Template] = {
     "qwen2": Template(
         name="qwen2", style="mpt", system="You are a helpful assistant.", system_prefix="<|im_start|>system\n",
         roles=("<|im_start|>user\n", "<|im_start|>assistant\n"), sep="<|im_end|>\n", sep2="<|im_end|>\n",
-        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER,
+        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER, strip=True,
     ),
     # NVILA's chat_templates/qwen2.jinja (config.json "chat_template": "qwen2"): its system text has no full stop.
     "nvila_qwen2": Template(
         name="nvila_qwen2", style="mpt", system="You are a helpful assistant", system_prefix="<|im_start|>system\n",
         roles=("<|im_start|>user\n", "<|im_start|>assistant\n"), sep="<|im_end|>\n", sep2="<|im_end|>\n",
-        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER,
+        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER, strip=True,
     ),
     # Stage-1 alignment (image-caption pairs): no system text, no roles, "\n" closes each message.
     "plain": Template(
