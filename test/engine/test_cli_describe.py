@@ -104,3 +104,20 @@ def test_describe_json_schema_file_or_text(tiny_dir, tmp_path):
                           str(image), "--prompt", "Anyone?", "--json-schema", '{"type": "integer", "not": {}}'],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not" in bad.stderr and "cannot enforce" in bad.stderr, bad.stderr
+
+
+def test_describe_tiles_one_image_for_nvila_lite(tmp_path):
+    from vila_ros.engine.torch_engine import TorchEngine
+    from vila_ros.model.checkpoint import load_vila
+    from vila_ros.model.presets import init_model
+
+    model_dir = init_model("tiny-nvila-lite", tmp_path / "nvila", seed=2)
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 200, 3), dtype=np.uint8)).save(path)
+    out = json.loads(vila_ros("describe", "--model", model_dir, "--image", path, "--prompt", "Describe.",
+                              "--max-new-tokens", 5, "--json"))
+    engine = TorchEngine(load_vila(model_dir))
+    frame = np.asarray(Image.open(path).convert("RGB"))
+    expected = engine.generate("Describe.", [frame], GenerationConfig(max_new_tokens=5))
+    assert out["token_ids"] == expected.token_ids and out["prompt_tokens"] == expected.prompt_tokens
+    assert out["prompt_tokens"] > 3 * engine.tokens_per_image  # several tiles and the thumbnail, not one view

@@ -38,3 +38,39 @@ def test_seed_and_custom_corpus(tmp_path):
         (c / "llm" / "model-00001-of-00001.safetensors").read_bytes()
     vocab = json.loads((a / "llm" / "tokenizer.json").read_text())["model"]["vocab"]
     assert "forklift" in vocab or "Ġforklift" in vocab
+
+
+def test_tiny_nvila_lite_preset_round_trips_and_describes_a_frame(tmp_path):
+    import numpy as np
+
+    from vila_ros.engine.torch_engine import TorchEngine
+    from vila_ros.engine.types import GenerationConfig
+    from vila_ros.model.checkpoint import save_vila
+
+    out = init_model("tiny-nvila-lite", tmp_path / "nvila", seed=1)
+    model = load_vila(out)
+    cfg = model.config
+    assert type(model.llm).__name__ == "Qwen2ForCausalLM" and cfg.llm_type == "qwen2" and cfg.is_nvila
+    assert cfg.conv_template == "qwen2" and cfg.tiling and cfg.mm_projector_type == "mlp_downsample_3x3_fix"
+    assert model.tokenizer.bos_token_id is None and model.tokenizer.convert_tokens_to_ids("<image>") is not None
+    assert cfg.tokens_per_image == 4 and model.tokens_per_image == 5  # 5x5 patches -> 2x2 tokens, + "\n"
+    stored = json.loads((out / "llm" / "config.json").read_text())
+    assert stored["architectures"] == ["Qwen2ForCausalLM"] and stored["model_type"] == "qwen2"
+    again = load_vila(save_vila(model, tmp_path / "again"))
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+    engine = TorchEngine(model)
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    result = engine.generate("Describe the scene.", engine.encode_frames([frame, frame]),
+                             GenerationConfig(max_new_tokens=6))
+    assert len(result.token_ids) == 6 and result.prompt_tokens > 2 * model.tokens_per_image
+
+
+def test_real_nvila_lite_shapes():
+    from vila_ros.model.presets import preset_config
+
+    for name, hidden, layers, tied in (("nvila-lite-2b", 1536, 28, True), ("nvila-lite-8b", 3584, 28, False)):
+        cfg = preset_config(name, 2000, None, 1, 0)
+        assert cfg.llm_type == "qwen2" and cfg.hidden_size == hidden and cfg.llm_cfg["num_hidden_layers"] == layers
+        assert cfg.llm_cfg["tie_word_embeddings"] is tied and cfg.image_size == 448 and cfg.mm_hidden_size == 1152
+        assert cfg.tokens_per_image == 121 and cfg.max_tiles == 12 and cfg.conv_template == "qwen2"  # 32x32 -> 11x11

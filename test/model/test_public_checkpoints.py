@@ -117,14 +117,14 @@ def test_template_of_each_public_checkpoint(llm, tower, expected):
     (lambda c: c["vision_tower_cfg"].update(model_type="intern_vit_6b", architectures=["InternVisionModel"]),
      ["InternViT", "vision_tower_cfg"]),
     (lambda c: c.update(s2=True, s2_scales="384,768", s2_max_split_size=384), ["S2", "'s2'"]),
-    (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix"),
-     ["NVILA", "mm_projector_type"]),
-    (lambda c: c["llm_cfg"].update(model_type="qwen2"), ["qwen2", "llm_cfg.model_type"]),
-    (lambda c: c.update(image_aspect_ratio="dynamic"), ["tiling", "'image_aspect_ratio': 'dynamic'"]),
-    # NVILA-Lite: Qwen2 LLM, the 3x3 _fix projector, dynamic tiling: every one named
-    (lambda c: (c.update(image_aspect_ratio="dynamic"), c["llm_cfg"].update(model_type="qwen2"),
+    (lambda c: c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_s2"),
+     ["mlp_downsample_3x3_s2", "mm_projector_type"]),
+    (lambda c: c["llm_cfg"].update(model_type="gemma2"), ["gemma2", "llm_cfg.model_type"]),
+    (lambda c: c.update(image_aspect_ratio="anyres"), ["'anyres'", "'image_aspect_ratio'"]),
+    # NVILA (not Lite): dynamic S2 named by its key, even with everything else NVILA-Lite has
+    (lambda c: (c.update(image_aspect_ratio="dynamic_s2", dynamic_s2=True), c["llm_cfg"].update(model_type="qwen2"),
                 c["mm_projector_cfg"].update(mm_projector_type="mlp_downsample_3x3_fix")),
-     ["tiling", "qwen2", "mlp_downsample_3x3_fix"]),
+     ["dynamic S2", "'dynamic_s2': True"]),
 ])
 def test_unimplemented_variants_are_refused_with_the_reason(tiny_dir, tmp_path, change, words):
     from vila_ros.model.checkpoint import UnsupportedCheckpointError

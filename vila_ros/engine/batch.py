@@ -54,6 +54,8 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     if len(callbacks) != bsz:
         raise ValueError("one on_token callback (or None) per question")
     engine.schemas.check(config.json_schema)  # a bad schema is refused before any model work
+    tiled = [engine.tile_single_frame(q, items) for q, items in zip(questions, image_features)]  # as generate() does
+    questions, image_features = [q for q, _ in tiled], [items for _, items in tiled]
     decoder, dev = engine.decoder, engine.decoder.device
     vision_ms = 0.0
     row_features = []

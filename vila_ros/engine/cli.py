@@ -116,7 +116,9 @@ def _describe(args: argparse.Namespace) -> int:
         print(f"vila-ros describe: {error}", file=sys.stderr)
         return 2
     t1 = time.perf_counter()
-    features = engine.encode_frames(frames)
+    # One image alone is tiled under NVILA-Lite's image_aspect_ratio: dynamic; the torch engine does that given pixels.
+    tiles = len(frames) == 1 and hasattr(engine, "tile_single_frame")
+    features = frames if tiles else engine.encode_frames(frames)
     vision_ms = (time.perf_counter() - t1) * 1000
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
@@ -142,7 +144,7 @@ def _describe(args: argparse.Namespace) -> int:
         "model": engine.model_id,
         "timings": {
             "load_ms": round(load_ms, 2),
-            "vision_ms": round(vision_ms, 2),
+            "vision_ms": round(result.vision_ms if tiles else vision_ms, 2),
             "prefill_ms": round(result.prefill_ms, 2),
             "decode_ms": round(result.decode_ms, 2),
             "decode_tokens_per_s": round(max(len(result.token_ids) - 1, 0) / decode_s, 2) if decode_s > 0 else None,

@@ -1,4 +1,6 @@
-"""A gpt-fast style Llama forward over a preallocated KV cache, reusing the weights of an HF LlamaForCausalLM.
+"""A gpt-fast style Llama forward over a preallocated KV cache, reusing the weights of an HF LlamaForCausalLM (or
+Qwen2ForCausalLM, NVILA-Lite's LLM: the same layer math, its q/k/v biases inside the projection modules; the
+fp32 one-kernel step takes bias-free layers only, so Qwen2 decodes on the aten step in fp32).
 
 Why not ``LlamaForCausalLM.forward`` with a DynamicCache: per decoded token HF builds masks, grows the cache by
 concatenation, wraps outputs in dataclasses and computes logits through generic code paths; at batch 1 on CPU that

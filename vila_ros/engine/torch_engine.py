@@ -24,7 +24,7 @@ from vila_ros.engine.json_schema import SchemaCompiler
 from vila_ros.engine.sampling import TextStream, mask_to, sample_next
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX, build_prompt_ids, text_prefix
-from vila_ros.model.templates import get_template
+from vila_ros.model.templates import IMAGE_PLACEHOLDER, get_template
 from vila_ros.model.vila import VilaModel
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -47,7 +47,7 @@ class TorchEngine:
         self.model = model.eval()
         self.model_id = model_id
         self.num_video_frames = int(model.config.num_video_frames)
-        self.tokens_per_image = int(model.config.tokens_per_image)
+        self.tokens_per_image = int(model.tokens_per_image)
         self.tokenizer = model.tokenizer
         self.decoder = LlamaDecoder(model.llm)
         self.prefix_cache_size = prefix_cache_size
@@ -101,6 +101,17 @@ class TorchEngine:
             if not isinstance(f, torch.Tensor) or f.dim() != 2 or f.shape[0] != self.tokens_per_image:
                 raise ValueError(f"image features must be [{self.tokens_per_image}, hidden] tensors or uint8 frames")
         return out, vision_ms
+
+    def tile_single_frame(self, question: str, items: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        """NVILA tiles an image asked about alone (``image_aspect_ratio: dynamic``): one raw frame becomes its tiles
+        and thumbnail, each its own "<image>\\n" in front of the question. Several images, precomputed features
+        (a frame encoded on its own is one 448 px view, NVILA's multi-image and video path) and questions that
+        place their own <image> are left as they are."""
+        if (not self.model.config.tiling or len(items) != 1 or not isinstance(items[0], np.ndarray)
+                or IMAGE_PLACEHOLDER in question):
+            return question, items
+        tiles = self.model.tiles(items[0])
+        return (IMAGE_PLACEHOLDER + "\n") * len(tiles) + question, tiles
 
     def _check_finite(self, values: torch.Tensor, what: str, step: str) -> None:
         # One reduction per step (a vocabulary of logits): negligible next to the forward pass that made them.
@@ -206,6 +217,7 @@ class TorchEngine:
     ) -> GenerationResult:
         config = config or GenerationConfig()
         self.schemas.check(config.json_schema)  # a bad schema is refused before any model work
+        question, image_features = self.tile_single_frame(question, image_features)
         features, vision_ms = self._features(image_features)
         t0 = time.perf_counter()
         ids, embeds = self.embed_prompt(question, features, config)

@@ -1,8 +1,8 @@
-"""Checkpoint I/O in the VILA1.5 three-part layout, safetensors only.
+"""Checkpoint I/O in the VILA1.5 / NVILA-Lite three-part layout, safetensors only.
 
     <ckpt>/config.json                  VilaConfig (llava_llama root config)
-    <ckpt>/llm/                         LlamaForCausalLM: config.json, model-0000k-of-0000n.safetensors + index,
-                                        tokenizer
+    <ckpt>/llm/                         LlamaForCausalLM (VILA1.5) or Qwen2ForCausalLM (NVILA-Lite): config.json,
+                                        model-0000k-of-0000n.safetensors + index, tokenizer
     <ckpt>/vision_tower/                SiglipVisionModel: config.json, model.safetensors, preprocessor_config.json
     <ckpt>/mm_projector/                config.json (v2l_projector), model.safetensors (layers.1/2/4 ...)
 
@@ -141,6 +141,14 @@ def read_config(path: str | Path) -> VilaConfig:
             part_cfg["_name_or_path"] = getattr(config, f"{part}_cfg").get("_name_or_path", f"./{part}")
             setattr(config, f"{part}_cfg", part_cfg)
             _refuse_unsupported({f"{part}_cfg": part_cfg}, part_dir / "config.json")
+    if "conv_template" not in data and config.llm_type == "qwen2" and data.get("chat_template") is None:
+        from vila_ros.model.chat_template import ChatTemplateError, template_of_llm_dir
+
+        try:
+            config.conv_template = template_of_llm_dir(root / config.part_dir_name("llm"))
+        except ChatTemplateError as error:
+            kind = CorruptCheckpointError if error.broken else UnsupportedCheckpointError
+            raise kind(str(error), error.path) from error
     return config
 
 
@@ -345,8 +353,9 @@ def save_vila(model: VilaModel, path: str | Path, max_shard_bytes: int = DEFAULT
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
 
-    # LLM: plain HF Llama directory, sharded like VILA's. A tied lm_head is the embedding: stored once.
-    llm_cfg = _hf_config_dict(model.llm.config, "LlamaForCausalLM", dtype, config.llm_cfg.get("_name_or_path", "./llm"))
+    # LLM: plain HF Llama / Qwen2 directory, sharded like VILA's; a tied lm_head is the embedding: stored once.
+    llm_name = config.llm_cfg.get("_name_or_path", "./llm")
+    llm_cfg = _hf_config_dict(model.llm.config, type(model.llm).__name__, dtype, llm_name)
     llm_state = dict(model.llm.state_dict())
     if model.llm.config.tie_word_embeddings:
         llm_state.pop("lm_head.weight", None)

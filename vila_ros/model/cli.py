@@ -8,8 +8,9 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    init = subparsers.add_parser("init-model", help="write a randomly initialised VILA1.5 checkpoint")
-    init.add_argument("--preset", required=True, help="tiny | default-small | mid | vila1.5-3b")
+    init = subparsers.add_parser("init-model", help="write a randomly initialised VILA1.5 or NVILA-Lite checkpoint")
+    init.add_argument("--preset", required=True,
+                      help="tiny | default-small | mid | vila1.5-3b | tiny-nvila-lite | nvila-lite-2b | nvila-lite-8b")
     init.add_argument("--out", required=True, help="output directory")
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--corpus", help="text file (one sample per line) to train the tokenizer on")

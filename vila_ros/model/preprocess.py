@@ -37,7 +37,8 @@ class ImageProcessor:
     do_resize: bool = True
     do_rescale: bool = True
     do_normalize: bool = True
-    aspect_ratio: str = "resize"  # VILA's image_aspect_ratio: "resize" | "pad"
+    # VILA's image_aspect_ratio: "resize" | "pad" | "dynamic" (NVILA: each tile, or each of several images, is resized)
+    aspect_ratio: str = "resize"
     resize: str = "pil"  # "pil": the checkpoint's own processor, exactly; "opencv": faster, close (module docstring)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

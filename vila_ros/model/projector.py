@@ -1,8 +1,11 @@
-"""Vision-to-language projectors of VILA1.5 (``mm_projector_type``), state-dict compatible with VILA's files.
+"""Vision-to-language projectors of VILA1.5 and NVILA (``mm_projector_type``), state-dict compatible with VILA's files.
 
 ``mlp_downsample`` (every VILA1.5 size) merges each 2x2 block of patch features into one token (4x fewer tokens)
 before a LayerNorm + 2-layer GELU MLP. Its parameters live at ``layers.1`` (LayerNorm), ``layers.2`` and
 ``layers.4`` (Linear): index 0 is the parameter-free merge and 3 the GELU, so the Sequential keeps those slots.
+NVILA's ``mlp_downsample_2x2_fix`` is the same stack with row-major token order; ``mlp_downsample_3x3_fix``
+(NVILA-Lite) merges 3x3 blocks: merge, LayerNorm(9C), Linear(9C, 3C), GELU, LayerNorm(3C), Linear(3C, hidden),
+GELU, Linear(hidden, hidden), parameters at ``layers.1, 2, 4, 5, 7``.
 """
 from __future__ import annotations
 
@@ -52,6 +55,36 @@ class DownSample2x2(nn.Module):
         return f"token_order={self.token_order!r}"
 
 
+class DownSampleKxK(nn.Module):
+    """[B, N, C] patch grid (N = h*h) -> [B, ceil(h/k)^2, k*k*C], one token per k x k block, blocks row-major.
+
+    NVILA's "_fix" merge: zero rows at the bottom and zero columns on the right pad the grid to a multiple of k
+    (SigLIP-448: 32x32 -> 33x33 -> 121 tokens for k = 3). A merged token's channels run over the block's rows,
+    then its columns: [p(r,c), p(r,c+1), ..., p(r+1,c), ...].
+    """
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = math.isqrt(n)
+        if h * h != n:
+            raise ValueError(f"DownSample{self.factor}x{self.factor} needs a square patch grid, got {n} tokens")
+        k = self.factor
+        grid = x.reshape(b, h, h, c)
+        pad = -h % k
+        if pad:
+            grid = nn.functional.pad(grid, (0, 0, 0, pad, 0, pad))
+            h += pad
+        blocks = grid.reshape(b, h // k, k, h // k, k, c).permute(0, 1, 3, 2, 4, 5)
+        return blocks.reshape(b, (h // k) ** 2, k * k * c)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
 class MultimodalProjector(nn.Module):
     """``layers`` holds the projector exactly as VILA names it, so ``state_dict()`` keys match mm_projector files."""
 
@@ -68,6 +101,25 @@ class MultimodalProjector(nn.Module):
                 nn.GELU(),
                 nn.Linear(hidden_size, hidden_size),
             )
+        elif projector_type == "mlp_downsample_2x2_fix":
+            self.layers = nn.Sequential(
+                DownSampleKxK(2),
+                nn.LayerNorm(4 * mm_hidden_size),
+                nn.Linear(4 * mm_hidden_size, hidden_size),
+                nn.GELU(),
+                nn.Linear(hidden_size, hidden_size),
+            )
+        elif projector_type == "mlp_downsample_3x3_fix":
+            self.layers = nn.Sequential(
+                DownSampleKxK(3),
+                nn.LayerNorm(9 * mm_hidden_size),
+                nn.Linear(9 * mm_hidden_size, 3 * mm_hidden_size),
+                nn.GELU(),
+                nn.LayerNorm(3 * mm_hidden_size),
+                nn.Linear(3 * mm_hidden_size, hidden_size),
+                nn.GELU(),
+                nn.Linear(hidden_size, hidden_size),
+            )
         elif (match := re.fullmatch(r"mlp(\d+)x_gelu", projector_type)) is not None:
             depth = int(match.group(1))
             if depth < 1:
@@ -77,7 +129,8 @@ class MultimodalProjector(nn.Module):
                 modules += [nn.GELU(), nn.Linear(hidden_size, hidden_size)]
             self.layers = nn.Sequential(*modules)
         else:
-            raise ValueError(f"unknown mm_projector_type {projector_type!r} (linear, mlp{{N}}x_gelu, mlp_downsample)")
+            raise ValueError(f"unknown mm_projector_type {projector_type!r} (linear, mlp{{N}}x_gelu, mlp_downsample, "
+                             "mlp_downsample_2x2_fix, mlp_downsample_3x3_fix)")
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)

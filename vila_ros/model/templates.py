@@ -1,8 +1,10 @@
-"""Conversation templates of VILA1.5, reproducing the strings VILA's ``Conversation.get_prompt`` builds.
+"""Conversation templates of VILA1.5 and NVILA-Lite, reproducing the strings VILA's ``Conversation.get_prompt``
+and NVILA's chat templates build.
 
-Four separator styles cover every VILA1.5 size: ``two`` (vicuna_v1), ``mpt`` (hermes-2), ``llama_3`` and
-``plain``. A template is data; ``render`` turns (user, assistant-or-None) turns into the prompt string and
-``build_prompt`` is the single-question case the engine uses. The model stops at ``stop_strings``.
+Four separator styles cover every VILA1.5 size: ``two`` (vicuna_v1), ``mpt`` (hermes-2, and the Qwen2 ChatML
+templates of NVILA-Lite), ``llama_3`` and ``plain``. A template is data; ``render`` turns (user,
+assistant-or-None) turns into the prompt string and ``build_prompt`` is the single-question case the engine
+uses. The model stops at ``stop_strings``.
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ class Template:
     sep: str
     sep2: str
     stop_strings: tuple[str, ...]
+    # What each image adds in front of a question that holds no <image>: VILA1.5's run script writes "<image>\n"
+    # per image; NVILA's generate_content writes "<image>" per image (its encoder appends the "\n" embedding).
+    image_text: str = IMAGE_PLACEHOLDER + "\n"
+    strip: bool = False  # NVILA strips each message (placeholders included) before templating
 
     def render(self, turns: Sequence[tuple[str, str | None]], system: str | None = None) -> str:
         """Prompt for ``turns`` = [(user, assistant or None), ...]; a final None leaves the assistant to speak."""
@@ -66,7 +72,8 @@ class Template:
 
     def build_prompt(self, question: str, num_images: int = 0, system: str | None = None) -> str:
         """One question with ``num_images`` images, ready for the assistant's answer."""
-        return self.render([(add_image_placeholders(question, num_images), None)], system=system)
+        text = add_image_placeholders(question, num_images, self.image_text)
+        return self.render([(text.strip() if self.strip else text, None)], system=system)
 
     @property
     def answer_suffix(self) -> str:
@@ -74,11 +81,11 @@ class Template:
         return {"two": self.sep2, "mpt": self.sep, "llama_3": self.sep2, "plain": self.sep2}[self.style]
 
 
-def add_image_placeholders(question: str, num_images: int) -> str:
-    """VILA's run script: a question without ``<image>`` gets "<image>\\n" once per image in front; a question
-    that holds placeholders is used as it is (its count must then match the images)."""
+def add_image_placeholders(question: str, num_images: int, image_text: str = IMAGE_PLACEHOLDER + "\n") -> str:
+    """VILA's run script: a question without ``<image>`` gets ``image_text`` ("<image>\\n") once per image in front;
+    a question that holds placeholders is used as it is (its count must then match the images)."""
     if num_images and IMAGE_PLACEHOLDER not in question:
-        return (IMAGE_PLACEHOLDER + "\n") * num_images + question
+        return image_text * num_images + question
     return question
 
 
@@ -110,13 +117,26 @@ TEMPLATES: dict[str, Template] = {
         roles=(_LLAMA3_HEADER.format("user"), _LLAMA3_HEADER.format("system")),
         sep="<|end_of_text|>", sep2="<|end_of_text|>", stop_strings=("<|end_of_text|>",),
     ),
+    # Qwen2's own ChatML template (the tokenizer_config.json chat_template of Qwen2 instruct models), used by NVILA
+    # when config.json names no chat_template.
+    "qwen2": Template(
+        name="qwen2", style="mpt", system="You are a helpful assistant.", system_prefix="<|im_start|>system\n",
+        roles=("<|im_start|>user\n", "<|im_start|>assistant\n"), sep="<|im_end|>\n", sep2="<|im_end|>\n",
+        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER, strip=True,
+    ),
+    # NVILA's chat_templates/qwen2.jinja (config.json "chat_template": "qwen2"): its system text has no full stop.
+    "nvila_qwen2": Template(
+        name="nvila_qwen2", style="mpt", system="You are a helpful assistant", system_prefix="<|im_start|>system\n",
+        roles=("<|im_start|>user\n", "<|im_start|>assistant\n"), sep="<|im_end|>\n", sep2="<|im_end|>\n",
+        stop_strings=("<|im_end|>",), image_text=IMAGE_PLACEHOLDER, strip=True,
+    ),
     # Stage-1 alignment (image-caption pairs): no system text, no roles, "\n" closes each message.
     "plain": Template(
         name="plain", style="plain", system="", system_prefix="", roles=("", ""), sep="\n", sep2="\n",
         stop_strings=("\n",),
     ),
 }
-ALIASES = {"v1": "vicuna_v1", "llama3": "llama_3", "hermes_2": "hermes-2"}
+ALIASES = {"v1": "vicuna_v1", "llama3": "llama_3", "hermes_2": "hermes-2", "nvila-qwen2": "nvila_qwen2"}
 
 
 def get_template(name: str) -> Template:

@@ -48,6 +48,27 @@ def wrap(tok: Tokenizer, model_max_length: int = 4096):
     )
 
 
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>")
+
+
+def build_chatml_tokenizer(corpus: Sequence[str] | None, vocab_size: int, model_max_length: int = 4096):
+    """A Qwen2-shaped tokenizer: byte-level BPE, no BOS, ChatML specials, "<image>" one special token (NVILA adds it
+    to its tokenizer), EOS "<|im_end|>" and pad "<|endoftext|>" as Qwen2 instruct models have them."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(CHATML_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus if corpus is not None else builtin_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<image>"], model_max_length=model_max_length,
+        padding_side="right", clean_up_tokenization_spaces=False,
+    )
+
+
 def build_tokenizer(corpus: Sequence[str] | None, vocab_size: int, model_max_length: int = 4096):
     return wrap(train_bpe(corpus if corpus is not None else builtin_corpus(), vocab_size), model_max_length)
 

@@ -1,4 +1,8 @@
-"""VilaModel: SigLIP tower -> projector -> Llama, the VILA1.5 architecture as one nn.Module.
+"""VilaModel: SigLIP tower -> projector -> LLM (Llama for VILA1.5, Qwen2 for NVILA-Lite) as one nn.Module.
+
+NVILA's image encoder follows every image's projected features with the embeddings of ``image_end_text`` ("\\n");
+``encode_images`` appends them, so an image's block stays one fixed-size [tokens_per_image, hidden] tensor and
+everything that splices blocks into a prompt (the engine, training) works unchanged for both families.
 
 ``forward`` is the training entry point: a padded batch of token sequences holding -200 image slots is turned
 into ``inputs_embeds`` by one vectorised splice (no per-sample Python loop over tokens), so the trainer pays
@@ -11,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vila_ros.model.config import VilaConfig
@@ -23,8 +27,19 @@ from vila_ros.model.vision import VisionTower
 _HF_CONFIG_NOISE = ("_name_or_path", "architectures", "transformers_version", "model_type")
 
 
-def llm_config_from(cfg: dict[str, Any]) -> LlamaConfig:
-    return LlamaConfig(**{k: v for k, v in cfg.items() if k not in _HF_CONFIG_NOISE})
+LLM_CLASSES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def llm_config_from(cfg: dict[str, Any]) -> LlamaConfig | Qwen2Config:
+    config_class, _ = LLM_CLASSES[str(cfg.get("model_type") or "llama")]
+    return config_class(**{k: v for k, v in cfg.items() if k not in _HF_CONFIG_NOISE})
+
+
+def build_llm(cfg: dict[str, Any]) -> LlamaForCausalLM | Qwen2ForCausalLM:
+    """The HF causal LM the config names (``model_type``: llama, qwen2); transformers' own modules, so the
+    engine's decoder reuses their weights and rotary tables."""
+    _, model_class = LLM_CLASSES[str(cfg.get("model_type") or "llama")]
+    return model_class(llm_config_from(cfg))
 
 
 def vision_config_from(cfg: dict[str, Any]) -> SiglipVisionConfig:
@@ -42,7 +57,7 @@ class VilaModel(nn.Module):
         self.mm_projector = MultimodalProjector(
             config.mm_projector_type, config.mm_hidden_size, config.hidden_size, config.mm_projector_token_order
         )
-        self.llm = LlamaForCausalLM(llm_config_from(config.llm_cfg))
+        self.llm = build_llm(config.llm_cfg)
         self.tokenizer = tokenizer
         self.image_processor = image_processor or ImageProcessor(
             size=config.image_size, aspect_ratio=config.image_aspect_ratio
@@ -54,8 +69,18 @@ class VilaModel(nn.Module):
         return self.config.conv_template
 
     @property
+    def image_end_ids(self) -> list[int]:
+        """Token ids whose embeddings follow each image's features (NVILA: the tokenizer's ids of "\\n")."""
+        text = self.config.image_end_text
+        if not text:
+            return []
+        if self.tokenizer is None:
+            raise ValueError("an NVILA model needs its tokenizer to frame image features (image_encoder end_tokens)")
+        return list(self.tokenizer(text).input_ids)
+
+    @property
     def tokens_per_image(self) -> int:
-        return self.config.tokens_per_image
+        return self.config.tokens_per_image + len(self.image_end_ids)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,7 +99,21 @@ class VilaModel(nn.Module):
         """Tensor[N, 3, S, S] -> Tensor[N, T, hidden]; each image is encoded independently of the others."""
         tower_dtype = self.vision_tower.model.embeddings.patch_embedding.weight.dtype
         features = self.vision_tower(pixels.to(device=self.device, dtype=tower_dtype))
-        return self.mm_projector(features.to(self.mm_projector_dtype))
+        projected = self.mm_projector(features.to(self.mm_projector_dtype))
+        end_ids = self.image_end_ids
+        if not end_ids:
+            return projected
+        end = self.llm.get_input_embeddings()(torch.tensor(end_ids, device=self.device)).to(projected.dtype)
+        return torch.cat([projected, end[None].expand(projected.shape[0], -1, -1)], dim=1)
+
+    def tiles(self, frame: np.ndarray) -> list[np.ndarray]:
+        """One frame as the tower's images: its tiles and thumbnail under ``image_aspect_ratio: dynamic``
+        (model/tiling.py), else the frame itself."""
+        if not self.config.tiling:
+            return [frame]
+        from vila_ros.model.tiling import tile_image
+
+        return tile_image(frame, self.image_processor.size, self.config.min_tiles, self.config.max_tiles)
 
     @property
     def mm_projector_dtype(self) -> torch.dtype:

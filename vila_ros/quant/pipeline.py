@@ -16,13 +16,17 @@ def quantize_checkpoint(model_dir: str | Path, out_dir: str | Path, method: str 
                         threads: int = 0,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize the LLM of ``model_dir`` (searched in fp32) and write the int4 checkpoint to ``out_dir``."""
-    from vila_ros.model.checkpoint import load_vila
+    from vila_ros.model.checkpoint import load_vila, read_config
     from vila_ros.model.int4_checkpoint import quant_config_of, save_quantized
     from vila_ros.quant.calib import embed_samples, load_samples
 
     say = progress or (lambda _m: None)
     if quant_config_of(model_dir) is not None:
         raise ValueError(f"{model_dir} is already quantized; quantize the float checkpoint it came from")
+    llm_type = read_config(model_dir).llm_type
+    if llm_type != "llama":
+        # Our int4 linears and kernels are bias-free Llama projections; Qwen2 (NVILA-Lite) has q/k/v biases.
+        raise ValueError(f"{model_dir}: int4 quantization covers Llama LLMs only, not llm_cfg.model_type {llm_type!r}")
     t0 = time.perf_counter()
     model = load_vila(model_dir, dtype=torch.float32)
     spec = QuantSpec(method=method, group_size=group_size, scheme=scheme, clip=clip, grid=grid,

@@ -318,6 +318,9 @@ def export_trtllm(model_dir: str | Path, out_dir: str | Path, max_batch: int = 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = read_config(model_dir)
+    if config.llm_type != "llama" or config.is_nvila:
+        raise ExportError(f"{model_dir}: the TensorRT-LLM export covers VILA1.5 (Llama LLM, no image end tokens), not "
+                          f"llm_cfg.model_type {config.llm_type!r} / NVILA's image_encoder")
     frames = int(frames or config.num_video_frames)
     llm = export_llm(model_dir, out)
     vision = export_vision_onnx(model_dir, out) if onnx else {
