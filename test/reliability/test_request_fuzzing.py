@@ -212,9 +212,9 @@ def test_parameters_fuzzed_are_set_or_refused_with_the_name_and_reason(fuzz_node
 class Asker:
     """One persistent AskScene client; each goal spun to rejection or to its result."""
 
-    def __init__(self, node):
+    def __init__(self, node, target=NODE):
         self.node = node
-        self.client = ActionClient(node, AskScene, f"{NODE}/ask_scene")
+        self.client = ActionClient(node, AskScene, f"{target}/ask_scene")
         assert self.client.wait_for_server(timeout_sec=20)
         self.executor = SingleThreadedExecutor(context=node.context)
         self.executor.add_node(node)
@@ -285,7 +285,7 @@ def test_ask_scene_fuzzed_goals_are_answered_or_refused_never_a_model_failure(fu
 
 
 # ------------------------------------------------------------------------------------------------ injected faults
-GUARDS = "query_scene,query_events,parameters,diagnostics,image,deactivate"
+GUARDS = "query_scene,query_events,ask_scene,parameters,diagnostics,image,deactivate"
 FAULTY = "vila_faulty"  # beside the fuzzed node, which the module keeps running
 
 
@@ -319,6 +319,13 @@ def test_an_exception_in_any_callback_is_answered_logged_and_survived(faulty_nod
     finally:
         events.close()
     assert not answer.success and "internal error in query_events" in answer.error_message
+    ask = Asker(node, target=f"/{FAULTY}")
+    try:
+        accepted, result = ask(AskScene.Goal(question="Is there a car?"))
+    finally:
+        ask.close()
+    assert accepted and not result.success
+    assert result.error_message.startswith("internal error in ask_scene: InjectedFault")
     refused = operator.set("describe_prompt", "Describe.")
     assert not refused.successful and "internal error in parameters" in refused.reason
     time.sleep(2.0)  # frames arrive (each callback raising) and diagnostics are due (each timer tick raising)

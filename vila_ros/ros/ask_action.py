@@ -16,6 +16,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from vila_ros.action import AskScene
 from vila_ros.ros.conversion import ns_to_stamp
+from vila_ros.ros.guard import guarded
 from vila_ros.ros.query_service import wait_for_answer
 from vila_ros.ros.worker import InferenceWorker, SceneQuery
 
@@ -30,7 +31,9 @@ class AskSceneAction:
         self._lock = threading.Lock()
         self.running = 0
         self.server = ActionServer(node, AskScene, "~/ask_scene", execute_callback=self._execute,
-                                   goal_callback=self._on_goal, cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                   goal_callback=guarded("ask_scene_goal", self._on_goal,
+                                                         lambda _text: GoalResponse.REJECT, self._log_error),
+                                   cancel_callback=lambda _goal: CancelResponse.ACCEPT,
                                    callback_group=callback_group)
 
     def _on_goal(self, goal: Any) -> GoalResponse:
@@ -44,11 +47,12 @@ class AskSceneAction:
     def _execute(self, goal_handle: Any) -> Any:
         started = time.perf_counter()
         result = AskScene.Result()
-        try:
-            self._answer(goal_handle, result)
-        except Exception as error:  # noqa: BLE001 - an exception escaping an action callback ends the node's spin
-            self._log_error(f"AskScene failed unexpectedly: {type(error).__name__}: {error}")
-            result.success, result.error_message = False, f"internal error: {type(error).__name__}: {error}"
+
+        def internal_error(text: str) -> None:
+            result.success, result.error_message = False, text
+
+        try:  # the guard logs an unexpected exception with its traceback and answers it as an internal error
+            guarded("ask_scene", self._answer, internal_error, self._log_error)(goal_handle, result)
         finally:
             with self._lock:
                 self.running -= 1
