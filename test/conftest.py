@@ -60,3 +60,25 @@ def our_kernels(monkeypatch):
 
     _require_our_kernels(monkeypatch)
     return kernels.cpu_kernels()
+
+
+@pytest.fixture
+def refusal_of(tmp_path):
+    """The UnsupportedCheckpointError text of loading a copy of checkpoint ``source`` whose config.json
+    ``change(config)`` edited."""
+    import json
+    import shutil
+
+    from vila_ros.model.checkpoint import UnsupportedCheckpointError, load_vila
+
+    def load_changed(source, change) -> str:
+        root = tmp_path / "ckpt"
+        shutil.copytree(source, root)
+        config = json.loads((root / "config.json").read_text())
+        change(config)
+        (root / "config.json").write_text(json.dumps(config))
+        with pytest.raises(UnsupportedCheckpointError) as caught:
+            load_vila(root)
+        return str(caught.value)
+
+    return load_changed

@@ -94,21 +94,9 @@ class MultimodalProjector(nn.Module):
         if projector_type == "linear":
             self.layers: nn.Module = nn.Linear(mm_hidden_size, hidden_size)
         elif projector_type == "mlp_downsample":
-            self.layers = nn.Sequential(
-                DownSample2x2(token_order),
-                nn.LayerNorm(4 * mm_hidden_size),
-                nn.Linear(4 * mm_hidden_size, hidden_size),
-                nn.GELU(),
-                nn.Linear(hidden_size, hidden_size),
-            )
+            self.layers = _merge_then_mlp(DownSample2x2(token_order), 4 * mm_hidden_size, hidden_size)
         elif projector_type == "mlp_downsample_2x2_fix":
-            self.layers = nn.Sequential(
-                DownSampleKxK(2),
-                nn.LayerNorm(4 * mm_hidden_size),
-                nn.Linear(4 * mm_hidden_size, hidden_size),
-                nn.GELU(),
-                nn.Linear(hidden_size, hidden_size),
-            )
+            self.layers = _merge_then_mlp(DownSampleKxK(2), 4 * mm_hidden_size, hidden_size)
         elif projector_type == "mlp_downsample_3x3_fix":
             self.layers = nn.Sequential(
                 DownSampleKxK(3),
@@ -134,3 +122,9 @@ class MultimodalProjector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
+
+
+def _merge_then_mlp(merge: nn.Module, merged_size: int, hidden_size: int) -> nn.Sequential:
+    """A 2x2 token merge, then LayerNorm + Linear + GELU + Linear (the checkpoint keys number these modules)."""
+    return nn.Sequential(merge, nn.LayerNorm(merged_size), nn.Linear(merged_size, hidden_size), nn.GELU(),
+                         nn.Linear(hidden_size, hidden_size))
