@@ -18,71 +18,52 @@ from torch import nn
 from vila_ros.model.config import TOKEN_ORDERS
 
 
-class DownSample2x2(nn.Module):
-    """[B, N, C] patch grid (N = h*h) -> [B, ceil(h/2)^2, 4C], one token per 2x2 block.
+class DownSampleKxK(nn.Module):
+    """[B, N, C] patch grid (N = h*h) -> [B, ceil(h/k)^2, k*k*C], one token per k x k block.
 
-    A merged token's channels are [p(r,c), p(r,c+1), p(r+1,c), p(r+1,c+1)]. Odd grids get a zero row at the bottom
-    and a zero column on the right first (SigLIP-384: 27x27 -> 28x28 -> 196 tokens).
+    Zero rows at the bottom and zero columns on the right pad the grid to a multiple of k first (SigLIP-384:
+    27x27 -> 28x28 -> 196 tokens for k = 2; SigLIP-448: 32x32 -> 33x33 -> 121 tokens for k = 3, NVILA's "_fix"
+    merge). A merged token's channels run over the block's rows, then its columns: [p(r,c), p(r,c+1), ...,
+    p(r+1,c), ...].
     Token order: VILA1.5 weights were trained with the blocks emitted column-major (block origins (0,0),(2,0),
     (0,2),(2,2) on a 4x4 grid); NVILA and TensorRT-LLM's PyTorch port emit them row-major. Using the wrong order
     on VILA1.5 weights scrambles the image for the LLM without any error, hence the explicit switch.
     """
 
-    def __init__(self, token_order: str = "vila1.5") -> None:
+    def __init__(self, factor: int, token_order: str = "nvila") -> None:
         super().__init__()
         if token_order not in TOKEN_ORDERS:
             raise ValueError(f"token_order must be one of {TOKEN_ORDERS}, got {token_order!r}")
+        self.factor = factor
         self.token_order = token_order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         h = math.isqrt(n)
+        k = self.factor
         if h * h != n:
-            raise ValueError(f"DownSample2x2 needs a square patch grid, got {n} tokens")
+            raise ValueError(f"DownSample{k}x{k} needs a square patch grid, got {n} tokens")
         grid = x.reshape(b, h, h, c)
-        if h % 2:
-            grid = nn.functional.pad(grid, (0, 0, 0, 1, 0, 1))  # zero column right, zero row bottom
-            h += 1
-        half = h // 2
-        blocks = grid.reshape(b, half, 2, half, 2, c)  # [b, block_row, dr, block_col, dc, c]
+        pad = -h % k
+        if pad:
+            grid = nn.functional.pad(grid, (0, 0, 0, pad, 0, pad))  # zero columns right, zero rows bottom
+            h += pad
+        blocks = grid.reshape(b, h // k, k, h // k, k, c)  # [b, block_row, dr, block_col, dc, c]
         if self.token_order == "vila1.5":
             blocks = blocks.permute(0, 3, 1, 2, 4, 5)  # column-major over blocks
         else:
             blocks = blocks.permute(0, 1, 3, 2, 4, 5)  # row-major over blocks
-        return blocks.reshape(b, half * half, 4 * c)
-
-    def extra_repr(self) -> str:
-        return f"token_order={self.token_order!r}"
-
-
-class DownSampleKxK(nn.Module):
-    """[B, N, C] patch grid (N = h*h) -> [B, ceil(h/k)^2, k*k*C], one token per k x k block, blocks row-major.
-
-    NVILA's "_fix" merge: zero rows at the bottom and zero columns on the right pad the grid to a multiple of k
-    (SigLIP-448: 32x32 -> 33x33 -> 121 tokens for k = 3). A merged token's channels run over the block's rows,
-    then its columns: [p(r,c), p(r,c+1), ..., p(r+1,c), ...].
-    """
-
-    def __init__(self, factor: int) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        h = math.isqrt(n)
-        if h * h != n:
-            raise ValueError(f"DownSample{self.factor}x{self.factor} needs a square patch grid, got {n} tokens")
-        k = self.factor
-        grid = x.reshape(b, h, h, c)
-        pad = -h % k
-        if pad:
-            grid = nn.functional.pad(grid, (0, 0, 0, pad, 0, pad))
-            h += pad
-        blocks = grid.reshape(b, h // k, k, h // k, k, c).permute(0, 1, 3, 2, 4, 5)
         return blocks.reshape(b, (h // k) ** 2, k * k * c)
 
     def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+        return f"factor={self.factor}, token_order={self.token_order!r}"
+
+
+class DownSample2x2(DownSampleKxK):
+    """``mlp_downsample``'s merge (every VILA1.5 size): 2x2 blocks in the checkpoint's token order."""
+
+    def __init__(self, token_order: str = "vila1.5") -> None:
+        super().__init__(2, token_order)
 
 
 class MultimodalProjector(nn.Module):
@@ -125,6 +106,6 @@ class MultimodalProjector(nn.Module):
 
 
 def _merge_then_mlp(merge: nn.Module, merged_size: int, hidden_size: int) -> nn.Sequential:
-    """A 2x2 token merge, then LayerNorm + Linear + GELU + Linear (the checkpoint keys number these modules)."""
+    """A token merge, then LayerNorm + Linear + GELU + Linear (the checkpoint keys number these modules)."""
     return nn.Sequential(merge, nn.LayerNorm(merged_size), nn.Linear(merged_size, hidden_size), nn.GELU(),
                          nn.Linear(hidden_size, hidden_size))
