@@ -35,6 +35,8 @@ class AskSceneAction:
                                                          lambda _text: GoalResponse.REJECT, self._log_error),
                                    cancel_callback=lambda _goal: CancelResponse.ACCEPT,
                                    callback_group=callback_group)
+        # An unexpected exception is logged with its traceback and comes back as the text that answers the goal.
+        self._guarded_answer = guarded("ask_scene", self._answer, lambda text: text, self._log_error)
 
     def _on_goal(self, goal: Any) -> GoalResponse:
         # Refusals here reach the client at once; the ones that need the worker come back as a failed result.
@@ -47,12 +49,10 @@ class AskSceneAction:
     def _execute(self, goal_handle: Any) -> Any:
         started = time.perf_counter()
         result = AskScene.Result()
-
-        def internal_error(text: str) -> None:
-            result.success, result.error_message = False, text
-
-        try:  # the guard logs an unexpected exception with its traceback and answers it as an internal error
-            guarded("ask_scene", self._answer, internal_error, self._log_error)(goal_handle, result)
+        try:
+            internal_error = self._guarded_answer(goal_handle, result)
+            if internal_error is not None:
+                result.success, result.error_message = False, internal_error
         finally:
             with self._lock:
                 self.running -= 1
