@@ -81,6 +81,13 @@ def _inference_failures(listener):
     return int(listener.latest_diagnostics().get("inference", {}).get("failures", "0"))
 
 
+def _both_outcomes_and_no_model_failure(kind, outcomes, listener, failures_before):
+    print(f"[figures] {kind} fuzz: {outcomes}")
+    assert outcomes["answered"] > 0 and outcomes["refused"] > 0
+    time.sleep(1.2)  # a fresh /diagnostics
+    assert _inference_failures(listener) == failures_before
+
+
 def test_query_events_fuzzed_fields_are_answered_or_refused(fuzz_node):
     process, listener, node, log = fuzz_node
     call = Caller(node, QueryEvents, f"{NODE}/query_events")
@@ -136,10 +143,7 @@ def test_query_scene_fuzzed_fields_are_answered_or_refused_never_a_model_failure
         one()
     finally:
         call.close()
-    print(f"[figures] QueryScene fuzz: {outcomes}")
-    assert outcomes["answered"] > 0 and outcomes["refused"] > 0
-    time.sleep(1.2)  # a fresh /diagnostics
-    assert _inference_failures(listener) == failures_before
+    _both_outcomes_and_no_model_failure("QueryScene", outcomes, listener, failures_before)
 
 
 def _value(kind, value):
@@ -278,10 +282,7 @@ def test_ask_scene_fuzzed_goals_are_answered_or_refused_never_a_model_failure(fu
         assert accepted and result.success, result.error_message
     finally:
         ask.close()
-    print(f"[figures] AskScene fuzz: {outcomes}")
-    assert outcomes["answered"] > 0 and outcomes["refused"] > 0
-    time.sleep(1.2)  # a fresh /diagnostics
-    assert _inference_failures(listener) == failures_before
+    _both_outcomes_and_no_model_failure("AskScene", outcomes, listener, failures_before)
 
 
 # ------------------------------------------------------------------------------------------------ injected faults
