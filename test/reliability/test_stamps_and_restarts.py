@@ -51,7 +51,9 @@ def test_bad_and_future_stamps_are_dropped_and_history_windows_follow_the_clock(
                     wrapped = rgb_to_image(frame, 0, "front_camera")
                     wrapped.header.stamp = Time(sec=2**31 - 1, nanosec=4_000_000_000)
                     publisher.publish(wrapped)
-                    broken = rgb_to_image(frame, time.time_ns(), "front_camera")
+                    # A second ahead of the feed (which never runs ahead of the clock): past the clip-rate grid's
+                    # next tick, so the frame is decoded and fails rather than skipped for arriving too soon.
+                    broken = rgb_to_image(frame, time.time_ns() + S, "front_camera")
                     broken.data = bytes(100)  # shorter than height x step
                     publisher.publish(broken)
                     time.sleep(0.1)
