@@ -57,3 +57,26 @@ def test_out_of_world_frames_are_answered_unfamiliar_without_alert(tiny_ckpt):
     for kind in KINDS:  # none of them is the dark of a covered lens
         assert unfamiliar_frame(rng, 64, kind).max() >= 120
     assert well_formed(tasks.UNFAMILIAR_SCENE) is not None
+
+
+def test_onset_windows_end_near_the_onset_and_hold_both_answers(tiny_ckpt):
+    import numpy as np
+
+    from vila_ros.sim import make_scenario
+
+    model = load_vila(tiny_ckpt)
+    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                      mix={"stream_window": 1.0}, onset_windows=1.0)
+    uniform = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                           mix={"stream_window": 1.0})
+    scenarios = [make_scenario(seed, category="pedestrian_crossing", duration=40.0) for seed in range(30)]
+    named, far = [], 0
+    for k, scenario in enumerate(scenarios):
+        stamps = ds.window_stamps(scenario, np.random.default_rng(k))
+        assert abs(stamps[-1] - scenario.event.start) <= D.ONSET_SPAN + 1e-9
+        named.append(bool(scenario.truth(stamps).events))
+        far += abs(uniform.window_stamps(scenario, np.random.default_rng(k))[-1] - scenario.event.start) > D.ONSET_SPAN
+    assert 0 < sum(named) < len(named)  # windows just before the onset ("no") and just after it ("yes")
+    assert far > len(scenarios) // 2  # uniform ends mostly fall elsewhere
+    no_event = make_scenario(0, category=None, duration=40.0)
+    assert len(ds.window_stamps(no_event, np.random.default_rng(0))) >= 1

@@ -26,6 +26,7 @@ from vila_ros.model.templates import IMAGE_PLACEHOLDER, Template, count_images, 
 _USER = ("human", "user")
 _ASSISTANT = ("gpt", "assistant", "model")
 
+ONSET_SPAN = 3.0  # seconds either side of an event's onset for ``onset_windows``
 SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text", "stream_window", "unfamiliar")
 DEFAULT_SIM_MIX = {"video_caption": 0.2, "video_alert": 0.2, "video_qa": 0.2, "frame": 0.1, "text": 0.1,
                    "stream_window": 0.15, "unfamiliar": 0.05}
@@ -213,13 +214,15 @@ class SimDataset:
     before, during or after its event, + caption or alert answer of exactly those frames), ``unfamiliar``
     (out-of-world frames, ``sim.unfamiliar``: "An unfamiliar scene." and no alert).
     ``own_event_qa``: probability that a clip with an event is asked about that event in its video_qa turns.
+    ``onset_windows``: share of stream windows (of scenes with an event) that end within ``ONSET_SPAN`` seconds of
+    the onset: the windows where "not yet" and "now" differ by a frame or two, which uniform ends rarely draw.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
                  qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
-                 own_event_qa: float = 0.0):
+                 own_event_qa: float = 0.0, onset_windows: float = 0.0):
         from vila_ros.sim.writers import text_instructions
 
         self.mix = dict(mix or DEFAULT_SIM_MIX)
@@ -241,6 +244,7 @@ class SimDataset:
         self.max_length = max_length
         self.tokens_per_image = tokens_per_image
         self.own_event_qa = own_event_qa
+        self.onset_windows = onset_windows
         self.instructions = text_instructions()
 
     def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
@@ -292,9 +296,8 @@ class SimDataset:
         from vila_ros.sim import make_scenario
 
         scenario = make_scenario(scene_seed, duration=float(rng.uniform(20.0, 60.0)))
-        n, dt = int(rng.integers(1, self.num_frames + 1)), 1.0 / self.clip_fps
-        end = float(rng.uniform((n - 1) * dt, scenario.duration))
-        stamps = [end - (n - 1 - i) * dt for i in range(n)]
+        stamps = self.window_stamps(scenario, rng)
+        n = len(stamps)
         truth = scenario.truth(stamps)
         # One frame shows no change: its caption has no event sentence and its alerts are the states alone.
         caption = truth.caption if n > 1 else truth.static_caption
@@ -303,6 +306,16 @@ class SimDataset:
         pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
         frames = [scenario.render(t, self.image_size, self.image_size) for t in stamps]
         return _conv([pair], n), frames, "stream_window"
+
+    def window_stamps(self, scenario: Any, rng: np.random.Generator) -> list[float]:
+        """Frame times of a stream window of 1..num_frames frames at ``clip_fps`` ending anywhere in the scenario
+        (or, ``onset_windows`` of the time, within ``ONSET_SPAN`` of its event's onset)."""
+        n, dt = int(rng.integers(1, self.num_frames + 1)), 1.0 / self.clip_fps
+        end = float(rng.uniform((n - 1) * dt, scenario.duration))
+        if self.onset_windows and scenario.event is not None and rng.random() < self.onset_windows:
+            onset = scenario.event.start
+            end = float(np.clip(rng.uniform(onset - ONSET_SPAN, onset + ONSET_SPAN), (n - 1) * dt, scenario.duration))
+        return [end - (n - 1 - i) * dt for i in range(n)]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         conv, frames, _ = self.conversation(index)
