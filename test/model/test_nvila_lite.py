@@ -118,6 +118,21 @@ def test_loads_the_original_layout(nvila_model):
     assert nvila_model.mm_projector.projector_type == "mlp_downsample_3x3_fix"
 
 
+def test_image_end_ids_follow_the_tokenizer_they_come_from(nvila_dir):
+    model = load_vila(nvila_dir)
+    newline = model.tokenizer("\n").input_ids
+    assert model.image_end_ids == newline and model.image_end_ids == newline  # computed once, then kept
+
+    class Shifted:  # a swapped tokenizer gives its own ids, not the kept ones
+        def __call__(self, text):
+            return type("Encoded", (), {"input_ids": [i + 1 for i in newline]})()
+
+    original, model.tokenizer = model.tokenizer, Shifted()
+    assert model.image_end_ids == [i + 1 for i in newline]
+    model.tokenizer = original
+    assert model.image_end_ids == newline
+
+
 def test_named_chat_template_is_nvilas_own(nvila_dir, tmp_path):
     root = write_checkpoint(tmp_path / "named", chat_template="qwen2")
     assert load_vila(root).conv_template == "nvila_qwen2"

@@ -76,7 +76,10 @@ class VilaModel(nn.Module):
             return []
         if self.tokenizer is None:
             raise ValueError("an NVILA model needs its tokenizer to frame image features (image_encoder end_tokens)")
-        return list(self.tokenizer(text).input_ids)
+        cached = getattr(self, "_image_end_cache", None)  # (tokenizer, text, ids): not re-tokenized per call
+        if cached is None or cached[0] is not self.tokenizer or cached[1] != text:
+            cached = self._image_end_cache = (self.tokenizer, text, list(self.tokenizer(text).input_ids))
+        return list(cached[2])
 
     @property
     def tokens_per_image(self) -> int:
