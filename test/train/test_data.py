@@ -6,6 +6,7 @@ from vila_ros import tasks
 from vila_ros.model.checkpoint import load_vila
 from vila_ros.model.prompt import IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenize_with_images
 from vila_ros.model.templates import get_template
+from vila_ros.train import batching as B
 from vila_ros.train import data as D
 
 
@@ -54,7 +55,7 @@ def test_llava_dataset_and_collate(tiny_ckpt, llava_json):
                 assert turn["value"] in sup
         assert "USER" not in sup
     assert any("image" not in r for r in records) or True
-    batch = D.collate(samples[:4], model.tokenizer.pad_token_id)
+    batch = B.collate(samples[:4], model.tokenizer.pad_token_id)
     lengths = [s["input_ids"].numel() for s in samples[:4]]
     assert batch["input_ids"].shape == (4, max(lengths))
     for i, n in enumerate(lengths):  # right padding

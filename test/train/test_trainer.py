@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vila_ros.model.checkpoint import load_vila
+from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.lora import apply_lora, lora_modules
 from vila_ros.train.recipe import load_recipe
@@ -27,7 +28,7 @@ def _recipe(**stage):
 def _fixed_batch(model, llava_json, n=4):
     ds = D.LlavaDataset(llava_json, model.tokenizer, model.image_processor, model.conv_template,
                         tokens_per_image=model.tokens_per_image)
-    return D.collate([ds[i] for i in range(n)], model.tokenizer.pad_token_id)
+    return B.collate([ds[i] for i in range(n)], model.tokenizer.pad_token_id)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from vila_ros.model.prompt import IMAGE_TOKEN_INDEX
-from vila_ros.train import data as D
+from vila_ros.train import batching as B
 
 
 def batch_tokens(batch: dict[str, Any], tokens_per_image: int) -> int:
@@ -25,7 +25,7 @@ class LanguageObjective:
         self.tokens_per_image = model.tokens_per_image
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
-        return D.collate(samples, self.pad_id)
+        return B.collate(samples, self.pad_id)
 
     def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
         """(mean loss, tokens in the batch, extra metrics); ``net`` is the module or its DDP wrapper."""

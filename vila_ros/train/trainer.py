@@ -11,7 +11,7 @@ Output layout of ``run(recipe, out)``:
 
 Trainer state is safetensors + JSON only (no pickle): optimizer moments per parameter index, LoRA factors, the RNG
 state as a uint8 tensor, and {step, elapsed, stage} in ``state.json``. The data position is a function of the step
-(``data.StepSampler``), so a resumed run continues with exactly the batches it would have seen.
+(``batching.StepSampler``), so a resumed run continues with exactly the batches it would have seen.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from vila_ros.model.checkpoint import load_vila, parse_dtype
+from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.distributed import Dist
 from vila_ros.train.lora import apply_lora, lora_state, merge_lora, unmerge_into
@@ -132,7 +133,7 @@ class Trainer:
                           patch_grid=patch_grid_of(model))
             train = SimFrameDataset(split="train", seed=self.seed, **frames)
             val = SimFrameDataset(split="val", seed=12345, **frames)
-            val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
+            val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind == "sim":
             params = dict(image_size=model.config.image_size,
@@ -142,7 +143,7 @@ class Trainer:
                           onset_windows=float(cfg.get("onset_windows", 0.0)))
             train = D.SimDataset(split="train", seed=self.seed, **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
-            val_samples = D.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
+            val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind != "llava":
             raise ValueError(f"unknown data type {kind!r} (llava | sim | sim_frames)")
@@ -154,7 +155,7 @@ class Trainer:
         val_samples = None
         if cfg.get("val_path") and stage["eval_every"]:
             val = D.LlavaDataset(cfg["val_path"], image_folder=cfg.get("val_image_folder") or folder, **common)
-            val_samples = D.fixed_samples(val, range(min(len(val), int(stage["val_samples"]))))
+            val_samples = B.fixed_samples(val, range(min(len(val), int(stage["val_samples"]))))
         return train, len(train), val_samples
 
     # -- run ----------------------------------------------------------------------------------------------------------
@@ -213,10 +214,10 @@ class Trainer:
         bsz, accum = int(stage["batch_size"]), int(stage["grad_accum"])
         max_steps = stage["max_steps"]
         if max_steps is None:
-            max_steps = int(stage["epochs"]) * D.epoch_steps(size, bsz, accum, dist.world)
+            max_steps = int(stage["epochs"]) * B.epoch_steps(size, bsz, accum, dist.world)
         max_steps = int(max_steps)
         max_seconds = float(stage["max_minutes"]) * 60 if stage["max_minutes"] else None
-        sampler = D.StepSampler(size, bsz, accum, dist.rank, dist.world, self.seed + index)
+        sampler = B.StepSampler(size, bsz, accum, dist.rank, dist.world, self.seed + index)
 
         step, elapsed_before = 0, 0.0
         if ckpt is not None:
