@@ -100,7 +100,7 @@ def test_a_stale_limit_of_zero_is_off():
 
 
 def test_a_rule_alert_has_the_rule_severity_from_the_worker():
-    """The embedded default model answers "Is it night?" with yes on a black camera (and calls it blocked)."""
+    """The embedded default model answers "Is the camera blocked?" with yes on a black camera (and alerts it)."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.ros.worker import AlertRule, InferenceWorker, WorkerSettings
@@ -111,11 +111,11 @@ def test_a_rule_alert_has_the_rule_severity_from_the_worker():
         buffer.add(Frame("front", 1_700_000_000 * S + k * S // 4, "front_optical", np.zeros((240, 320, 3), np.uint8)))
     published = []
     settings = WorkerSettings(num_frames=4, min_frames=4, alert_categories=("camera_blocked",),
-                              alert_rules=(AlertRule("looks_dark", "Is it night?", tasks.INFO),))
+                              alert_rules=(AlertRule("looks_covered", "Is the camera blocked?", tasks.INFO),))
     worker = InferenceWorker(engine, {"front": buffer}, settings, lambda d: None, published.append)
     worker.check_alerts("front")
     by_category = {u.category: u for u in published}
-    assert by_category["looks_dark"].severity == tasks.INFO
+    assert by_category["looks_covered"].severity == tasks.INFO
     assert by_category["camera_blocked"].severity == tasks.CRITICAL
     assert {u.frame_id for u in published} == {"front_optical"}
 

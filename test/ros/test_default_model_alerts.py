@@ -59,13 +59,13 @@ def test_yes_no_rules_raise_their_own_category(planted):
 
     root, bags = planted
     # The road recording is in daylight until its camera gets covered at 4.9 s; the default model then answers
-    # "Is it night?" with yes (and no before), which a user's rule turns into its own alert category.
+    # "Is the camera blocked?" with yes (and no before), which a user's rule turns into its own alert category.
     report = run_replay_test([bags[0]], root / "rules", rate=1.0, node_parameters={
-        "alert_rule_categories": "[looks_dark]", "alert_rule_questions": '["Is it night?"]',
+        "alert_rule_categories": "[looks_covered]", "alert_rule_questions": '["Is the camera blocked?"]',
         "alert_categories": "[camera_blocked]", "describe_period_s": "0.0"})
     records = [json.loads(line) for line in (root / "rules" / "alerts.jsonl").read_text().splitlines()]
-    rule_alerts = [r for r in records if r["category"] == "looks_dark"]
+    rule_alerts = [r for r in records if r["category"] == "looks_covered"]
     assert rule_alerts and rule_alerts[0]["state"] == "BEGIN" and rule_alerts[0]["severity"] == "WARNING"
     assert rule_alerts[0]["stamp_ns"] >= 1_700_000_000 * S + int(4.9 * S)  # not before the camera is covered
-    assert {r["category"] for r in records} <= {"looks_dark", "camera_blocked"}
+    assert {r["category"] for r in records} <= {"looks_covered", "camera_blocked"}
     assert report["descriptions"] == 0

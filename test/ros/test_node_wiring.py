@@ -141,14 +141,15 @@ def test_stale_timing_does_not_follow_the_diagnostics_period(context, tiny_dir):
 
 
 def test_open_alerts_end_when_the_node_stops_watching(context):
-    """The embedded default model calls a black camera blocked, and dark ("Is it night?" -> yes, a user's rule at
-    the rule's severity); a second camera never sends and goes stale. Deactivation ENDs them all; so does a
-    shutdown from active, which also frees the buffers and clears the annotated-image overlay."""
+    """The embedded default model calls a black camera blocked, also when a user's rule asks ("Is the camera
+    blocked?" -> yes, an alert at the rule's severity); a second camera never sends and goes stale. Deactivation
+    ENDs them all; so does a shutdown from active, which also frees the buffers and clears the annotated-image
+    overlay."""
     rig = Rig(context, MultiThreadedExecutor, {
         "camera_names": ["front", "rear"], "camera_topics": ["/wired/front/image_raw", "/wired/rear/image_raw"],
         "num_frames": 4, "describe_period_s": 0.0, "alert_period_s": 0.5, "stale_after_s": 1.0,
-        "alert_categories": ["camera_blocked"], "alert_rule_categories": ["looks_dark"],
-        "alert_rule_questions": ["Is it night?"]})
+        "alert_categories": ["camera_blocked"], "alert_rule_categories": ["looks_covered"],
+        "alert_rule_questions": ["Is the camera blocked?"]})
     front = "/wired/front/image_raw"
 
     def open_alerts():
@@ -165,7 +166,7 @@ def test_open_alerts_end_when_the_node_stops_watching(context):
         blocked = rig.alerts_where(category="camera_blocked", state=BEGIN)[0]
         assert blocked.severity == CornerCaseAlert.CRITICAL and blocked.header.frame_id == "cam_frame"
         assert blocked.text and len(blocked.evidence_stamps) == 4
-        dark = rig.alerts_where(category="looks_dark", state=BEGIN)
+        dark = rig.alerts_where(category="looks_covered", state=BEGIN)
         assert dark and dark[0].severity == CornerCaseAlert.WARNING  # the rule's (parameters give rules WARNING)
         assert rig.node.overlay.alerts
         opened = open_alerts()

@@ -27,7 +27,7 @@ def _buffers(cameras):
 def _run(engine, cameras, batched):
     descriptions, alerts = [], []
     settings = WorkerSettings(num_frames=4, min_frames=4, describe_period_s=1.0, alert_period_s=0.5,
-                              alert_rules=(AlertRule("looks_dark", "Is it night?"),))
+                              alert_rules=(AlertRule("looks_covered", "Is the camera blocked?"),))
     worker = InferenceWorker(engine, _buffers(cameras), settings, descriptions.append, alerts.append)
     if not batched:
         worker._batch_period = lambda due: None  # every job generates on its own, as before batching
@@ -46,7 +46,7 @@ def test_one_batch_per_period_gives_the_answers_of_one_job_at_a_time():
     assert worker.stats.descriptions == 3 and worker.stats.alert_checks == 3
     _, alone_descriptions, alone_alerts = _run(engine, cameras, batched=False)
     assert descriptions == alone_descriptions and len(descriptions) == 3
-    assert alerts == alone_alerts and {a[:3] for a in alerts} >= {("front", "looks_dark", 0)}  # 0: BEGIN
+    assert alerts == alone_alerts and {a[:3] for a in alerts} >= {("front", "looks_covered", 0)}  # 0: BEGIN
 
 
 def test_a_failed_batch_leaves_each_job_to_run_alone():

@@ -8,11 +8,11 @@ from vila_ros.resources import DEFAULT_MODEL_DIR
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
                                 reason="the embedded default model is not present")
 
-# The floor is what the current default model meets on this stream, not the 0.8 the product needs: see the
-# README's figures table (stream vs clip). Raise it with the model.
-RECALL_FLOOR = 0.3
-PRECISION_FLOOR = 0.04
-MALFORMED_CEILING = 0.05
+# The floor is what the current default model meets on this stream (2 of 3 events, 2 of 6 BEGINs), not the 0.8
+# the product needs: see the README's figures table (stream vs clip). Raise it with the model.
+RECALL_FLOOR = 0.6
+PRECISION_FLOOR = 0.25
+MALFORMED_CEILING = 0.02
 
 
 def test_short_stream_eval_stays_above_the_floor(tmp_path):

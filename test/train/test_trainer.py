@@ -166,9 +166,16 @@ def test_recipes_parse():
         {"vision_tower": True, "mm_projector": True, "llm": False},
         {"vision_tower": False, "mm_projector": True, "llm": False},
         {"vision_tower": False, "mm_projector": True, "llm": True},
+        {"vision_tower": False, "mm_projector": True, "llm": True},
         {"vision_tower": False, "mm_projector": True, "llm": True}]
-    assert [s["data"]["type"] for s in stages] == ["sim_frames", "sim", "sim", "sim"]
+    assert [s["data"]["type"] for s in stages] == ["sim_frames", "sim", "sim", "sim", "sim"]
     assert stages[1]["template"] == "plain" and stages[3]["data"]["own_event_qa"] > 0
+    # the last stage is the stream (windows, half at an onset, out-of-world frames), the one of stream_finetune.yaml
+    stream = stages[4]["data"]
+    assert stream["mix"]["stream_window"] == max(stream["mix"].values()) and stream["onset_windows"] > 0
+    assert "stream_window" not in stages[3]["data"]["mix"] and stream["mix"]["unfamiliar"] > 0
+    (alone,) = resolve_stages(load_recipe(REPO / "config/train/stream_finetune.yaml"))
+    assert {k: alone[k] for k in ("data", "lr", "train")} == {k: stages[4][k] for k in ("data", "lr", "train")}
     assert sum(s["max_minutes"] for s in stages) <= 55  # the whole run, init and saves included, under 60
     for name, lr in (("stage1_align", 1e-3), ("stage2_pretrain", 5e-5), ("stage3_sft", 1e-4)):
         (s,) = resolve_stages(load_recipe(REPO / f"config/train/{name}.yaml"))
