@@ -80,3 +80,30 @@ def test_onset_windows_end_near_the_onset_and_hold_both_answers(tiny_ckpt):
     assert far > len(scenarios) // 2  # uniform ends mostly fall elsewhere
     no_event = make_scenario(0, category=None, duration=40.0)
     assert len(ds.window_stamps(no_event, np.random.default_rng(0))) >= 1
+
+
+def test_cut_windows_hold_another_scene_then_the_first_frames_of_this_one(tiny_ckpt):
+    import numpy as np
+
+    from vila_ros.sim import make_scenario, split_of
+
+    model = load_vila(tiny_ckpt)
+    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                      mix={"stream_window": 1.0}, cut_windows=1.0)
+    rng = np.random.default_rng(3)
+    for seed in (11, 9_999_990):  # near the end of the train range the scene before comes from below
+        scenario = make_scenario(seed, category="camera_blocked", duration=30.0)
+        for n in (2, 5, 8):
+            before, stamps = ds._across_cut(scenario, n, seed, rng)
+            assert before and stamps and len(before) + len(stamps) == n
+            assert stamps == [k / ds.clip_fps for k in range(len(stamps))]  # this scene from its first frame
+            assert not scenario.truth(stamps).events  # a cut is no event: the answer is of the frames after it
+            ours = [scenario.render(t, 56, 56) for t in stamps[:1]]
+            assert not any(np.array_equal(frame, ours[0]) for frame in before)
+    assert split_of(9_999_990 - D.CUT_SEED_OFFSET) == "train"
+    lengths = []
+    for i in range(40):
+        conv, frames, kind = ds.conversation(i)
+        assert kind == "stream_window" and conv[0]["value"].count("<image>") == len(frames)
+        lengths.append(len(frames))
+    assert 1 in lengths and max(lengths) > 1  # one frame cannot cross a cut and is left as it is

@@ -26,6 +26,7 @@ _USER = ("human", "user")
 _ASSISTANT = ("gpt", "assistant", "model")
 
 ONSET_SPAN = 3.0  # seconds either side of an event's onset for ``onset_windows``
+CUT_SEED_OFFSET = 4_500_000  # the scene before a cut: a train seed of its own, never the window's scene
 SIM_KINDS = ("video_caption", "video_alert", "video_qa", "frame", "text", "stream_window", "unfamiliar")
 DEFAULT_SIM_MIX = {"video_caption": 0.2, "video_alert": 0.2, "video_qa": 0.2, "frame": 0.1, "text": 0.1,
                    "stream_window": 0.15, "unfamiliar": 0.05}
@@ -215,13 +216,16 @@ class SimDataset:
     ``own_event_qa``: probability that a clip with an event is asked about that event in its video_qa turns.
     ``onset_windows``: share of stream windows (of scenes with an event) that end within ``ONSET_SPAN`` seconds of
     the onset: the windows where "not yet" and "now" differ by a frame or two, which uniform ends rarely draw.
+    ``cut_windows``: share of stream windows of 2 or more frames that cross a scene cut: the last frames of another
+    scene of the same family, then the first of this one. The node's buffer holds such windows for a moment after
+    every cut of a feed; a cut is no event, and the answer is the truth of the frames after it alone.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
                  qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
-                 own_event_qa: float = 0.0, onset_windows: float = 0.0):
+                 own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0):
         from vila_ros.sim.writers import text_instructions
 
         self.mix = dict(mix or DEFAULT_SIM_MIX)
@@ -244,6 +248,7 @@ class SimDataset:
         self.tokens_per_image = tokens_per_image
         self.own_event_qa = own_event_qa
         self.onset_windows = onset_windows
+        self.cut_windows = cut_windows
         self.instructions = text_instructions()
 
     def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
@@ -296,6 +301,9 @@ class SimDataset:
 
         scenario = make_scenario(scene_seed, duration=float(rng.uniform(20.0, 60.0)))
         stamps = self.window_stamps(scenario, rng)
+        before: list[np.ndarray] = []
+        if self.cut_windows and len(stamps) > 1 and rng.random() < self.cut_windows:
+            before, stamps = self._across_cut(scenario, len(stamps), scene_seed, rng)
         n = len(stamps)
         truth = scenario.truth(stamps)
         # One frame shows no change: its caption has no event sentence and its alerts are the states alone.
@@ -303,8 +311,23 @@ class SimDataset:
         alert = truth.alert_answer if n > 1 else tasks.alert_answer(
             [c for c in truth.categories if not tasks.CATEGORIES[c].temporal])
         pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
-        frames = [scenario.render(t, self.image_size, self.image_size) for t in stamps]
-        return _conv([pair], n), frames, "stream_window"
+        frames = before + [scenario.render(t, self.image_size, self.image_size) for t in stamps]
+        return _conv([pair], len(frames)), frames, "stream_window"
+
+    def _across_cut(self, scenario: Any, n: int, scene_seed: int,
+                    rng: np.random.Generator) -> tuple[list[np.ndarray], list[float]]:
+        """Frames of the end of another scene and the stamps of this scene's first frames: ``n`` in all, at least
+        one of each."""
+        from vila_ros.sim import make_scenario, split_of
+
+        dt = 1.0 / self.clip_fps
+        after = int(rng.integers(1, n))
+        seed = scene_seed + CUT_SEED_OFFSET if split_of(scene_seed + CUT_SEED_OFFSET) == self.split else \
+            scene_seed - CUT_SEED_OFFSET
+        previous = make_scenario(seed, scenario.family, duration=float(rng.uniform(20.0, 60.0)))
+        end = float(rng.uniform(previous.duration - dt, previous.duration))
+        before = [previous.render(end - k * dt, self.image_size, self.image_size) for k in range(n - after - 1, -1, -1)]
+        return before, [k * dt for k in range(after)]
 
     def window_stamps(self, scenario: Any, rng: np.random.Generator) -> list[float]:
         """Frame times of a stream window of 1..num_frames frames at ``clip_fps`` ending anywhere in the scenario
