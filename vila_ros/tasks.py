@@ -145,6 +145,10 @@ EVENT_SENTENCES: dict[tuple[str, str], str] = {
 }
 NO_EVENT_SENTENCE = "Nothing unusual happens."
 UNFAMILIAR_SCENE = "An unfamiliar scene."  # the whole description of a view that is neither a road nor an aisle
+# The whole description of a window whose every frame is behind a covered lens: nothing of the scene (not even
+# whether it is a road or an aisle) shows, so nothing of it is said. Its attributes are BLOCKED_VIEW_ATTRIBUTES.
+BLOCKED_VIEW = "The camera is blocked. Nothing of the scene shows."
+BLOCKED_VIEW_ATTRIBUTES = {"family": "blocked", "event": "camera_blocked"}
 _EMPTY_SENTENCE = {"road": "No road users.", "warehouse": "An empty aisle."}
 
 ATTRIBUTE_KEYS = {
@@ -196,7 +200,10 @@ def event_sentence(family: str, event: str) -> str:
 
 
 def make_caption(attrs: dict, include_event: bool = True) -> str:
-    """Caption in the fixed order: scene and lighting, objects, event (omitted with ``include_event=False``)."""
+    """Caption in the fixed order: scene and lighting, objects, event (omitted with ``include_event=False``);
+    ``BLOCKED_VIEW`` for the attributes of a covered lens (family "blocked"), with or without the event."""
+    if attrs["family"] == BLOCKED_VIEW_ATTRIBUTES["family"]:
+        return BLOCKED_VIEW
     parts = [scene_sentence(attrs), objects_sentence(attrs)]
     if include_event:
         parts.append(event_sentence(attrs["family"], attrs.get("event", "none")))
@@ -267,6 +274,8 @@ def caption_attributes(text: str) -> dict:
     non-zero count), sign/light absent are "none", a missing event sentence leaves "event" out.
     """
     attrs: dict = {}
+    if " ".join((text or "").split()) == BLOCKED_VIEW:
+        return dict(BLOCKED_VIEW_ATTRIBUTES)
     sentences = _sentences(text)
     if not sentences:
         return attrs

@@ -140,3 +140,38 @@ def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
     chosen = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {"camera_blocked": 0.5})
     assert 0.65 < chosen[scene.category] <= 0.8 and chosen["camera_blocked"] == 0.5
     assert stream_scores(truth, checks, scene.category, chosen[scene.category], tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
+
+
+def test_a_covered_lens_is_described_without_inventing_the_scene():
+    from vila_ros.sim import make_scenario
+
+    scenario = make_scenario(7, "road", "camera_blocked", duration=30.0)
+    onset = scenario.event.start
+    covering = [onset - 1.0 + 0.25 * i for i in range(8)]  # the lens goes dark inside the window
+    covered = [onset + 2.0 + 0.25 * i for i in range(8)]
+    assert scenario.truth(covering).caption.endswith(tasks.EVENT_SENTENCES[("road", "camera_blocked")])
+    assert scenario.truth(covering).caption.startswith("A road")
+    dark = scenario.truth(covered)
+    assert dark.caption == dark.static_caption == tasks.BLOCKED_VIEW
+    assert dark.attributes == tasks.BLOCKED_VIEW_ATTRIBUTES and dark.alert_answer == "camera_blocked"
+    assert tasks.caption_attributes(tasks.BLOCKED_VIEW) == tasks.BLOCKED_VIEW_ATTRIBUTES
+    assert tasks.make_caption(tasks.BLOCKED_VIEW_ATTRIBUTES, include_event=False) == tasks.BLOCKED_VIEW
+    assert {q["answer"] for q in dark.qa if q["key"] in ("pedestrian", "cyclist", "animal")} == {"no"}
+    assert well_formed(tasks.BLOCKED_VIEW) == tasks.BLOCKED_VIEW_ATTRIBUTES
+
+    # The same judgement on a stream: the covered windows of its blocked scene.
+    for number in range(60):
+        s = make_stream("stream_val", number, "warehouse", 60)
+        scene = next((sc for sc in s.scenes if sc.category == "camera_blocked"), None)
+        if scene is not None:
+            break
+    truth = {"aisle": s.camera_truth("/t", "aisle_camera", T0)}
+    times = [scene.start + scene.scenario.event.start + 2.0 + 0.25 * i for i in range(8)]
+    invented = "A warehouse aisle in bright light. An empty aisle. The camera gets blocked."
+    records = [{"camera": "aisle", "stamps_ns": [T0 + int(round(t * S)) for t in times], "text": text}
+               for text in (tasks.BLOCKED_VIEW, invented, "The camera is blocked.")]
+    verdicts = score_descriptions(truth, records)["verdicts"]
+    assert [v["kind"] for v in verdicts] == ["blocked"] * 3
+    assert [v["correct"] for v in verdicts] == [True, False, False]
+    assert [v["event_correct"] for v in verdicts] == [True, True, False]
+    assert [v["malformed"] for v in verdicts] == [False, False, True]

@@ -140,10 +140,13 @@ def window_truth(world: World, stamps: Sequence[float]) -> Truth:
     events = events_in(world, stamps)
     attrs = attributes(world, stamps, events)
     cats = [e["category"] for e in events]
+    qa = _qa(world, attrs, cats)
+    if stamps and all(_blocked(world, t) for t in stamps):
+        # Behind a covered lens the frames show no scene: the caption says so instead of inventing one.
+        attrs = dict(tasks.BLOCKED_VIEW_ATTRIBUTES)
     return Truth(seed=world.seed, family=world.family, stamps=stamps, caption=tasks.make_caption(attrs),
                  static_caption=tasks.make_caption(attrs, include_event=False), attributes=attrs,
-                 qa=_qa(world, attrs, cats), events=events, alert_answer=tasks.alert_answer(cats),
-                 scene=world.describe())
+                 qa=qa, events=events, alert_answer=tasks.alert_answer(cats), scene=world.describe())
 
 
 def _qa(world: World, a: dict, cats: list[str]) -> list[dict]:

@@ -100,6 +100,8 @@ def well_formed(text: str) -> dict | None:
     if " ".join(text.split()) == tasks.UNFAMILIAR_SCENE:
         return {"event": "none"}  # in the grammar; wrong for any window of the simulator's world
     attrs = tasks.caption_attributes(text)
+    if attrs == tasks.BLOCKED_VIEW_ATTRIBUTES:
+        return attrs
     family = attrs.get("family")
     # A caption without its event sentence is what one frame is trained to say: in the grammar, naming no event.
     if family is None or any(key not in attrs for key in tasks.ATTRIBUTE_KEYS[family] if key != "event"):
@@ -134,12 +136,9 @@ def judge_description(cameras: dict[str, dict], record: dict,
     effects = [scenario.effect_level(t) for t in times]
     truth = scenario.truth(times).attributes
     if all(effect == "camera_blocked" and level >= 0.5 for effect, level in effects):
-        # Nothing of the scene shows: right is "blocked" and no objects (the grammar still needs a scene sentence).
+        # Nothing of the scene shows: right is tasks.BLOCKED_VIEW, which invents no scene.
         verdict["kind"] = "blocked"
-        objects = [key for key in tasks.ATTRIBUTE_KEYS[truth["family"]]
-                   if key not in ("family", "time", "weather", "lighting", "event")]
-        verdict["correct"] = bool(attrs) and named == "camera_blocked" and all(
-            attrs.get(key) in (0, "none") for key in objects)
+        verdict["correct"] = attrs == tasks.BLOCKED_VIEW_ATTRIBUTES
         verdict["event_correct"] = named == "camera_blocked"
         return verdict
     if all(effect == "camera_blurred" and level >= 0.5 for effect, level in effects):
