@@ -61,9 +61,11 @@ def run(args) -> int:
 
     print(f"[demo] starting the perception node on {model_dir} and replaying at {args.rate}x", flush=True)
     report = run_replay_test(bags, out, model_dir=str(model_dir), rate=args.rate, printer=show,
-                             questions=("Describe the scene.", "Is there a pedestrian?"))
+                             questions=(("Describe the scene.", "front"), ("Describe the scene.", "aisle"),
+                                        ("Is there a pedestrian?", "front")))
     for answer in report["answers"]:
-        print(f"[demo] QueryScene {answer['question']!r} -> {answer['answer'] or answer['error_message']!r} "
+        reply = answer["answer"] or answer["error_message"]
+        print(f"[demo] QueryScene [{answer['camera']}] {answer['question']!r} -> {reply!r} "
               f"({answer['latency_ms']:.0f} ms, {answer['frames']} frames)", flush=True)
     print(f"[demo] {report['alerted']}/{report['events']} planted corner cases alerted, {report['false_alerts']} "
           f"false alerts, {report['descriptions']} descriptions; report: {out / 'report.md'}", flush=True)

@@ -23,12 +23,13 @@ from vila_ros.tools.stream_eval import records_from_messages, score_records
 def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: float = 1.0,
                     node_parameters: dict[str, str] | None = None, printer: Callable[[Any], None] | None = None,
                     settle_s: float = 3.0,
-                    questions: tuple[str, ...] = (), truth_files: list[Path] | None = None,
+                    questions: tuple[tuple[str, str], ...] = (), truth_files: list[Path] | None = None,
                     clock: bool = False) -> dict:
     """Run a node on the bags (replayed concurrently, one or more cameras each) and return the scored report.
 
-    `questions` are asked through QueryScene after the replay; their answers go into the report. With `clock`, the
-    replay publishes /clock and the node runs on it (use_sim_time).
+    `questions`, (question, camera) pairs (camera "" for all of them), are asked through QueryScene after the
+    replay; their answers go into the report. With `clock`, the replay publishes /clock and the node runs on it
+    (use_sim_time).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_files = truth_files or [None] * len(bags)
@@ -55,7 +56,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
                                + log_path.read_text()[-2000:])
         _replay_all(bags, rate, published, clock)
         time.sleep(settle_s)  # the last checks run on the newest frames
-        answers = [_ask(question) for question in questions]
+        answers = [_ask(question, camera) for question, camera in questions]
     finally:
         listener.close()
         code = stop_node(process)
@@ -72,14 +73,14 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
     return report
 
 
-def _ask(question: str) -> dict:
+def _ask(question: str, camera: str) -> dict:
     from vila_ros.srv import QueryScene
     from vila_ros.tools.client import call_service
 
     with isolated_node("vila_ros_replay_test_query") as node:
-        response = call_service(node, QueryScene, f"/{NODE_NAME}/query_scene", QueryScene.Request(question=question),
-                                timeout_sec=120)
-    return {"question": question, "success": response.success, "answer": response.answer,
+        response = call_service(node, QueryScene, f"/{NODE_NAME}/query_scene",
+                                QueryScene.Request(question=question, camera=camera), timeout_sec=120)
+    return {"question": question, "camera": camera, "success": response.success, "answer": response.answer,
             "error_message": response.error_message, "latency_ms": round(response.latency_ms, 1),
             "frames": len(response.frame_stamps)}
 
