@@ -140,6 +140,13 @@ def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
     chosen = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {"camera_blocked": 0.5})
     assert 0.65 < chosen[scene.category] <= 0.8 and chosen["camera_blocked"] == 0.5
     assert stream_scores(truth, checks, scene.category, chosen[scene.category], tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
+    # A model sure of itself: the spike at 0.97, the event at 0.999; the grid reaches between them.
+    for check in checks:
+        p = check["probabilities"][scene.category]
+        check["probabilities"][scene.category] = 0.999 if p == 0.8 else (0.97 if p == 0.65 else p)
+    sure = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {})[scene.category]
+    assert 0.97 < sure <= 0.999
+    assert stream_scores(truth, checks, scene.category, sure, tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
 
 
 def test_a_covered_lens_is_described_without_inventing_the_scene():
