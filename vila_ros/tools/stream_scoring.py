@@ -133,15 +133,14 @@ def judge_description(cameras: dict[str, dict], record: dict,
     event = scenario.event
     if named != "none" and event is not None and named == event.category and max(times) < event.start + MIN_VISIBLE:
         verdict["named_before_onset"] = True
-    effects = [scenario.effect_level(t) for t in times]
     truth = scenario.truth(times).attributes
-    if all(effect == "camera_blocked" and level >= 0.5 for effect, level in effects):
-        # Nothing of the scene shows: right is tasks.BLOCKED_VIEW, which invents no scene.
+    if truth == tasks.BLOCKED_VIEW_ATTRIBUTES:
+        # Nothing of the scene shows (every frame behind a covered lens): right is tasks.BLOCKED_VIEW.
         verdict["kind"] = "blocked"
         verdict["correct"] = attrs == tasks.BLOCKED_VIEW_ATTRIBUTES
         verdict["event_correct"] = named == "camera_blocked"
         return verdict
-    if all(effect == "camera_blurred" and level >= 0.5 for effect, level in effects):
+    if all(effect == "camera_blurred" and level >= 0.5 for effect, level in map(scenario.effect_level, times)):
         verdict["kind"] = "blurred"
     verdict["event_correct"] = named == truth["event"]
     if attrs:
