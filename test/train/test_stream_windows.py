@@ -107,3 +107,21 @@ def test_cut_windows_hold_another_scene_then_the_first_frames_of_this_one(tiny_c
         assert kind == "stream_window" and conv[0]["value"].count("<image>") == len(frames)
         lengths.append(len(frames))
     assert 1 in lengths and max(lengths) > 1  # one frame cannot cross a cut and is left as it is
+
+
+def test_full_windows_are_the_node_s_steady_state_window(tiny_ckpt):
+    import numpy as np
+
+    from vila_ros.sim import make_scenario
+
+    model = load_vila(tiny_ckpt)
+    full = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                        mix={"stream_window": 1.0}, full_windows=0.5)
+    uniform = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                           mix={"stream_window": 1.0})
+    scenario = make_scenario(5, category="falling_object", duration=40.0)
+    rng_full, rng_uniform = np.random.default_rng(1), np.random.default_rng(1)
+    full_lengths = [len(full.window_stamps(scenario, rng_full)) for _ in range(400)]
+    uniform_lengths = [len(uniform.window_stamps(scenario, rng_uniform)) for _ in range(400)]
+    assert set(full_lengths) == set(range(1, 9))  # the short windows of a filling buffer stay in the mix
+    assert full_lengths.count(8) > 150 > 2 * uniform_lengths.count(8)  # ~0.5 + 0.5/8 vs 1/8

@@ -219,13 +219,16 @@ class SimDataset:
     ``cut_windows``: share of stream windows of 2 or more frames that cross a scene cut: the last frames of another
     scene of the same family, then the first of this one. The node's buffer holds such windows for a moment after
     every cut of a feed; a cut is no event, and the answer is the truth of the frames after it alone.
+    ``full_windows``: share of stream windows with all ``num_frames`` frames, the window the node asks about once
+    its buffer has filled (every check but the first few of a feed); the rest are 1..num_frames, uniform.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
                  qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
-                 own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0):
+                 own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0,
+                 full_windows: float = 0.0):
         from vila_ros.sim.writers import text_instructions
 
         self.mix = dict(mix or DEFAULT_SIM_MIX)
@@ -249,6 +252,7 @@ class SimDataset:
         self.own_event_qa = own_event_qa
         self.onset_windows = onset_windows
         self.cut_windows = cut_windows
+        self.full_windows = full_windows
         self.instructions = text_instructions()
 
     def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
@@ -333,6 +337,8 @@ class SimDataset:
         """Frame times of a stream window of 1..num_frames frames at ``clip_fps`` ending anywhere in the scenario
         (or, ``onset_windows`` of the time, within ``ONSET_SPAN`` of its event's onset)."""
         n, dt = int(rng.integers(1, self.num_frames + 1)), 1.0 / self.clip_fps
+        if self.full_windows and rng.random() < self.full_windows:
+            n = self.num_frames
         end = float(rng.uniform((n - 1) * dt, scenario.duration))
         if self.onset_windows and scenario.event is not None and rng.random() < self.onset_windows:
             onset = scenario.event.start

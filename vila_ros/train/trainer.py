@@ -141,7 +141,8 @@ class Trainer:
                           mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)),
                           qa_turns=int(cfg.get("qa_turns", 2)), own_event_qa=float(cfg.get("own_event_qa", 0.0)),
                           onset_windows=float(cfg.get("onset_windows", 0.0)),
-                          cut_windows=float(cfg.get("cut_windows", 0.0)))
+                          cut_windows=float(cfg.get("cut_windows", 0.0)),
+                          full_windows=float(cfg.get("full_windows", 0.0)))
             train = D.SimDataset(split="train", seed=self.seed, **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
