@@ -6,10 +6,15 @@ from vila_ros.train import data as D
 from vila_ros.train.trainer import train
 
 
+def _dataset(model, mix=None, **options) -> D.SimDataset:
+    """8-frame windows of 56 px (stream windows only unless `mix`), with the SimDataset `options` under test."""
+    return D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
+                        mix=mix or {"stream_window": 1.0}, **options)
+
+
 def test_stream_windows_cover_every_length_and_phase_with_their_own_truth(tiny_ckpt):
     model = load_vila(tiny_ckpt)
-    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                      mix={"stream_window": 1.0})
+    ds = _dataset(model)
     lengths, answers = set(), []
     for i in range(80):
         conv, frames, kind = ds.conversation(i)
@@ -45,8 +50,7 @@ def test_out_of_world_frames_are_answered_unfamiliar_without_alert(tiny_ckpt):
     from vila_ros.tools.stream_scoring import well_formed
 
     model = load_vila(tiny_ckpt)
-    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                      mix={"unfamiliar": 1.0})
+    ds = _dataset(model, mix={"unfamiliar": 1.0})
     answers = set()
     for i in range(12):
         conv, frames, kind = ds.conversation(i)
@@ -65,10 +69,8 @@ def test_onset_windows_end_near_the_onset_and_hold_both_answers(tiny_ckpt):
     from vila_ros.sim import make_scenario
 
     model = load_vila(tiny_ckpt)
-    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                      mix={"stream_window": 1.0}, onset_windows=1.0)
-    uniform = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                           mix={"stream_window": 1.0})
+    ds = _dataset(model, onset_windows=1.0)
+    uniform = _dataset(model)
     scenarios = [make_scenario(seed, category="pedestrian_crossing", duration=40.0) for seed in range(30)]
     named, far = [], 0
     for k, scenario in enumerate(scenarios):
@@ -88,8 +90,7 @@ def test_cut_windows_hold_another_scene_then_the_first_frames_of_this_one(tiny_c
     from vila_ros.sim import make_scenario, split_of
 
     model = load_vila(tiny_ckpt)
-    ds = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                      mix={"stream_window": 1.0}, cut_windows=1.0)
+    ds = _dataset(model, cut_windows=1.0)
     rng = np.random.default_rng(3)
     for seed in (11, 9_999_990):  # near the end of the train range the scene before comes from below
         scenario = make_scenario(seed, category="camera_blocked", duration=30.0)
@@ -115,10 +116,8 @@ def test_full_windows_are_the_node_s_steady_state_window(tiny_ckpt):
     from vila_ros.sim import make_scenario
 
     model = load_vila(tiny_ckpt)
-    full = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                        mix={"stream_window": 1.0}, full_windows=0.5)
-    uniform = D.SimDataset(model.tokenizer, model.image_processor, model.conv_template, 56, num_frames=8,
-                           mix={"stream_window": 1.0})
+    full = _dataset(model, full_windows=0.5)
+    uniform = _dataset(model)
     scenario = make_scenario(5, category="falling_object", duration=40.0)
     rng_full, rng_uniform = np.random.default_rng(1), np.random.default_rng(1)
     full_lengths = [len(full.window_stamps(scenario, rng_full)) for _ in range(400)]
