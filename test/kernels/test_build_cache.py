@@ -17,3 +17,30 @@ def test_two_copies_of_the_source_stage_to_one_path_and_name(tmp_path, monkeypat
     copy.write_bytes(copy.read_bytes() + b"\n// changed\n")  # another version of the code: a build of its own
     other_name, other = kernels._staged_source()
     assert other_name != name and other != staged and staged.is_file()
+
+
+
+def test_a_lock_left_by_an_interrupted_build_does_not_hang_the_next_one(tmp_path, monkeypatch):
+    """torch's build lock is a file: a first run killed while compiling leaves it, and the next process would wait
+    on it forever. The build runs in a child with a deadline, so that a hang fails here instead of stalling the
+    suite."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import pytest
+    from torch.utils import cpp_extension
+
+    if kernels._missing_requirement():
+        pytest.skip(f"no kernels to build here: {kernels._missing_requirement()}")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setenv("VILA_ROS_CPU_KERNELS", "require")
+    name, _ = kernels._staged_source()
+    left = pathlib.Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
+    left.touch()  # what a build killed midway leaves behind
+    child = "from vila_ros import kernels; print(kernels.cpu_kernels() is not None)"
+    done = subprocess.run([sys.executable, "-c", child], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
+    assert not left.exists() and "interrupted" in done.stderr

@@ -17,12 +17,14 @@ runs on aten's kernels instead: same results to rounding, slower. ``VILA_ROS_CPU
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import pathlib
 import platform
 from types import ModuleType
+from typing import Iterator
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cpp")
@@ -79,11 +81,32 @@ def _build() -> tuple[ModuleType | None, str | None]:
         from torch.utils.cpp_extension import load
 
         name, source = _staged_source()
-        module = load(name, [str(source)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
+        with _exclusive_build(name):
+            module = load(name, [str(source)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
     except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: all mean "use aten"
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return None, f"build failed: {type(error).__name__}: {last_line}"
     return module, None
+
+
+@contextlib.contextmanager
+def _exclusive_build(name: str) -> Iterator[None]:
+    """Held while this process builds or loads extension `name`: an OS lock, which the kernel releases however its
+    holder ends. torch's own lock is a file whose existence is the lock; a build killed midway (Ctrl-C during the
+    first run) leaves it, and every later process would wait on it forever without a word. Under this lock no other
+    process of ours is building, so such a file is a leftover, and goes."""
+    import fcntl
+
+    from torch.utils import cpp_extension
+
+    build_directory = pathlib.Path(cpp_extension._get_build_directory(name, verbose=False))
+    with open(build_directory.parent / f".{name}.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        leftover = build_directory / "lock"
+        if leftover.exists():
+            _LOG.warning("removing %s, left by a kernel build that was interrupted", leftover)
+            leftover.unlink(missing_ok=True)
+        yield
 
 
 def _extensions_root() -> pathlib.Path:
