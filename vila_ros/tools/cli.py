@@ -72,7 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stream.add_argument("--probabilities", action="store_true",
                         help="also the model's probability of each category at every alert check: calibration "
                              "(reliability.png, ECE) and per-category thresholds (alert_thresholds.json)")
-    stream.add_argument("--thresholds", help="alert_thresholds.json to score with instead of choosing them here")
+    stream.add_argument("--thresholds",
+                        help="implies --probabilities: alert_thresholds.json for its per-category report instead of "
+                             "choosing them (in that mode alerts follow the generated answers; to run the node at "
+                             "other thresholds: --set alert_thresholds_file=FILE)")
     stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                         help="instead of streams: hold this image file in front of a camera for 20 s and report "
                              "alerts and descriptions (real photographs: the model should alert nothing)")
