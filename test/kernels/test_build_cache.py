@@ -20,6 +20,14 @@ def test_two_copies_of_the_source_stage_to_one_path_and_name(tmp_path, monkeypat
 
 
 
+def test_loading_leaves_the_build_name_as_it_was(our_kernels):
+    """torch's loader appends to the flag lists it is given; the name hashes the flags, so a process that loaded
+    the kernels once would look for another build the next time."""
+    name = kernels._staged_source()[0]
+    kernels._build.cache_clear()
+    assert kernels.cpu_kernels() is not None and kernels._staged_source()[0] == name
+
+
 def test_a_lock_left_by_an_interrupted_build_does_not_hang_the_next_one(tmp_path, monkeypatch):
     """torch's build lock is a file: a first run killed while compiling leaves it, and the next process would wait
     on it forever. The build runs in a child with a deadline, so that a hang fails here instead of stalling the

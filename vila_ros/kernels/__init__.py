@@ -82,7 +82,10 @@ def _build() -> tuple[ModuleType | None, str | None]:
 
         name, source = _staged_source()
         with _exclusive_build(name):
-            module = load(name, [str(source)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
+            # Copies: torch's loader appends its own libraries to the list it is given, and the build's name
+            # hashes these flags.
+            module = load(name, [str(source)], extra_cflags=list(_CFLAGS), extra_ldflags=list(_LDFLAGS),
+                          verbose=False)
     except Exception as error:  # noqa: BLE001 - no compiler, no ninja, a failed build: all mean "use aten"
         last_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         return None, f"build failed: {type(error).__name__}: {last_line}"
