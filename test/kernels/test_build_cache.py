@@ -19,7 +19,6 @@ def test_two_copies_of_the_source_stage_to_one_path_and_name(tmp_path, monkeypat
     assert other_name != name and other != staged and staged.is_file()
 
 
-
 def test_loading_leaves_the_build_name_as_it_was(our_kernels):
     """torch's loader appends to the flag lists it is given; the name hashes the flags, so a process that loaded
     the kernels once would look for another build the next time."""
@@ -32,7 +31,6 @@ def test_a_lock_left_by_an_interrupted_build_does_not_hang_the_next_one(tmp_path
     """torch's build lock is a file: a first run killed while compiling leaves it, and the next process would wait
     on it forever. The build runs in a child with a deadline, so that a hang fails here instead of stalling the
     suite."""
-    import os
     import pathlib
     import subprocess
     import sys
@@ -48,7 +46,6 @@ def test_a_lock_left_by_an_interrupted_build_does_not_hang_the_next_one(tmp_path
     left = pathlib.Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
     left.touch()  # what a build killed midway leaves behind
     child = "from vila_ros import kernels; print(kernels.cpu_kernels() is not None)"
-    done = subprocess.run([sys.executable, "-c", child], env=dict(os.environ), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
     assert not left.exists() and "interrupted" in done.stderr

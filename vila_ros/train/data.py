@@ -334,9 +334,11 @@ class SimDataset:
         return before, [k * dt for k in range(after)]
 
     def window_stamps(self, scenario: Any, rng: np.random.Generator) -> list[float]:
-        """Frame times of a stream window of 1..num_frames frames at ``clip_fps`` ending anywhere in the scenario
-        (or, ``onset_windows`` of the time, within ``ONSET_SPAN`` of its event's onset)."""
+        """Frame times of a stream window of 1..num_frames frames (``full_windows`` of the time all of them) at
+        ``clip_fps`` ending anywhere in the scenario (or, ``onset_windows`` of the time, within ``ONSET_SPAN`` of its
+        event's onset)."""
         n, dt = int(rng.integers(1, self.num_frames + 1)), 1.0 / self.clip_fps
+        # Drawn only when asked for, so recipes without full windows keep the windows they had.
         if self.full_windows and rng.random() < self.full_windows:
             n = self.num_frames
         end = float(rng.uniform((n - 1) * dt, scenario.duration))
