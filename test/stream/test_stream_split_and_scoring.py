@@ -182,3 +182,20 @@ def test_a_covered_lens_is_described_without_inventing_the_scene():
     assert [v["correct"] for v in verdicts] == [True, False, False]
     assert [v["event_correct"] for v in verdicts] == [True, True, False]
     assert [v["malformed"] for v in verdicts] == [False, False, True]
+
+
+def test_a_split_built_per_category_holds_as_many_events_of_each():
+    from collections import Counter
+
+    streams = make_streams("stream_val", 0, events_per_category=2)
+    scenes = Counter((s.family, sc.category) for s in streams for sc in s.scenes)
+    for family in tasks.FAMILIES:
+        assert {c: scenes[(family, c)] for c in tasks.categories_for(family)} == \
+            {c: 2 for c in tasks.categories_for(family)}
+        assert scenes[(family, None)] >= 2  # event-free stretches
+        assert all(sc.scenario.event.category == sc.category for s in streams for sc in s.scenes if sc.category)
+    assert {split_of(sc.scenario.seed) for s in streams for sc in s.scenes} == {"stream_val"}
+    assert len({(s.number) for s in streams}) == len(streams) and all(s.scenes for s in streams)
+    again = make_streams("stream_val", 0, events_per_category=2)
+    assert [(sc.length, sc.category) for s in again for sc in s.scenes] == \
+        [(sc.length, sc.category) for s in streams for sc in s.scenes]

@@ -80,9 +80,11 @@ class Stream:
 
 
 def make_stream(split: str, number: int, family: str, min_duration: float,
-                min_scene: float = MIN_SCENE_S, max_scene: float = MAX_SCENE_S) -> Stream:
+                min_scene: float = MIN_SCENE_S, max_scene: float = MAX_SCENE_S,
+                deck: list[str | None] | None = None) -> Stream:
     """Stream ``number`` of ``split`` (a stream split of ``sim.splits``): scenes of ``family`` until at least
-    ``min_duration`` seconds (whole scenes: a stream ends with its last scene)."""
+    ``min_duration`` seconds (whole scenes: a stream ends with its last scene). With ``deck``, the scenes' categories
+    are taken from its front (consumed) instead of drawn, and the stream also ends when the deck is empty."""
     if family not in tasks.FAMILIES:
         raise ValueError(f"unknown family {family!r}")
     if not 0 < min_scene <= max_scene:
@@ -91,9 +93,11 @@ def make_stream(split: str, number: int, family: str, min_duration: float,
     categories = tasks.categories_for(family)
     scenes: list[StreamScene] = []
     start = 0.0
-    while start < min_duration or not scenes:
+    while (start < min_duration or not scenes) and (deck is None or deck):
         length = float(round(rng.uniform(min_scene, max_scene), 1))
         category = None if rng.random() < NO_EVENT_SHARE else categories[int(rng.integers(len(categories)))]
+        if deck is not None:
+            category = deck.pop(0)
         seed = stream_segment_seed(split, number, len(scenes))
         scenes.append(StreamScene(start, length, make_scenario(seed, family, category, duration=length), category))
         start += length
@@ -101,9 +105,18 @@ def make_stream(split: str, number: int, family: str, min_duration: float,
 
 
 def make_streams(split: str, minutes: float, min_scene: float = MIN_SCENE_S,
-                 max_scene: float = MAX_SCENE_S, stream_minutes: float = 4.0) -> list[Stream]:
+                 max_scene: float = MAX_SCENE_S, stream_minutes: float = 4.0,
+                 events_per_category: int = 0) -> list[Stream]:
     """Streams of both families in turn (road, warehouse, road, ...), each about ``stream_minutes`` long, until
-    they hold at least ``minutes`` camera-minutes."""
+    they hold at least ``minutes`` camera-minutes.
+
+    ``events_per_category`` > 0 builds the split per category instead (``minutes`` is then unused): each family's
+    streams hold exactly that many scenes of each of its categories (``falling_object``, in both families, twice
+    as many in all) and event-free scenes in the usual share, in an order shuffled per split. Drawn by
+    camera-minutes, a rare category (a person stepping into the aisle) can have two events in 80 minutes, and a
+    threshold chosen on two events is a guess."""
+    if events_per_category > 0:
+        return _balanced_streams(split, events_per_category, min_scene, max_scene, stream_minutes)
     streams: list[Stream] = []
     total = 0.0
     while total < minutes * 60 or len(streams) < len(tasks.FAMILIES):
@@ -112,6 +125,26 @@ def make_streams(split: str, minutes: float, min_scene: float = MIN_SCENE_S,
         stream = make_stream(split, len(streams), family, want, min_scene, max_scene)
         streams.append(stream)
         total += stream.duration
+    return streams
+
+
+def _balanced_streams(split: str, per_category: int, min_scene: float, max_scene: float,
+                      stream_minutes: float) -> list[Stream]:
+    rng = np.random.default_rng([int(stream_segment_seed(split, 0, 0)), 4242])
+    decks: dict[str, list[str | None]] = {}
+    for family in tasks.FAMILIES:
+        categories = tasks.categories_for(family)
+        events = [c for c in categories for _ in range(per_category)]
+        empty = round(len(events) * NO_EVENT_SHARE / (1 - NO_EVENT_SHARE))
+        deck: list[str | None] = events + [None] * empty
+        decks[family] = [deck[i] for i in rng.permutation(len(deck))]
+    streams: list[Stream] = []
+    while any(decks.values()):
+        family = tasks.FAMILIES[len(streams) % len(tasks.FAMILIES)]
+        if not decks[family]:  # the other family's deck is the longer: its streams follow one another
+            family = next(f for f in tasks.FAMILIES if decks[f])
+        streams.append(make_stream(split, len(streams), family, stream_minutes * 60, min_scene, max_scene,
+                                   deck=decks[family]))
     return streams
 
 

@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stream.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int4"])
     stream.add_argument("--split", default="stream_test", choices=["stream_val", "stream_test"])
     stream.add_argument("--minutes", type=float, default=32.0, help="camera-minutes of generated streams")
+    stream.add_argument("--events-per-category", type=int, default=0, metavar="N",
+                        help="instead of --minutes: streams with N scenes of each category of each family (and "
+                             "event-free scenes), so that every category's threshold is chosen on as many events")
     stream.add_argument("--min-scene", type=float, default=20.0, help="shortest scene (s)")
     stream.add_argument("--max-scene", type=float, default=60.0, help="longest scene (s)")
     stream.add_argument("--frames", type=int, default=0, help="window in frames (node num_frames; 1 = single frame)")
@@ -152,7 +155,8 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
                           [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,
                           progress=lambda line: print(line, file=sys.stderr),
                           probabilities=args.probabilities or bool(args.thresholds),
-                          thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None)
+                          thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None,
+                          events_per_category=args.events_per_category)
     except (FileNotFoundError, ValueError) as error:
         print(f"eval-stream: {error}", file=sys.stderr)
         return 1

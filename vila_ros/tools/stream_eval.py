@@ -186,8 +186,9 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
              overrides: dict[str, Any] | None = None, bags: list[Path] | None = None, out_dir: Path | None = None,
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
              progress: Callable[[str], None] | None = None, probabilities: bool = False,
-             thresholds: dict[str, float] | None = None) -> dict:
-    """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png."""
+             thresholds: dict[str, float] | None = None, events_per_category: int = 0) -> dict:
+    """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png.
+    `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``)."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.sim.streams import make_streams
@@ -198,13 +199,14 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
     if bags:
         cameras, records, seconds = run_bags(engine, bags, node_overrides)
     else:
-        streams = make_streams(split, minutes, min_scene, max_scene, stream_minutes)
+        streams = make_streams(split, minutes, min_scene, max_scene, stream_minutes, events_per_category)
         cameras, records, seconds = run_streams(engine, streams, node_overrides, progress=progress,
                                                 probabilities=probabilities)
     values = node_values(overrides)
     report = score_records(cameras, records, float(values["clip_fps"]))
     report["meta"] = {"model_dir": str(resolve_model_dir(model_dir)), "precision": precision,
-                      "source": [str(b) for b in bags] if bags else split, "overrides": dict(overrides or {}),
+                      "source": [str(b) for b in bags] if bags else split,
+                      "events_per_category": events_per_category, "overrides": dict(overrides or {}),
                       "num_frames": values["num_frames"] or engine.num_video_frames, "clip_fps": values["clip_fps"],
                       "wall_s": round(seconds, 1),
                       "real_time_factor": round(report["camera_seconds"] / seconds, 2) if seconds else None}
