@@ -124,3 +124,24 @@ def test_full_windows_are_the_node_s_steady_state_window(tiny_ckpt):
     uniform_lengths = [len(uniform.window_stamps(scenario, rng_uniform)) for _ in range(400)]
     assert set(full_lengths) == set(range(1, 9))  # the short windows of a filling buffer stay in the mix
     assert full_lengths.count(8) > 150 > 2 * uniform_lengths.count(8)  # ~0.5 + 0.5/8 vs 1/8
+
+
+def test_focus_events_give_their_share_of_stream_scenes_the_event_asked_for(tiny_ckpt):
+    import numpy as np
+    import pytest
+
+    model = load_vila(tiny_ckpt)
+    focus = {"warehouse/falling_object": 0.4, "wrong_way_vehicle": 0.2}
+    ds = _dataset(model, focus_events=focus)
+    scenes = [ds.stream_scenario(1000 + i, np.random.default_rng(i)) for i in range(300)]
+    events = [(s.family, s.event.category if s.event else None) for s in scenes]
+    falls = events.count(("warehouse", "falling_object")) / len(events)
+    wrong_way = events.count(("road", "wrong_way_vehicle")) / len(events)
+    assert 0.33 < falls < 0.5 and 0.14 < wrong_way < 0.28  # seed-chosen scenes add ~3% of each
+    assert len(set(events)) > 8  # the rest as the seed chooses
+    plain = _dataset(model)
+    natural = [plain.stream_scenario(1000 + i, np.random.default_rng(i)) for i in range(300)]
+    assert sum(s.event is not None and s.event.category == "wrong_way_vehicle" for s in natural) < 0.1 * 300
+    for bad in ({"falling": 0.1}, {"warehouse/wrong_way_vehicle": 0.1}, {"red_light": 0.7, "animal_crossing": 0.5}):
+        with pytest.raises(ValueError):
+            _dataset(model, focus_events=bad)

@@ -59,6 +59,17 @@ def make_scenario(seed: int, family: str | None = None, category: str | None = "
     return Scenario(int(seed), family, duration, params, actors, event, rng)
 
 
+def event_of(key: str) -> tuple[str | None, str]:
+    """(family, category) that ``make_scenario`` takes for "warehouse/falling_object" (or (None, category) for a bare
+    category name, whose family the seed then chooses)."""
+    family, _, category = key.rpartition("/")
+    if category not in tasks.CATEGORIES:
+        raise ValueError(f"unknown category {category!r} in {key!r}; known: {', '.join(tasks.CATEGORIES)}")
+    if family and family not in tasks.CATEGORIES[category].families:
+        raise ValueError(f"category {category} does not occur in family {family!r}")
+    return family or None, category
+
+
 def _build_road(rng, category, start):
     focal, horizon, cam_h = 1.1, 0.40, 1.4
     params = {"horizon": horizon, "cam_height": cam_h, "focal": focal,

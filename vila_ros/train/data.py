@@ -221,6 +221,8 @@ class SimDataset:
     every cut of a feed; a cut is no event, and the answer is the truth of the frames after it alone.
     ``full_windows``: share of stream windows with all ``num_frames`` frames, the window the node asks about once
     its buffer has filled (every check but the first few of a feed); the rest are 1..num_frames, uniform.
+    ``focus_events``: {"category" or "family/category": share} of stream windows whose scene has that event (the
+    rest as the seed chooses): more onsets of the events a model misses, at the same number of steps.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
@@ -228,7 +230,8 @@ class SimDataset:
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
                  qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
                  own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0,
-                 full_windows: float = 0.0):
+                 full_windows: float = 0.0, focus_events: dict[str, float] | None = None):
+        from vila_ros.sim.generate import event_of
         from vila_ros.sim.writers import text_instructions
 
         self.mix = dict(mix or DEFAULT_SIM_MIX)
@@ -253,6 +256,9 @@ class SimDataset:
         self.onset_windows = onset_windows
         self.cut_windows = cut_windows
         self.full_windows = full_windows
+        self.focus = [(event_of(key), float(share)) for key, share in (focus_events or {}).items()]
+        if any(share < 0 for _, share in self.focus) or sum(share for _, share in self.focus) > 1:
+            raise ValueError(f"focus_events shares must be >= 0 and sum to at most 1: {focus_events}")
         self.instructions = text_instructions()
 
     def conversation(self, index: int) -> tuple[list[dict], list[np.ndarray], str]:
@@ -301,9 +307,7 @@ class SimDataset:
         return _conv(pairs, 1), [clip.frames[i]], kind
 
     def _stream_window(self, scene_seed: int, rng: np.random.Generator) -> tuple[list[dict], list[np.ndarray], str]:
-        from vila_ros.sim import make_scenario
-
-        scenario = make_scenario(scene_seed, duration=float(rng.uniform(20.0, 60.0)))
+        scenario = self.stream_scenario(scene_seed, rng)
         stamps = self.window_stamps(scenario, rng)
         before: list[np.ndarray] = []
         if self.cut_windows and len(stamps) > 1 and rng.random() < self.cut_windows:
@@ -317,6 +321,17 @@ class SimDataset:
         pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
         frames = before + [scenario.render(t, self.image_size, self.image_size) for t in stamps]
         return _conv([pair], len(frames)), frames, "stream_window"
+
+    def stream_scenario(self, scene_seed: int, rng: np.random.Generator) -> Any:
+        """The 20-60 s scene of a stream window: its event as ``focus_events`` draws, else as the seed chooses."""
+        from vila_ros.sim import make_scenario
+
+        duration = float(rng.uniform(20.0, 60.0))
+        family, category = None, "auto"
+        if self.focus:  # drawn only when asked for, so recipes without it keep their windows
+            chosen = int(np.searchsorted(np.cumsum([share for _, share in self.focus]), rng.random(), side="right"))
+            family, category = self.focus[chosen][0] if chosen < len(self.focus) else (None, "auto")
+        return make_scenario(scene_seed, family, category, duration=duration)
 
     def _across_cut(self, scenario: Any, n: int, scene_seed: int,
                     rng: np.random.Generator) -> tuple[list[np.ndarray], list[float]]:

@@ -139,10 +139,9 @@ class Trainer:
             params = dict(image_size=model.config.image_size,
                           num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
                           mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)),
-                          qa_turns=int(cfg.get("qa_turns", 2)), own_event_qa=float(cfg.get("own_event_qa", 0.0)),
-                          onset_windows=float(cfg.get("onset_windows", 0.0)),
-                          cut_windows=float(cfg.get("cut_windows", 0.0)),
-                          full_windows=float(cfg.get("full_windows", 0.0)))
+                          qa_turns=int(cfg.get("qa_turns", 2)), focus_events=cfg.get("focus_events"),
+                          **{key: float(cfg.get(key, 0.0))
+                             for key in ("own_event_qa", "onset_windows", "cut_windows", "full_windows")})
             train = D.SimDataset(split="train", seed=self.seed, **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
