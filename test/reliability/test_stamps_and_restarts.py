@@ -89,6 +89,11 @@ def _stale(listener, state):
     return [a for a in listener.alert_messages if a.category == "sensor_stale" and a.state == state]
 
 
+def _open_stale(listener):
+    ended = {a.alert_id for a in _stale(listener, 2)}
+    return [a for a in _stale(listener, 0) if a.alert_id not in ended]
+
+
 def test_a_node_killed_mid_event_restarts_with_new_ids_the_same_log_and_ends_what_it_left_open(tiny_dir, tmp_path):
     log_path = tmp_path / "alerts.jsonl"
     params = {"model_dir": str(tiny_dir), "camera_names": "[cam]", "camera_topics": "[/bench/cam/image_raw]",
@@ -100,8 +105,11 @@ def test_a_node_killed_mid_event_restarts_with_new_ids_the_same_log_and_ends_wha
     try:
         assert listener.wait_for_node(90), (tmp_path / "first.log").read_text()[-2000:]
         camera = _camera_process(tmp_path, "a", 2.0)
-        assert listener.wait_for(lambda: _stale(listener, 0), 30), (tmp_path / "first.log").read_text()[-2000:]
-        (open_alert,) = _stale(listener, 0)
+        # Its frames first, then its silence: killed before the camera matched, the node would leave it waiting.
+        # The node also reports the camera stale before its first frame (and ENDs that when the frames come).
+        assert camera.wait(90) == 0
+        assert listener.wait_for(lambda: _open_stale(listener), 30), (tmp_path / "first.log").read_text()[-2000:]
+        (open_alert,) = _open_stale(listener)
         first.send_signal(signal.SIGKILL)  # mid-event: its sensor_stale alert never gets an END from this run
         first.wait(10)
     finally:

@@ -96,7 +96,7 @@ def make_stream(split: str, number: int, family: str, min_duration: float,
     while (start < min_duration or not scenes) and (deck is None or deck):
         length = float(round(rng.uniform(min_scene, max_scene), 1))
         category = None if rng.random() < NO_EVENT_SHARE else categories[int(rng.integers(len(categories)))]
-        if deck is not None:
+        if deck is not None:  # drawn all the same, so a stream's scene lengths do not depend on its deck
             category = deck.pop(0)
         seed = stream_segment_seed(split, number, len(scenes))
         scenes.append(StreamScene(start, length, make_scenario(seed, family, category, duration=length), category))
