@@ -13,7 +13,9 @@ from vila_ros.serve.launch import free_port, running_server
 
 @pytest.fixture(scope="module")
 def server(tiny_dir):
-    with running_server(tiny_dir, "--served-model-name", "tiny") as base:
+    # A gather window long enough for concurrent test clients to meet in one batch on a loaded 2-core machine
+    # (with the default 5 ms the server now and then took them one by one and the batching tests failed).
+    with running_server(tiny_dir, "--served-model-name", "tiny", "--gather-ms", "150") as base:
         yield base
 
 
