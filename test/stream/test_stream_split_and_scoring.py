@@ -193,9 +193,9 @@ def test_a_split_built_per_category_holds_as_many_events_of_each():
         assert {c: scenes[(family, c)] for c in tasks.categories_for(family)} == \
             {c: 2 for c in tasks.categories_for(family)}
         assert scenes[(family, None)] >= 2  # event-free stretches
-        assert all(sc.scenario.event.category == sc.category for s in streams for sc in s.scenes if sc.category)
+    assert all(sc.scenario.event.category == sc.category for s in streams for sc in s.scenes if sc.category)
     assert {split_of(sc.scenario.seed) for s in streams for sc in s.scenes} == {"stream_val"}
-    assert len({(s.number) for s in streams}) == len(streams) and all(s.scenes for s in streams)
+    assert len({s.number for s in streams}) == len(streams) and all(s.scenes for s in streams)
     again = make_streams("stream_val", 0, events_per_category=2)
     assert [(sc.length, sc.category) for s in again for sc in s.scenes] == \
         [(sc.length, sc.category) for s in streams for sc in s.scenes]
