@@ -1,4 +1,4 @@
-"""``vila-ros init-model``. torch is imported inside the handler only."""
+"""``vila-ros init-model`` and ``vila-ros resize-vision``. torch is imported inside the handlers only."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,14 @@ def register(subparsers: Any) -> None:
     init.add_argument("--corpus", help="text file (one sample per line) to train the tokenizer on")
     init.set_defaults(func=_init_model)
 
+    resize = subparsers.add_parser(
+        "resize-vision", help="copy a checkpoint with its vision tower's input at another size (position embeddings "
+                              "resampled): a starting point for fine-tuning at that size, tower trained")
+    resize.add_argument("--model", required=True, help="checkpoint directory")
+    resize.add_argument("--image-size", type=int, required=True, help="the tower's new input size in pixels")
+    resize.add_argument("--out", required=True, help="output directory")
+    resize.set_defaults(func=_resize_vision)
+
 
 def _init_model(args: argparse.Namespace) -> int:
     from vila_ros.model.checkpoint import checkpoint_bytes
@@ -29,4 +37,14 @@ def _init_model(args: argparse.Namespace) -> int:
     out = init_model(args.preset, args.out, seed=args.seed, tokenizer_corpus=corpus)
     print(json.dumps({"out": str(out), "preset": args.preset, "bytes": checkpoint_bytes(out),
                       "seconds": round(time.perf_counter() - t0, 2)}))
+    return 0
+
+
+def _resize_vision(args: argparse.Namespace) -> int:
+    from vila_ros.model.checkpoint import read_config
+    from vila_ros.model.resize import resize_vision_input
+
+    out = resize_vision_input(args.model, args.out, args.image_size)
+    config = read_config(out)
+    print(json.dumps({"out": str(out), "image_size": config.image_size, "tokens_per_frame": config.tokens_per_image}))
     return 0
