@@ -33,10 +33,8 @@ def resize_vision_input(model_dir: str | Path, out_dir: str | Path, image_size: 
     if image_size < 2 * patch or image_size % patch:
         raise ValueError(f"image size {image_size} must be a multiple of the patch size {patch}, at least {2 * patch}")
     model = load_vila(model_dir)
-    state = model.vision_tower.model.state_dict()
-    key = "vision_model.embeddings.position_embedding.weight"
-    if key not in state:
-        key = "embeddings.position_embedding.weight"
+    state = model.state_dict()
+    (key,) = [k for k in state if k.endswith("embeddings.position_embedding.weight")]
     state[key] = resized_position_embedding(state[key], image_size // patch)
 
     config = copy.deepcopy(model.config)
@@ -44,7 +42,5 @@ def resize_vision_input(model_dir: str | Path, out_dir: str | Path, image_size: 
     processor = copy.deepcopy(model.image_processor)
     processor.size = image_size
     resized = build_uninitialized(config, model.dtype, tokenizer=model.tokenizer, image_processor=processor)
-    resized.llm.load_state_dict(model.llm.state_dict())
-    resized.mm_projector.load_state_dict(model.mm_projector.state_dict())
-    resized.vision_tower.model.load_state_dict(state)
+    resized.load_state_dict(state)
     return save_vila(resized.eval(), out_dir)
