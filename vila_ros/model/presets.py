@@ -2,7 +2,7 @@
 
 - ``tiny``: a few hundred K parameters, for tests (4x4 patch grid -> 4 visual tokens, GQA in the LLM).
 - ``default-small``: the embedded default model before training: 112 px, 8x8 patches -> 16 tokens/frame,
-  SigLIP 192x4, Llama 256x4, ~2k byte-level BPE vocabulary, bf16, ~13 MB on disk.
+  SigLIP 192x4, Llama 256x4, ~2k byte-level BPE vocabulary, bf16, ~13 MB on disk (its last stages run at 168 px).
 - ``mid``: ~170 M parameters with the 3B's vocabulary, for CPU decode benchmarks.
 - ``vila1.5-3b``: the exact shapes of VILA1.5-3B (Sheared-LLaMA-2.7B + SigLIP-so400m-384), for benchmarks.
 - ``tiny-nvila-lite``: NVILA-Lite's architecture in miniature (Qwen2 LLM with tied embeddings, 3x3 _fix projector,
