@@ -31,6 +31,23 @@ def test_short_stream_eval_stays_above_the_floor(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"stream_eval.json", "stream_eval.md", "stream_eval.png"}
 
 
+def test_the_shipped_calibration_section_is_what_eval_stream_writes(tmp_path):
+    """STREAM_EVAL.md's calibration table is `eval-stream --probabilities`'s calibration.md for the stored
+    stream_calibration.json, not a hand-made copy of it."""
+    import json
+
+    from vila_ros.tools import stream_calibration
+
+    result = json.loads((DEFAULT_MODEL_DIR / "stream_calibration.json").read_text())
+    stream_calibration.write(tmp_path, result, "stream_val (40.0 camera-minutes)")
+    section = (tmp_path / "calibration.md").read_text()
+    assert section.startswith("## Alert probabilities: calibration and thresholds on stream_val")
+    assert section.count("\n| ") == 1 + len(result["per_category"])  # the header, a row per category
+    assert section in (DEFAULT_MODEL_DIR / "STREAM_EVAL.md").read_text()
+    assert json.loads((tmp_path / "alert_thresholds.json").read_text()) == json.loads(
+        (DEFAULT_MODEL_DIR / "alert_thresholds.json").read_text())
+
+
 def test_replay_over_dds_agrees_with_the_in_process_run(tmp_path):
     from vila_ros.engine import create_engine
     from vila_ros.sim.streams import make_stream

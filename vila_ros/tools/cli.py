@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a node parameter (JSON value), e.g. --set alert_confirm=2")
     stream.add_argument("--probabilities", action="store_true",
                         help="also the model's probability of each category at every alert check: calibration "
-                             "(reliability.png, ECE) and per-category thresholds (alert_thresholds.json)")
+                             "(reliability.png, ECE, calibration.md) and per-category thresholds "
+                             "(alert_thresholds.json)")
     stream.add_argument("--thresholds",
                         help="implies --probabilities: alert_thresholds.json for its per-category report instead of "
                              "choosing them (in that mode alerts follow the generated answers; to run the node at "

@@ -174,8 +174,11 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
     return {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
 
 
-def write(out_dir: Path, result: dict) -> None:
+def write(out_dir: Path, result: dict, source: str) -> None:
+    """calibration.json, calibration.md, alert_thresholds.json and reliability.png; `source` names the split."""
     import matplotlib
+
+    from vila_ros.tools.stream_report import calibration_markdown
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -183,6 +186,7 @@ def write(out_dir: Path, result: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "calibration.json").write_text(json.dumps(result, indent=1))
     (out_dir / "alert_thresholds.json").write_text(json.dumps(result["thresholds"], indent=1))
+    (out_dir / "calibration.md").write_text(calibration_markdown(result, source))
     bins = [b for b in result["calibration"]["bins"] if b["count"]]
     figure, axis = plt.subplots(figsize=(5, 5))
     axis.plot([0, 1], [0, 1], color="0.6", lw=1)

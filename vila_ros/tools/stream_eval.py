@@ -226,7 +226,9 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
 
         write_report(Path(out_dir), report, cameras)
         if calibrated is not None:
-            stream_calibration.write(Path(out_dir), calibrated)
+            streams = split if not bags else ", ".join(Path(b).name for b in bags)
+            source = f"{streams} ({report['camera_seconds'] / 60:.1f} camera-minutes)"
+            stream_calibration.write(Path(out_dir), calibrated, source)
     return report
 
 

@@ -1,5 +1,6 @@
 """The stream evaluation's report: `stream_eval.json` (figures, per event, per description, every record),
-`stream_eval.md` (the table) and `stream_eval.png` (precision / recall per category, a timeline)."""
+`stream_eval.md` (the table) and `stream_eval.png` (precision / recall per category, a timeline); with
+`--probabilities`, `calibration.md` (calibration and the thresholds chosen on the split)."""
 from __future__ import annotations
 
 import json
@@ -49,6 +50,29 @@ def markdown(report: dict) -> str:
     by_kind = report["descriptions"]["correct_rate_by_kind"]
     lines += ["", "Descriptions correct by window kind: "
               + ", ".join(f"{kind} {_fmt(rate)}" for kind, rate in by_kind.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_markdown(result: dict, source: str) -> str:
+    """The calibration section of a model's STREAM_EVAL.md: `result` from `stream_calibration.report`, `source`
+    the split it was measured on (e.g. "stream_val (40.0 camera-minutes)")."""
+    totals = result["calibration"]
+    lines = [f"## Alert probabilities: calibration and thresholds on {source}", "",
+             "The model's probability of each category as its reply to the alert prompt, at every alert check the "
+             "node runs, against whether the window's frames show that category's event. Expected calibration error "
+             f"over {totals['pairs']} (check, category) pairs ({totals['positives']} positive): "
+             f"{_fmt(totals['ece'])}; reliability diagram `reliability.png`. Thresholds (`alert_thresholds.json`): "
+             "per category, the best event-level F1 through the node's own tracker on this split (few events per "
+             "temporal category, so they are noisy); per-check detection at them, and the event figures through the "
+             "tracker:", "",
+             "| category | checks | positive windows | threshold | precision | recall | F1 | ECE | stream recall "
+             "| BEGIN precision |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for category, row in result["per_category"].items():
+        figures = [row[key] for key in ("precision", "recall", "f1", "ece")]
+        figures += [row.get("stream_recall"), row.get("stream_begin_precision")]
+        lines.append(f"| {category} | {row['checks']} | {row['positives']} | {row['threshold']} | "
+                     + " | ".join(_fmt(None if v is None else float(v)) for v in figures) + " |")
     return "\n".join(lines) + "\n"
 
 
