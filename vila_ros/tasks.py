@@ -210,6 +210,39 @@ def make_caption(attrs: dict, include_event: bool = True) -> str:
     return " ".join(parts)
 
 
+def caption_regex() -> str:
+    """The caption grammar as one regular expression: exactly the texts ``make_caption`` gives (with or without the
+    event sentence, counts up to six), ``UNFAMILIAR_SCENE`` and ``BLOCKED_VIEW``, after an optional space (a trained
+    answer's first token carries the space after the template's "ASSISTANT:"; readers strip it). Decoding
+    constrained to it cannot produce a malformed description (`engine/json_schema.py`)."""
+    def either(texts: Iterable[str]) -> str:
+        return "(?:" + "|".join(re.escape(t) for t in texts) + ")"
+
+    def family_caption(family: str) -> str:
+        if family == "road":
+            scenes = [scene_sentence({"family": family, "time": t, "weather": w})
+                      for t in ROAD_TIMES for w in ROAD_WEATHERS]
+        else:
+            scenes = [scene_sentence({"family": family, "lighting": light}) for light in WAREHOUSE_LIGHTING]
+        slots = [[_count_phrase(n, s, p) for n in range(1, len(NUMBER_WORDS))] for _, s, p in _COUNT_NOUNS[family]]
+        if family == "road":
+            slots += [[f"a {sign} sign" for sign in SIGNS if sign != "none"],
+                      [f"a {colour} light" for colour in LIGHT_COLOURS if colour != "none"]]
+        lists = []  # every non-empty subset of the slots, in caption order, joined as _join does
+        for mask in range(1, 2 ** len(slots)):
+            chosen = [slot for i, slot in enumerate(slots) if mask >> i & 1]
+            first = either(p[0].upper() + p[1:] for p in chosen[0])
+            parts = [first] + [either(slot) for slot in chosen[1:]]
+            lists.append(parts[0] if len(parts) == 1 else
+                         ", ".join(parts[:-1]) + " and " + parts[-1])
+        objects = "(?:" + "|".join(lists) + r")\." + "|" + re.escape(_EMPTY_SENTENCE[family])
+        events = [NO_EVENT_SENTENCE] + [s for (f, _), s in EVENT_SENTENCES.items() if f == family]
+        return f"{either(scenes)} (?:{objects})(?: {either(events)})?"
+
+    whole = [family_caption(family) for family in FAMILIES] + [re.escape(UNFAMILIAR_SCENE), re.escape(BLOCKED_VIEW)]
+    return "[ ]?(?:" + "|".join(whole) + ")"
+
+
 def alert_answer(categories: Iterable[str]) -> str:
     """The trained answer to ``ALERT_PROMPT``: category names in ``CATEGORY_NAMES`` order, or ``none``."""
     present = set(categories)

@@ -106,6 +106,21 @@ def test_describe_json_schema_file_or_text(tiny_dir, tmp_path):
     assert bad.returncode == 2 and "not" in bad.stderr and "cannot enforce" in bad.stderr, bad.stderr
 
 
+def test_describe_keeps_to_a_regex_file(tiny_dir, tmp_path):
+    image = tmp_path / "img.jpg"
+    assert cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    (tmp_path / "answers.txt").write_text("[ ]?(A box falls\\.|Nothing moves\\.)\n")
+    for seed in (1, 2):  # random weights sampled hot say neither unconstrained
+        out = vila_ros("describe", "--model", tiny_dir, "--image", image, "--prompt", "What happens?",
+                       "--temperature", 1.5, "--seed", seed,
+                       "--regex-file", tmp_path / "answers.txt")
+        assert out.strip() in ("A box falls.", "Nothing moves."), out
+    missing = subprocess.run([sys.executable, "-m", "vila_ros.cli", "describe", "--model", str(tiny_dir), "--image",
+                              str(image), "--prompt", "What happens?", "--regex-file", str(tmp_path / "none.txt")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "none.txt" in missing.stderr, missing.stderr
+
+
 def test_describe_tiles_one_image_for_nvila_lite(tmp_path):
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila

@@ -120,11 +120,19 @@ def test_precision_errors(tiny_dir, awq_dir):
 
 
 def test_quantize_cli_rtn_and_refuses_quantized_input(outlier_dir, awq_dir, tmp_path, capsys):
+    import shutil
+
     from vila_ros.cli import main
 
+    source = tmp_path / "float"  # with the files the node reads beside the weights: the int4 copy keeps them
+    shutil.copytree(outlier_dir, source)
+    (source / "alert_thresholds.json").write_text('{"red_light": 0.4}')
+    (source / "description_regex.txt").write_text("[ ]?(yes|no)\n")
     out = tmp_path / "cli_rtn"
-    assert main(["quantize", "--model", str(outlier_dir), "--out", str(out), "--method", "rtn",
+    assert main(["quantize", "--model", str(source), "--out", str(out), "--method", "rtn",
                  "--group", "32"]) == 0
+    for name in ("alert_thresholds.json", "description_regex.txt"):
+        assert (out / name).read_bytes() == (source / name).read_bytes()
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["method"] == "rtn" and printed["group_size"] == 32
     engine = create_engine(out, precision="int4")

@@ -146,3 +146,37 @@ def test_alert_thresholds_come_from_the_checkpoint_only_where_the_engine_gives_l
             alert_thresholds(str(bad), "", None)
     with pytest.raises(ValueError, match="missing.json"):
         alert_thresholds(str(tmp_path / "missing.json"), "", None)
+
+
+def test_description_expression_comes_from_the_checkpoint_only_where_the_engine_can_constrain(tiny_dir, tmp_path):
+    import shutil
+
+    from vila_ros.engine import create_engine
+    from vila_ros.resources import DEFAULT_MODEL_DIR, DESCRIPTION_REGEX_FILE
+    from vila_ros.ros.parameters import describe_regex
+
+    engine = create_engine(tiny_dir)
+    assert describe_regex("model", str(tiny_dir), engine) == ""  # the checkpoint stores none: free text
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / DESCRIPTION_REGEX_FILE).write_text(tasks.caption_regex() + "\n")
+    assert describe_regex("model", str(model), engine) == tasks.caption_regex()  # the leading "[ ]?" kept
+    assert describe_regex("", str(model), engine) == ""
+    # The embedded default ships its caption grammar; a remote server or TensorRT-LLM engine cannot apply it.
+    assert describe_regex("model", "", engine) == (DEFAULT_MODEL_DIR / DESCRIPTION_REGEX_FILE).read_text().rstrip()
+    assert describe_regex("model", str(model), object()) == ""
+    with pytest.raises(ValueError, match="cannot constrain decoding"):
+        describe_regex(str(model / DESCRIPTION_REGEX_FILE), "", object())
+    bad = tmp_path / "bad.txt"
+    for text, words in [("(yes|no", "output_regex cannot be compiled"), ("\n", "is empty")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            describe_regex(str(bad), "", engine)
+    with pytest.raises(ValueError, match="missing.txt"):
+        describe_regex(str(tmp_path / "missing.txt"), "", engine)
+
+
+def test_shipped_description_expression_is_the_caption_grammar():
+    from vila_ros.resources import DEFAULT_MODEL_DIR, DESCRIPTION_REGEX_FILE
+
+    assert (DEFAULT_MODEL_DIR / DESCRIPTION_REGEX_FILE).read_text() == tasks.caption_regex() + "\n"

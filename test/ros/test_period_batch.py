@@ -24,10 +24,11 @@ def _buffers(cameras):
     return buffers
 
 
-def _run(engine, cameras, batched):
+def _run(engine, cameras, batched, describe_regex=""):
     descriptions, alerts = [], []
     settings = WorkerSettings(num_frames=4, min_frames=4, describe_period_s=1.0, alert_period_s=0.5,
-                              alert_rules=(AlertRule("looks_covered", "Is the camera blocked?"),))
+                              alert_rules=(AlertRule("looks_covered", "Is the camera blocked?"),),
+                              describe_regex=describe_regex)
     worker = InferenceWorker(engine, _buffers(cameras), settings, descriptions.append, alerts.append)
     if not batched:
         worker._batch_period = lambda due: None  # every job generates on its own, as before batching
@@ -59,3 +60,15 @@ def test_a_failed_batch_leaves_each_job_to_run_alone():
     worker, descriptions, _ = _run(engine, ["front", "left"], batched=True)
     assert worker.stats.periods == 0 and worker.stats.failures == 0
     assert worker.stats.descriptions == 2 and len(descriptions) == 2
+
+
+def test_descriptions_keep_to_the_expression_in_a_batch_and_alone():
+    engine = create_engine(resolve_model_dir(""))
+    regex = "[ ]?(All clear\\.|Something moves\\.)"  # never said unconstrained: the constraint must be applied
+    _, free, _ = _run(engine, ["front", "left", "rear"], batched=True)
+    assert not any(text in ("All clear.", "Something moves.") for _, text in free)
+    worker, batched, _ = _run(engine, ["front", "left", "rear"], batched=True, describe_regex=regex)
+    assert worker.stats.periods == 1
+    _, alone, _ = _run(engine, ["front", "left", "rear"], batched=False, describe_regex=regex)
+    assert batched == alone and len(batched) == 3
+    assert {text for _, text in batched} <= {"All clear.", "Something moves."}

@@ -37,9 +37,11 @@ def _head(ids: Sequence[int]) -> int:
 def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
                    config: GenerationConfig | None = None,
                    max_new_tokens: Sequence[int] | None = None,
-                   on_token: Sequence[TokenCallback | None] | None = None) -> list[GenerationResult]:
+                   on_token: Sequence[TokenCallback | None] | None = None,
+                   output_regexes: Sequence[str | None] | None = None) -> list[GenerationResult]:
     """One result per question, each as generate() alone would give it (greedy: the same tokens). `max_new_tokens`:
     a limit per row (default: `config.max_new_tokens` for all); the batch runs until its longest row is done.
+    `output_regexes`: an expression (or None) per row in place of `config.output_regex`.
     `on_token`: a callback per row (or None), called as generate() calls its own; True cancels that row only."""
     config = config or GenerationConfig()
     if len(questions) != len(image_features):
@@ -53,7 +55,11 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     callbacks = [None] * bsz if on_token is None else list(on_token)
     if len(callbacks) != bsz:
         raise ValueError("one on_token callback (or None) per question")
-    engine.schemas.check(config.json_schema)  # a bad schema is refused before any model work
+    regexes = [config.output_regex] * bsz if output_regexes is None else list(output_regexes)
+    if len(regexes) != bsz:
+        raise ValueError("one output_regex (or None) per question")
+    for regex in dict.fromkeys(regexes):  # a bad schema or expression is refused before any model work
+        engine.schemas.check(config.json_schema, regex)
     tiled = [engine.tile_single_frame(q, items) for q, items in zip(questions, image_features)]  # as generate() does
     questions, image_features = [q for q, _ in tiled], [items for _, items in tiled]
     decoder, dev = engine.decoder, engine.decoder.device
@@ -99,16 +105,17 @@ def generate_batch(engine: Any, questions: Sequence[str], image_features: Sequen
     stop_ids, stop_strings = engine._stops(config)
     generator = engine._generator(config)
     room = cache.capacity - cache.length + 1  # tokens the cache leaves room for
-    guides = [engine.schemas.guide(config.json_schema, min(n, room), stop_ids) for n in limits]
-    streams = [TextStream(engine.tokenizer, () if guides[0] is not None else stop_strings) for _ in range(bsz)]
+    guides = [engine.schemas.guide(config.json_schema, min(n, room), stop_ids, regex)
+              for n, regex in zip(limits, regexes)]
+    streams = [TextStream(engine.tokenizer, () if guide is not None else stop_strings) for guide in guides]
     out_ids: list[list[int]] = [[] for _ in range(bsz)]
     reasons: list[str | None] = [None] * bsz
     texts = [""] * bsz
     t1 = time.perf_counter()
     next_pos = head_len + lengths
     for step in range(max(limits)):
-        if guides[0] is not None:  # finished rows' tokens are ignored: any of theirs will do
-            logits = torch.stack([mask_to(row, g.allowed() if r is None and len(o) < n else [0])
+        if any(g is not None for g in guides):  # finished rows' tokens are ignored: any of theirs will do
+            logits = torch.stack([row if g is None else mask_to(row, g.allowed() if r is None and len(o) < n else [0])
                                   for row, g, r, o, n in zip(logits, guides, reasons, out_ids, limits)])
         tokens = sample_next(logits, config.temperature, config.top_p, generator)
         for b, token in enumerate(tokens.tolist()):

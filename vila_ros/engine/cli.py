@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     desc.add_argument("--json-schema", metavar="FILE_OR_TEXT",
                       help="answer with JSON valid against this schema (a file, or the schema itself)")
+    desc.add_argument("--regex-file", metavar="FILE",
+                      help="answer with text matching this file's regular expression whole (e.g. a model's "
+                           "description_regex.txt: its description grammar)")
     desc.set_defaults(func=_describe)
 
 
@@ -98,6 +101,18 @@ def read_schema_arg(value: str | None) -> str | None:
         raise FileNotFoundError(f"cannot read the JSON schema file {value}: {error.strerror}") from None
 
 
+def read_regex_file(path: str | None) -> str | None:
+    """--regex-file: the expression the file holds (its final line break is not part of it)."""
+    if not path:
+        return None
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as error:
+        raise FileNotFoundError(f"cannot read the regular expression file {path}: {error.strerror}") from None
+
+
 def _describe(args: argparse.Namespace) -> int:
     from vila_ros.engine import GenerationConfig, create_engine
     from vila_ros.engine.errors import RequestError
@@ -106,6 +121,7 @@ def _describe(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         schema = read_schema_arg(args.json_schema)
+        regex = read_regex_file(args.regex_file)
         engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device,
                                resize=args.resize)
         load_ms = (time.perf_counter() - t0) * 1000
@@ -122,7 +138,7 @@ def _describe(args: argparse.Namespace) -> int:
     vision_ms = (time.perf_counter() - t1) * 1000
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        conv_template=args.conv_template, system_prompt=args.system, json_schema=schema,
+        conv_template=args.conv_template, system_prompt=args.system, json_schema=schema, output_regex=regex,
     )
     streaming = not args.json
     on_token = (lambda _tid, text: print(text, end="", flush=True)) if streaming else None

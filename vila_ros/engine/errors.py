@@ -4,6 +4,8 @@ No torch import: the ROS layer catches these without loading the ML stack.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 
 class EngineError(RuntimeError):
     """Base of the errors an engine raises on purpose."""
@@ -35,6 +37,18 @@ class PromptTooLongError(EngineError, ValueError):
 class RequestError(EngineError, ValueError):
     """The request cannot be served as asked (e.g. an unusable JSON schema): the caller's fault, refused with the
     reason and never counted as a model failure."""
+
+
+def refuse_constraints(engine: str, config: Any, output_regexes: Sequence[str | None] | None = None,
+                       json_schema: bool = False) -> None:
+    """RequestError when a request asks `engine` for a constraint it cannot apply (an output_regex; a JSON schema
+    too unless `json_schema`): answering unconstrained would break the contract (engine/types.py)."""
+    if not json_schema and getattr(config, "json_schema", None):
+        raise RequestError(f"engine {engine} cannot constrain decoding to a json_schema")
+    if getattr(config, "output_regex", None) or any(output_regexes or ()):
+        raise RequestError(f"engine {engine} cannot constrain decoding to an output_regex"
+                           + (" (the OpenAI protocol has no regular expressions; json_schema it has)"
+                              if json_schema else ""))
 
 
 class RemoteEngineError(EngineError):

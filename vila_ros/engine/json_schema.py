@@ -1,14 +1,16 @@
-"""JSON-schema constrained decoding: the answer is JSON that validates against the caller's schema.
+"""Constrained decoding: the answer is JSON that validates against the caller's schema, or text that matches a
+regular expression whole (a model's description grammar, `tasks.caption_regex`).
 
-The schema becomes a regular expression (outlines-core), then a token-level automaton over the model's own
-vocabulary (each token id -> the bytes it adds to the text). Decoding masks, at each step, every token that would
-leave the automaton, and also every token after which the shortest way to an accepting state no longer fits the
-remaining token budget: so generation always ends on a complete answer within ``max_new_tokens``, whatever the
+A schema becomes a regular expression (outlines-core); the expression becomes a token-level automaton over the
+model's own vocabulary (each token id -> the bytes it adds to the text). Decoding masks, at each step, every token
+that would leave the automaton, and also every token after which the shortest way to an accepting state no longer
+fits the remaining token budget: so generation always ends on a complete answer within ``max_new_tokens``, whatever the
 weights (random ones included). A schema whose shortest answer needs more tokens than the budget is refused before
 decoding starts.
 
 Schemas are refused with the reason when they are not JSON, not a valid JSON schema (Draft 2020-12 metaschema), or
-use keywords the automaton cannot enforce (then the answer could not be guaranteed to validate).
+use keywords the automaton cannot enforce (then the answer could not be guaranteed to validate); expressions when
+the automaton compiler does not take them.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ MAX_SCHEMA_CHARS = 20000
 # String length bounds unroll into automaton states whose compilation grows steeply (about 5 s at 16 on a small
 # vocabulary, minutes at 30): larger bounds are refused rather than stall the engine.
 MAX_STRING_LENGTH_BOUND = 10
+MAX_REGEX_CHARS = 100000  # the caption grammar is about 35,000
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -145,18 +148,26 @@ def token_bytes(tokenizer: Any) -> dict[int, bytes]:
 
 
 # -- the automaton ---------------------------------------------------------------------------------------------------
+def schema_regex(schema_text: str) -> str:
+    """A (checked) JSON schema -> the regular expression of its valid answers."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    try:
+        return build_regex_from_schema(schema_text, None)
+    except Exception as error:  # noqa: BLE001 - the compiler's own words are the reason
+        raise SchemaError(f"json_schema cannot be compiled: {error}") from None
+
+
 class SchemaIndex:
-    """A schema compiled against one vocabulary: transitions per state and each state's distance (in tokens) to an
-    accepting state. Built once per (schema, tokenizer) and shared by every request using that schema."""
+    """A regular expression (a schema's, or the caller's: `what` names it in errors) compiled against one
+    vocabulary: transitions per state and each state's distance (in tokens) to an accepting state. Built once per
+    (expression, tokenizer) and shared by every request using it."""
 
-    def __init__(self, schema_text: str, vocabulary: dict[int, bytes], eos_token_id: int) -> None:
+    def __init__(self, regex: str, vocabulary: dict[int, bytes], eos_token_id: int,
+                 what: str = "json_schema") -> None:
         from outlines_core import Index, Vocabulary
-        from outlines_core.json_schema import build_regex_from_schema
 
-        try:
-            regex = build_regex_from_schema(schema_text, None)
-        except Exception as error:  # noqa: BLE001 - the compiler's own words are the reason
-            raise SchemaError(f"json_schema cannot be compiled: {error}") from None
+        self.what = what
         by_bytes: dict[bytes, list[int]] = collections.defaultdict(list)
         for token_id, piece in vocabulary.items():
             if token_id != eos_token_id:
@@ -164,7 +175,7 @@ class SchemaIndex:
         try:
             index = Index(regex, Vocabulary(eos_token_id, dict(by_bytes)))
         except Exception as error:  # noqa: BLE001
-            raise SchemaError(f"json_schema cannot be expressed with this model's vocabulary: {error}") from None
+            raise SchemaError(f"{what} cannot be compiled against this model's vocabulary: {error}") from None
         self.eos_token_id = eos_token_id
         self.initial = index.get_initial_state()
         self.finals = frozenset(index.get_final_states())
@@ -174,7 +185,7 @@ class SchemaIndex:
         }
         self.distance = self._distances()
         if self.initial not in self.distance:
-            raise SchemaError("json_schema admits no answer this model's vocabulary can spell")
+            raise SchemaError(f"{what} admits no answer this model's vocabulary can spell")
 
     def _distances(self) -> dict[int, int]:
         """Breadth-first from the accepting states over reversed transitions: fewest tokens to finish."""
@@ -203,7 +214,7 @@ class SchemaGuide:
 
     def __init__(self, index: SchemaIndex, max_new_tokens: int, end_ids: Iterable[int]) -> None:
         if index.min_tokens + 1 > max_new_tokens:
-            raise SchemaError(f"the shortest answer the json_schema admits needs {index.min_tokens + 1} tokens, "
+            raise SchemaError(f"the shortest answer the {index.what} admits needs {index.min_tokens + 1} tokens, "
                               f"more than max_new_tokens {max_new_tokens}")
         self.index = index
         self.state = index.initial
@@ -232,40 +243,63 @@ class SchemaGuide:
 
 
 class SchemaCompiler:
-    """Per-tokenizer cache of compiled schemas (compiling a schema against a vocabulary costs milliseconds to
-    seconds; robots ask the same few schemas again and again)."""
+    """Per-tokenizer cache of compiled schemas and expressions (compiling one against a vocabulary costs
+    milliseconds to seconds; robots ask the same few again and again)."""
 
     def __init__(self, tokenizer: Any, capacity: int = 16) -> None:
         self.tokenizer = tokenizer
         self.capacity = capacity
         self._vocabulary: dict[int, bytes] | None = None
-        self._cache: collections.OrderedDict[str, SchemaIndex] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[str, str], SchemaIndex] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def index(self, schema_text: str) -> SchemaIndex:
+        """The automaton of a JSON schema's answers."""
+        return self._compiled("json_schema", schema_text)
+
+    def regex_index(self, regex: str) -> SchemaIndex:
+        """The automaton of the texts a regular expression matches whole."""
+        return self._compiled("output_regex", regex)
+
+    def _compiled(self, what: str, text: str) -> SchemaIndex:
+        key = (what, text)
         with self._lock:
-            found = self._cache.get(schema_text)
+            found = self._cache.get(key)
             if found is not None:
-                self._cache.move_to_end(schema_text)
+                self._cache.move_to_end(key)
                 return found
-        schema = parse_schema(schema_text)
+        if what == "json_schema":
+            regex = schema_regex(json.dumps(parse_schema(text)))
+        elif len(text) > MAX_REGEX_CHARS:
+            raise SchemaError(f"output_regex is too long: {len(text)} characters, at most {MAX_REGEX_CHARS}")
+        else:
+            regex = text
         if self._vocabulary is None:
             self._vocabulary = token_bytes(self.tokenizer)
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise SchemaError("this model's tokenizer has no end-of-sequence token to end a constrained answer")
-        built = SchemaIndex(json.dumps(schema), self._vocabulary, int(eos))
+        built = SchemaIndex(regex, self._vocabulary, int(eos), what)
         with self._lock:
-            self._cache[schema_text] = built
+            self._cache[key] = built
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
         return built
 
-    def check(self, schema_text: str | None) -> None:
-        """Compile (or find) the schema now: SchemaError before any model work. No schema: nothing to check."""
+    def _index_for(self, schema_text: str | None, regex: str | None) -> SchemaIndex | None:
+        if schema_text and regex:
+            raise SchemaError("json_schema and output_regex cannot both constrain one answer: give one")
         if schema_text:
-            self.index(schema_text)
+            return self.index(schema_text)
+        return self.regex_index(regex) if regex else None
 
-    def guide(self, schema_text: str | None, max_new_tokens: int, end_ids: Iterable[int]) -> SchemaGuide | None:
-        """One request's walk (None for free text: no schema)."""
-        return SchemaGuide(self.index(schema_text), max_new_tokens, end_ids) if schema_text else None
+    def check(self, schema_text: str | None, regex: str | None = None) -> None:
+        """Compile (or find) the schema or expression now: SchemaError before any model work. Neither: nothing to
+        check."""
+        self._index_for(schema_text, regex)
+
+    def guide(self, schema_text: str | None, max_new_tokens: int, end_ids: Iterable[int],
+              regex: str | None = None) -> SchemaGuide | None:
+        """One request's walk (None for free text: no schema, no expression)."""
+        index = self._index_for(schema_text, regex)
+        return SchemaGuide(index, max_new_tokens, end_ids) if index is not None else None

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vila_ros.engine.errors import RemoteEngineError, RemoteRequestError
+from vila_ros.engine.errors import RemoteEngineError, RemoteRequestError, refuse_constraints
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -155,6 +155,7 @@ class OpenAIEngine:
             req["seed"] = config.seed
         if config.stop_strings:
             req["stop"] = list(config.stop_strings)
+        refuse_constraints("openai", config, json_schema=True)
         schema = getattr(config, "json_schema", None)
         if isinstance(schema, str) and schema:
             try:
@@ -219,9 +220,10 @@ class OpenAIEngine:
 
     def generate_batch(self, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
                        config: GenerationConfig | None = None,
-                       max_new_tokens: Sequence[int] | None = None) -> list[GenerationResult]:
+                       max_new_tokens: Sequence[int] | None = None,
+                       output_regexes: Sequence[str | None] | None = None) -> list[GenerationResult]:
         """Rows go as concurrent requests (the server batches them); results in order. `max_new_tokens`: a limit
-        per row (default the config's)."""
+        per row (default the config's); `output_regexes` are refused (not in the protocol)."""
         from concurrent.futures import ThreadPoolExecutor
         from dataclasses import replace
 
@@ -230,6 +232,7 @@ class OpenAIEngine:
         if not questions:
             return []
         config = config or GenerationConfig()
+        refuse_constraints("openai", config, output_regexes, json_schema=True)
         limits = max_new_tokens or [config.max_new_tokens] * len(questions)
         with ThreadPoolExecutor(max_workers=len(questions)) as pool:
             futures = [pool.submit(self.generate, q, f, replace(config, max_new_tokens=n))

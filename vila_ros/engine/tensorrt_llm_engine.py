@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from vila_ros.engine.errors import refuse_constraints
 from vila_ros.engine.types import GenerationConfig, GenerationResult, TokenCallback
 
 REQUIRED = ("tensorrt_llm", "tensorrt")
@@ -131,6 +132,7 @@ class TensorRTLLMEngine:
         import numpy as np
 
         config = config or GenerationConfig()
+        refuse_constraints("tensorrt_llm", config)  # ModelRunner.generate takes no guided decoding
         t0 = time.perf_counter()
         raw = [x for x in image_features if isinstance(x, np.ndarray)]
         feats = self.encode_frames(raw) if raw else []
@@ -164,8 +166,10 @@ class TensorRTLLMEngine:
 
     def generate_batch(self, questions: Sequence[str], image_features: Sequence[Sequence[Any]],
                        config: GenerationConfig | None = None,
-                       max_new_tokens: Sequence[int] | None = None) -> list[GenerationResult]:
+                       max_new_tokens: Sequence[int] | None = None,
+                       output_regexes: Sequence[str | None] | None = None) -> list[GenerationResult]:
         config = config or GenerationConfig()
+        refuse_constraints("tensorrt_llm", config, output_regexes)
         limits = max_new_tokens or [config.max_new_tokens] * len(questions)
         return [self.generate(q, f, replace(config, max_new_tokens=n))
                 for q, f, n in zip(questions, image_features, limits)]

@@ -55,6 +55,10 @@ class TorchEngine:
         self._stop_cache: dict[tuple, tuple[frozenset[int], tuple[str, ...]]] = {}
         self.schemas = SchemaCompiler(self.tokenizer)
 
+    def check_output_regex(self, regex: str) -> None:
+        """RequestError with the reason when `regex` cannot constrain this model's answers (compiled once, kept)."""
+        self.schemas.check(None, regex)
+
     @classmethod
     def from_dir(cls, model_dir: str | Path, precision: str = "fp32", device: str = "cpu") -> "TorchEngine":
         from vila_ros.model.checkpoint import load_vila
@@ -216,7 +220,7 @@ class TorchEngine:
         on_token: TokenCallback | None = None,
     ) -> GenerationResult:
         config = config or GenerationConfig()
-        self.schemas.check(config.json_schema)  # a bad schema is refused before any model work
+        self.schemas.check(config.json_schema, config.output_regex)  # refused before any model work
         question, image_features = self.tile_single_frame(question, image_features)
         features, vision_ms = self._features(image_features)
         t0 = time.perf_counter()
@@ -273,8 +277,8 @@ class TorchEngine:
         if generator is None:
             generator = self._generator(config)
         room = min(config.max_new_tokens, cache.capacity - cache.length + 1)  # tokens this call can generate
-        guide = self.schemas.guide(config.json_schema, room, stop_ids)
-        # A JSON answer ends where its schema says: a stop string inside a JSON string must not cut it.
+        guide = self.schemas.guide(config.json_schema, room, stop_ids, config.output_regex)
+        # A constrained answer ends where its schema or expression says: a stop string inside it must not cut it.
         stream = TextStream(self.tokenizer, () if guide else stop_strings)
         out_ids: list[int] = []
         reason = "max_new_tokens"
@@ -322,10 +326,11 @@ class TorchEngine:
         config: GenerationConfig | None = None,
         max_new_tokens: Sequence[int] | None = None,
         on_token: Sequence[TokenCallback | None] | None = None,
+        output_regexes: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]:
         """All rows decoded together, each as generate() would alone; rows asking about the same frames share one
         prefill of them (`engine/batch.py`). `max_new_tokens`: one limit per row (default the config's); `on_token`:
-        one streaming callback per row (or None)."""
+        one streaming callback per row (or None); `output_regexes`: one expression per row (or None)."""
         from vila_ros.engine.batch import generate_batch
 
-        return generate_batch(self, questions, image_features, config, max_new_tokens, on_token)
+        return generate_batch(self, questions, image_features, config, max_new_tokens, on_token, output_regexes)

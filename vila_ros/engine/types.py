@@ -32,6 +32,9 @@ class GenerationConfig:
     # JSON schema (as JSON text) the answer must validate against; None or "" = free text. Engines that cannot
     # constrain decoding refuse it with RequestError rather than answer unconstrained.
     json_schema: str | None = None
+    # Regular expression the whole answer must match (e.g. a model's description grammar); None or "" = free text.
+    # Not with json_schema. Engines that cannot constrain decoding refuse it with RequestError.
+    output_regex: str | None = None
 
 
 @dataclasses.dataclass
@@ -41,8 +44,8 @@ class GenerationResult:
     vision_ms: float  # encoding raw frames passed to generate (0 when features came precomputed)
     prefill_ms: float
     decode_ms: float
-    # "stop_token", "stop_string", "max_new_tokens", "context_full", "cancelled", or "schema_complete" (the JSON
-    # answer is complete and its schema allows nothing more)
+    # "stop_token", "stop_string", "max_new_tokens", "context_full", "cancelled", or "schema_complete" (the answer
+    # is complete and its JSON schema or output_regex allows nothing more)
     stop_reason: str
     prompt_tokens: int = 0  # LLM positions of the prompt, visual tokens included
     cached_prefix_tokens: int = 0  # how many of them came from the prefix cache
@@ -77,7 +80,9 @@ class Engine(Protocol):
         image_features: Sequence[Sequence[Any]],
         config: GenerationConfig | None = None,
         max_new_tokens: Sequence[int] | None = None,
+        output_regexes: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]:
         """Several prompts decoded together; same results as one generate() each. `max_new_tokens`: a limit per
-        prompt (default the config's)."""
+        prompt (default the config's); `output_regexes`: an expression (or None) per prompt in place of the
+        config's output_regex."""
         ...

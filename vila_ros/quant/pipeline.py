@@ -1,6 +1,7 @@
 """``quantize_checkpoint``: float VILA1.5 checkpoint -> int4 checkpoint (what ``vila-ros quantize`` runs)."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -8,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from vila_ros.quant.awq import QuantSpec, check_group_size, quantize_llm
+from vila_ros.resources import MODEL_DECISION_FILES
 
 
 def quantize_checkpoint(model_dir: str | Path, out_dir: str | Path, method: str = "awq", group_size: int = 128,
@@ -48,5 +50,8 @@ def quantize_checkpoint(model_dir: str | Path, out_dir: str | Path, method: str 
     qconfig = {"method": method, "group_size": group_size, "scheme": scheme, "clip": bool(clip and method == "awq"),
                "calibration": calibration, "short_last_group": short}
     save_quantized(model, qtensors, out_dir, qconfig)
+    for name in MODEL_DECISION_FILES:
+        if (Path(model_dir) / name).is_file():
+            shutil.copy2(Path(model_dir) / name, Path(out_dir) / name)
     return {"out": str(out_dir), "method": method, "group_size": group_size, "scheme": scheme,
             "seconds": round(time.perf_counter() - t0, 1), "calibration": calibration, "report": report}

@@ -55,6 +55,10 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "describe_period_s": (2.0, "Seconds of camera time between descriptions; 0 disables them.", (0.0, 3600.0), False),
     "describe_prompt": (tasks.DESCRIBE_PROMPT, "Prompt of the periodic descriptions.", None, False),
     "describe_max_new_tokens": (48, "Length bound of a description.", (1, 4096), False),
+    "describe_regex_file": ("model", "Text file holding a regular expression every description matches whole "
+                            "(constrained decoding: never text outside the model's description grammar). 'model' = "
+                            "the description_regex.txt stored with the checkpoint, when it has one and the engine "
+                            "can constrain decoding (engine torch); empty = free text.", None, False),
     "alert_period_s": (1.0, "Seconds of camera time between alert checks; 0 disables them.", (0.0, 3600.0), False),
     "alert_prompt": (tasks.ALERT_PROMPT, "Prompt that asks which corner cases happen.", None, False),
     "alert_categories": (list(tasks.CATEGORY_NAMES), "Categories the alert prompt may report; empty = none.",
@@ -206,9 +210,9 @@ def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[t
         # server) cannot give them, and a checkpoint without stored thresholds has none to use.
         if engine is None or not all(hasattr(engine, step) for step in ("embed_prompt", "prefill", "decode_step")):
             return ()
-        from vila_ros.resources import resolve_model_dir
+        from vila_ros.resources import ALERT_THRESHOLDS_FILE, resolve_model_dir
 
-        path = resolve_model_dir(model_dir) / "alert_thresholds.json"
+        path = resolve_model_dir(model_dir) / ALERT_THRESHOLDS_FILE
         if not path.is_file():
             return ()
     else:
@@ -223,6 +227,39 @@ def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[t
         raise ValueError(f"alert_thresholds_file {path}: not a known category with a threshold in [0, 1]: "
                          f"{', '.join(bad)}")
     return thresholds
+
+
+def describe_regex(source: str, model_dir: str, engine: Any = None) -> str:
+    """The expression `describe_regex_file` names, checked against the engine's vocabulary; "" = free text."""
+    from pathlib import Path
+
+    if not source:
+        return ""
+    if source == "model":
+        if engine is None or not hasattr(engine, "check_output_regex"):
+            return ""  # a remote server or TensorRT-LLM engine: descriptions stay free text
+        from vila_ros.resources import DESCRIPTION_REGEX_FILE, resolve_model_dir
+
+        path = resolve_model_dir(model_dir) / DESCRIPTION_REGEX_FILE
+        if not path.is_file():
+            return ""
+    else:
+        path = Path(source).expanduser()
+    try:
+        regex = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"describe_regex_file {path}: {error}") from None
+    if not regex:
+        raise ValueError(f"describe_regex_file {path} is empty (describe_regex_file:='' for free text)")
+    if engine is not None:
+        if not hasattr(engine, "check_output_regex"):
+            raise ValueError(f"describe_regex_file {path}: this engine cannot constrain decoding (engine torch can); "
+                             "describe_regex_file:='' for free text")
+        try:
+            engine.check_output_regex(regex)
+        except ValueError as error:  # RequestError: the reason the expression is refused
+            raise ValueError(f"describe_regex_file {path}: {error}") from None
+    return regex
 
 
 def worker_settings(node: Node, model_frames: int, overrides: dict | None = None,
@@ -249,13 +286,14 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
             raise ValueError(f"{name} is {len(text)} characters, at most {limit} (query_max_question_chars)")
     num_frames = get("num_frames") or model_frames
     thresholds = alert_thresholds(get("alert_thresholds_file"), get("model_dir"), engine)
+    regex = describe_regex(get("describe_regex_file"), get("model_dir"), engine)
     if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
         raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
                          f"retry_backoff_initial_s ({get('retry_backoff_initial_s')})")
     return WorkerSettings(
         num_frames=num_frames, min_frames=num_frames,
         describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
-        describe_max_new_tokens=get("describe_max_new_tokens"),
+        describe_max_new_tokens=get("describe_max_new_tokens"), describe_regex=regex,
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
         alert_rules=rules, alert_thresholds=thresholds, query_max_new_tokens=get("query_max_new_tokens"),
         query_max_new_tokens_limit=get("query_max_new_tokens_limit"),

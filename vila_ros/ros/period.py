@@ -38,9 +38,11 @@ def questions(settings: Any, kind: str) -> list[tuple[str, int]]:
 
 
 def run_batch(engine: Any, windows: dict[str, list[Frame]], requests: Sequence[Request], temperature: float,
-              encode: Callable[[Sequence[Frame]], float]) -> dict[Request, tuple[Any, float]]:
+              encode: Callable[[Sequence[Frame]], float],
+              regexes: dict[str, str] | None = None) -> dict[Request, tuple[Any, float]]:
     """Every request in one `generate_batch` -> {request: (GenerationResult, vision ms)}. `encode` attaches missing
-    features to the frames (one call for all cameras' new frames) and returns its milliseconds."""
+    features to the frames (one call for all cameras' new frames) and returns its milliseconds; `regexes`:
+    question -> the expression its answer must match (the description grammar), others free."""
     from vila_ros.engine import GenerationConfig
 
     requests = list(dict.fromkeys(requests))
@@ -48,7 +50,8 @@ def run_batch(engine: Any, windows: dict[str, list[Frame]], requests: Sequence[R
     config = GenerationConfig(max_new_tokens=max(r[2] for r in requests), temperature=temperature)
     results = engine.generate_batch([r[1] for r in requests],
                                     [[frame.features for frame in windows[r[0]]] for r in requests], config,
-                                    max_new_tokens=[r[2] for r in requests])
+                                    max_new_tokens=[r[2] for r in requests],
+                                    output_regexes=[(regexes or {}).get(r[1]) or None for r in requests])
     return {request: (result, vision_ms) for request, result in zip(requests, results)}
 
 
@@ -70,7 +73,8 @@ def answer_due(engine: Any, buffers: dict[str, CameraBuffer], settings: Any, due
         return pinned, {}
     started = time.perf_counter()
     try:
-        answers = run_batch(engine, pinned, requests, settings.temperature, encode)
+        regexes = {settings.describe_prompt: settings.describe_regex}
+        answers = run_batch(engine, pinned, requests, settings.temperature, encode, regexes)
     except Exception as error:  # noqa: BLE001 - then each job runs alone, with its own failure accounting
         log.warning("batch of %d generations failed, running them one by one: %r", len(requests), error)
         return pinned, {}

@@ -215,7 +215,8 @@ class InferenceWorker:
     def describe(self, camera: str) -> Description:
         settings = self.settings
         frames = self._window(camera, settings.num_frames)
-        text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens)
+        text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens,
+                                       output_regex=settings.describe_regex)
         description = Description(camera, tuple(frames), text, "describe", timings)
         self.stats.descriptions += 1
         self._on_description(description)
@@ -303,18 +304,18 @@ class InferenceWorker:
 
     def _generate(self, question: str, frames: Sequence[Frame], max_new_tokens: int, deadline: float = 0.0,
                   json_schema: str = "", on_token: Callable[[int, str], bool | None] | None = None,
-                  ) -> tuple[str, Timings]:
+                  output_regex: str = "") -> tuple[str, Timings]:
         from vila_ros.engine import GenerationConfig
 
         if deadline and time.monotonic() > deadline:
             raise QueryError("timed out waiting for the model")
         batched = self._answers.pop((frames[0].camera, question, max_new_tokens), None) if frames else None
-        if batched is not None and not (deadline or json_schema or on_token):  # periodic jobs only
+        if batched is not None and not (deadline or json_schema or on_token):  # periodic jobs (same output_regex)
             result, vision_ms = batched
             return result.text.strip(), Timings(vision_ms, result.prefill_ms, result.decode_ms, len(result.token_ids))
         vision_ms = self._encode_missing(frames)
         config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=self.settings.temperature,
-                                  json_schema=json_schema or None)
+                                  json_schema=json_schema or None, output_regex=output_regex or None)
         caller = on_token
 
         def on_token(token_id: int, text: str) -> bool:

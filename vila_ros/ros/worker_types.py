@@ -25,6 +25,7 @@ class WorkerSettings:
     describe_period_s: float = 2.0  # 0 disables descriptions
     describe_prompt: str = tasks.DESCRIBE_PROMPT
     describe_max_new_tokens: int = 48
+    describe_regex: str = ""  # every description matches it whole (constrained decoding); "" = free text
     alert_period_s: float = 1.0  # 0 disables alert checks
     alert_prompt: str = tasks.ALERT_PROMPT
     alert_categories: tuple[str, ...] = tasks.CATEGORY_NAMES
