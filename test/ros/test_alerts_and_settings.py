@@ -176,7 +176,10 @@ def test_description_expression_comes_from_the_checkpoint_only_where_the_engine_
         describe_regex(str(tmp_path / "missing.txt"), "", engine)
 
 
-def test_shipped_description_expression_is_the_caption_grammar():
+def test_shipped_description_expression_is_what_sim_grammar_writes(tmp_path):
+    from vila_ros.cli import main
     from vila_ros.resources import DEFAULT_MODEL_DIR, DESCRIPTION_REGEX_FILE
 
-    assert (DEFAULT_MODEL_DIR / DESCRIPTION_REGEX_FILE).read_text() == tasks.caption_regex() + "\n"
+    assert main(["sim", "grammar", "--out", str(tmp_path / DESCRIPTION_REGEX_FILE)]) == 0
+    written = (tmp_path / DESCRIPTION_REGEX_FILE).read_text()
+    assert (DEFAULT_MODEL_DIR / DESCRIPTION_REGEX_FILE).read_text() == written == tasks.caption_regex() + "\n"

@@ -23,7 +23,9 @@ def planted(tmp_path_factory):
     # its weaker temporal categories are measured by `vila-ros eval`, not asserted here.
     road = write_bag(root / "road", cameras=["front"], fps=10, size=(640, 480), encoding="jpeg", duration=9.0,
                      seed=0, family="road")
-    warehouse = write_bag(root / "warehouse", cameras=["aisle"], fps=10, size=(320, 240), encoding="rgb8",
+    # 640x480 rgb8 (900 KiB a frame): over Fast DDS's default 512 KiB shared-memory segment, so the frames reach
+    # the node only through the profile replay-test sets for both processes.
+    warehouse = write_bag(root / "warehouse", cameras=["aisle"], fps=10, size=(640, 480), encoding="rgb8",
                           duration=9.0, seed=0, family="warehouse", storage="sqlite3")
     return root, [road, warehouse]
 
@@ -52,6 +54,13 @@ def test_replay_test_finds_the_planted_events_with_their_stamps(planted):
         assert record["evidence_stamps_ns"][-1] == record["stamp_ns"]
         assert all((stamp - 1_700_000_000 * S) % (S // 10) == 0 for stamp in record["evidence_stamps_ns"])
     assert "| EVENT (truth) | camera_blocked |" in (out / "report.md").read_text()
+    saved = json.loads((out / "replay_test.json").read_text())
+    assert saved["dds_profile"].endswith("fastdds_local_large_frames.xml")
+    # Once the buffer has filled, every aisle window holds 8 frames on the 4 fps grid: no raw frame was lost.
+    first = min(stamp for d in saved["stream"]["records"]["descriptions"] for stamp in d["stamps_ns"])
+    full = [d["stamps_ns"] for d in saved["stream"]["records"]["descriptions"]
+            if d["camera"] == "aisle" and d["stamps_ns"][-1] - first >= 3 * S]
+    assert full and all(len(stamps) == 8 and stamps[-1] - stamps[0] <= 2 * S for stamps in full), full
 
 
 def test_yes_no_rules_raise_their_own_category(planted):

@@ -65,14 +65,14 @@ def run(args: argparse.Namespace) -> int:
     import psutil
 
     from vila_ros.bench.node_load import camera_topic, ingest_cost
-    from vila_ros.tools.harness import Listener, start_node, stop_node
+    from vila_ros.tools.harness import Listener, start_node, stop_node, use_dds_profile
 
     json_path = Path(args.json)
     work = json_path.with_name(json_path.stem + "_work")
     work.mkdir(parents=True, exist_ok=True)
     cameras = [tuple(c.split(":")) for c in args.cameras.split(",")]
     _source_first_on_path()
-    dds_profile = _use_dds_profile(args.dds_profile)
+    dds_profile = use_dds_profile(args.dds_profile)
 
     ingest = ingest_cost(args.width, args.height, args.ingest_frames, args.fps, args.model, args.num_threads)
 
@@ -152,19 +152,6 @@ def _source_first_on_path() -> None:
 
     root = str(Path(vila_ros.__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-
-
-def _use_dds_profile(choice: str | None) -> str:
-    """Set the Fast DDS profile every child process (node, cameras) starts with; returns it ('' = built-in)."""
-    from vila_ros.resources import LOCAL_LARGE_FRAMES_DDS_PROFILE, shipped_config
-
-    if choice is None:
-        choice = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or str(shipped_config(LOCAL_LARGE_FRAMES_DDS_PROFILE))
-    if choice:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = choice
-    else:
-        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    return choice
 
 
 def _sample(process: Any, watcher: Any, t_s: float) -> dict[str, Any]:

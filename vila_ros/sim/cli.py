@@ -16,6 +16,7 @@ red_light, animal_crossing, person_in_aisle, forklift_approaching, camera_blocke
   vila-ros sim dataset --kind mix --split train --count 1000 --out data/   LLaVA JSON + images
   vila-ros sim bag --out run.mcap --cameras front,left --fps 10 --size 640x480 --encoding jpeg --duration 30
   vila-ros sim preview --out grid.png               one clip per category in a grid
+  vila-ros sim grammar --out MODEL/description_regex.txt   the caption grammar a model trained here speaks
   vila-ros sim bench                                render speed
 """
 
@@ -79,6 +80,11 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=112)
     p.set_defaults(func=_preview)
 
+    p = sub.add_parser("grammar", help="the caption grammar as a regular expression (a model's "
+                                       "description_regex.txt: the node decodes descriptions under it)")
+    p.add_argument("--out", help="file to write (default: standard output)")
+    p.set_defaults(func=_grammar)
+
     p = sub.add_parser("bench", help="measure render speed")
     p.add_argument("--size", type=_size, default=(112, 112))
     p.add_argument("--frames", type=int, default=400)
@@ -123,6 +129,19 @@ def _bag(args) -> int:
     events = sum(len(c["events"]) for c in truth["cameras"].values())
     print(f"wrote {out} ({truth['num_frames']} frames x {len(cameras)} cameras, {events} events) "
           f"and {truth_path(out)}")
+    return 0
+
+
+def _grammar(args) -> int:
+    from pathlib import Path
+
+    from vila_ros import tasks
+
+    if args.out:
+        Path(args.out).write_text(tasks.caption_regex() + "\n")
+        print(f"wrote the caption grammar to {args.out}")
+    else:
+        print(tasks.caption_regex())
     return 0
 
 

@@ -52,6 +52,22 @@ def isolated_node(name: str) -> Iterator[Node]:
         context.try_shutdown()
 
 
+def use_dds_profile(choice: str | None = None) -> str:
+    """Set the Fast DDS profile this process (before its first rclpy.init) and every child (node, cameras) start
+    with; returns it ('' = built-in). None: $FASTDDS_DEFAULT_PROFILES_FILE when set, else the shipped profile with
+    a shared-memory segment large enough for raw camera frames (with Fast DDS's defaults most frames over 512 KiB
+    are lost between processes)."""
+    from vila_ros.resources import LOCAL_LARGE_FRAMES_DDS_PROFILE, shipped_config
+
+    if choice is None:
+        choice = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or str(shipped_config(LOCAL_LARGE_FRAMES_DDS_PROFILE))
+    if choice:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = choice
+    else:
+        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    return choice
+
+
 def start_node(log_path: Path, parameters: dict[str, str], name: str = NODE_NAME) -> subprocess.Popen:
     """`python -m vila_ros.ros.perception_node` named `name` with `-p key:=value` per parameter; output to log_path."""
     arguments = [sys.executable, "-m", "vila_ros.ros.perception_node", "--ros-args", "-r", f"__node:={name}"]

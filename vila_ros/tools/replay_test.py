@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
-from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node
+from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node, use_dds_profile
 from vila_ros.tools.scoring import Received, S, load_truth, score
 from vila_ros.tools.stream_eval import records_from_messages, score_records
 
@@ -44,6 +44,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
         parameters["use_sim_time"] = "true"
     parameters.update(node_parameters or {})
     (out_dir / "alerts.jsonl").unlink(missing_ok=True)  # a report of this run only (a node continues a log)
+    dds_profile = use_dds_profile()  # raw frames reach the node (set before this process's first participant)
     log_path = out_dir / "node.log"
     process = start_node(log_path, parameters)
     listener = Listener()
@@ -67,7 +68,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
     report["stream"]["records"] = {"alerts": records.alerts, "descriptions": records.descriptions}
     report["answers"] = answers
     report.update({"bags": [str(b) for b in bags], "rate": rate, "node_exit_code": code, "node_log": str(log_path),
-                   "parameters": parameters})
+                   "parameters": parameters, "dds_profile": dds_profile})
     (out_dir / "replay_test.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(timeline_markdown(truths, listener.descriptions, listener.alerts, report))
     return report
