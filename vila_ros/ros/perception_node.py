@@ -143,11 +143,9 @@ class PerceptionNode(LifecycleNode):
             self.engine = None
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
-        self.get_logger().info("alerts decide on " + (
-            "the model's probability of each category (alert_thresholds_file)" if settings.alert_thresholds else
-            "the generated answer to the alert prompt")
-            + "; descriptions " + ("keep to the expression of describe_regex_file" if settings.describe_regex else
-                                   "are free text"))
+        alerts = "each category's probability" if settings.alert_thresholds else "the generated answer"
+        descriptions = "the describe_regex_file grammar" if settings.describe_regex else "free text"
+        self.get_logger().info(f"alerts decide on {alerts}; descriptions: {descriptions}")
         max_bytes = int(parameters.value(self, "buffer_max_megabytes") * 1024 * 1024)
         self.cameras = {spec.name: Camera(spec, CameraBuffer(
             spec.name, 1.0 / spec.clip_fps, parameters.value(self, "buffer_seconds"),
