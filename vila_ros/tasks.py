@@ -164,6 +164,14 @@ def _count_phrase(n: int, singular: str, plural: str) -> str:
     return f"{NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else n} {plural}"
 
 
+def _sign_phrase(sign: str) -> str:
+    return f"a {sign} sign"
+
+
+def _light_phrase(colour: str) -> str:
+    return f"a {colour} light"
+
+
 def _join(items: list[str]) -> str:
     if len(items) == 1:
         return items[0]
@@ -184,9 +192,9 @@ def objects_sentence(attrs: dict) -> str:
     items = [_count_phrase(attrs[key], s, p) for key, s, p in _COUNT_NOUNS[family] if attrs.get(key, 0) > 0]
     if family == "road":
         if attrs.get("sign", "none") != "none":
-            items.append(f"a {attrs['sign']} sign")
+            items.append(_sign_phrase(attrs["sign"]))
         if attrs.get("light", "none") != "none":
-            items.append(f"a {attrs['light']} light")
+            items.append(_light_phrase(attrs["light"]))
     if not items:
         return _EMPTY_SENTENCE[family]
     text = _join(items)
@@ -226,8 +234,8 @@ def caption_regex() -> str:
             scenes = [scene_sentence({"family": family, "lighting": light}) for light in WAREHOUSE_LIGHTING]
         slots = [[_count_phrase(n, s, p) for n in range(1, len(NUMBER_WORDS))] for _, s, p in _COUNT_NOUNS[family]]
         if family == "road":
-            slots += [[f"a {sign} sign" for sign in SIGNS if sign != "none"],
-                      [f"a {colour} light" for colour in LIGHT_COLOURS if colour != "none"]]
+            slots += [[_sign_phrase(sign) for sign in SIGNS if sign != "none"],
+                      [_light_phrase(colour) for colour in LIGHT_COLOURS if colour != "none"]]
         lists = []  # every non-empty subset of the slots, in caption order, joined as _join does
         for mask in range(1, 2 ** len(slots)):
             chosen = [slot for i, slot in enumerate(slots) if mask >> i & 1]
