@@ -101,27 +101,16 @@ def read_schema_arg(value: str | None) -> str | None:
         raise FileNotFoundError(f"cannot read the JSON schema file {value}: {error.strerror}") from None
 
 
-def read_regex_file(path: str | None) -> str | None:
-    """--regex-file: the expression the file holds (its final line break is not part of it)."""
-    if not path:
-        return None
-    from pathlib import Path
-
-    try:
-        return Path(path).read_text().rstrip("\r\n")
-    except OSError as error:
-        raise FileNotFoundError(f"cannot read the regular expression file {path}: {error.strerror}") from None
-
-
 def _describe(args: argparse.Namespace) -> int:
     from vila_ros.engine import GenerationConfig, create_engine
     from vila_ros.engine.errors import RequestError
+    from vila_ros.engine.json_schema import read_regex_file
     from vila_ros.model.checkpoint import CheckpointError
 
     t0 = time.perf_counter()
     try:
         schema = read_schema_arg(args.json_schema)
-        regex = read_regex_file(args.regex_file)
+        regex = read_regex_file(args.regex_file) if args.regex_file else None
         engine = create_engine(args.model, engine=args.engine, precision=args.precision, device=args.device,
                                resize=args.resize)
         load_ms = (time.perf_counter() - t0) * 1000

@@ -18,6 +18,7 @@ import collections
 import json
 import re
 import threading
+from pathlib import Path
 from typing import Any, Iterable
 
 from vila_ros.engine.errors import RequestError
@@ -145,6 +146,15 @@ def token_bytes(tokenizer: Any) -> dict[int, bytes]:
         match = _BYTE_TOKEN.match(token)
         out[int(token_id)] = bytes([int(match.group(1), 16)]) if match else token.replace("▁", " ").encode("utf-8")
     return {i: b for i, b in out.items() if b}
+
+
+def read_regex_file(path: str | Path) -> str:
+    """The expression a file holds (a model's description_regex.txt): its final line break is not part of it.
+    ValueError naming the file when it cannot be read."""
+    try:
+        return Path(path).expanduser().read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read the regular expression file {path}: {error}") from None
 
 
 # -- the automaton ---------------------------------------------------------------------------------------------------

@@ -245,10 +245,12 @@ def describe_regex(source: str, model_dir: str, engine: Any = None) -> str:
             return ""
     else:
         path = Path(source).expanduser()
+    from vila_ros.engine.json_schema import read_regex_file
+
     try:
-        regex = path.read_text().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"describe_regex_file {path}: {error}") from None
+        regex = read_regex_file(path)
+    except ValueError as error:
+        raise ValueError(f"describe_regex_file: {error}") from None
     if not regex:
         raise ValueError(f"describe_regex_file {path} is empty (describe_regex_file:='' for free text)")
     if engine is not None:
