@@ -149,6 +149,45 @@ def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
     assert stream_scores(truth, checks, scene.category, sure, tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
 
 
+def test_tied_thresholds_give_the_middle_of_their_longest_run_in_log_odds():
+    from vila_ros.tools.stream_calibration import THRESHOLDS, middle_of_best
+
+    # A plateau of the best F1 from 0.95 to 0.995: the highest would lose the next event a little weaker than the
+    # split's; its middle in log-odds is 0.98 (0.95 -> 2.94, 0.995 -> 5.29: 4.12 is 0.984).
+    scores = [1.0 if 0.95 <= t <= 0.995 else 0.5 for t in THRESHOLDS]
+    assert middle_of_best(THRESHOLDS, scores) == 0.98
+    # Two runs of the best score: the longer one; of equally long runs, the higher.
+    grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert middle_of_best(grid, [0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.1]) == 0.2
+    assert middle_of_best(grid, [0.9, 0.9, 0.1, 0.1, 0.9, 0.9, 0.1]) == 0.6  # 0.5 and 0.6 equally near: the higher
+    assert middle_of_best(grid, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) == 0.7  # no tie: the best
+
+
+def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(stream):
+    from vila_ros.ros.events import TrackerSettings
+    from vila_ros.tools.stream_calibration import cross_validate
+
+    # Two cameras of the same stream; the event's windows at 0.99 on one, 0.975 on the other, nothing elsewhere.
+    # Chosen on either alone, every threshold up to its own peak is a tie: the highest (0.99) misses the other
+    # camera's 0.975; the middle of the run finds both.
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    truth = {name: stream.camera_truth(f"/{name}", f"{name}_camera", T0) for name in ("a", "b")}
+    for spec in truth.values():  # the one event the checks cover
+        spec["events"] = [e for e in spec["events"] if e["start_ns"] == T0 + int(round(start * S))]
+    assert all(len(spec["events"]) == 1 for spec in truth.values())
+    checks = []
+    for name, peak in (("a", 0.99), ("b", 0.975)):
+        for k in range(12):
+            end = start - 8.0 + k
+            checks.append({"camera": name, "stamps_ns": [T0 + int(round((end - 0.25 * (7 - i)) * S)) for i in range(8)],
+                           "probabilities": {scene.category: peak if end >= start else 0.01}})
+    result = cross_validate(truth, checks, TrackerSettings(confirm=1, clear=2), 0.5, 4.0, halvings=1)
+    assert result["middle"]["events"] == result["highest"]["events"] == 2
+    assert result["middle"]["recall"] == 1.0 and result["middle"]["precision"] == 1.0
+    assert result["highest"]["recall"] == 0.5 and result["highest"]["precision"] == 1.0
+
+
 def test_a_covered_lens_is_described_without_inventing_the_scene():
     from vila_ros.sim import make_scenario
 

@@ -80,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="implies --probabilities: alert_thresholds.json for its per-category report instead of "
                              "choosing them (in that mode alerts follow the generated answers; to run the node at "
                              "other thresholds: --set alert_thresholds_file=FILE)")
+    stream.add_argument("--cross-validate", type=int, default=0, metavar="N",
+                        help="implies --probabilities: also N random halvings of the split's cameras, thresholds "
+                             "chosen on each half and scored on the other, for each rule of breaking ties between "
+                             "thresholds (calibration.md)")
     stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                         help="instead of streams: hold this image file in front of a camera for 20 s and report "
                              "alerts and descriptions (real photographs: the model should alert nothing)")
@@ -155,9 +159,9 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
         report = evaluate(args.model, args.precision, args.split, args.minutes, overrides,
                           [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,
                           progress=lambda line: print(line, file=sys.stderr),
-                          probabilities=args.probabilities or bool(args.thresholds),
+                          probabilities=args.probabilities or bool(args.thresholds) or args.cross_validate > 0,
                           thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None,
-                          events_per_category=args.events_per_category)
+                          events_per_category=args.events_per_category, halvings=args.cross_validate)
     except (FileNotFoundError, ValueError) as error:
         print(f"eval-stream: {error}", file=sys.stderr)
         return 1

@@ -9,8 +9,9 @@ probe adds the probabilities of the same prompt on the same features.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from vila_ros import tasks
 from vila_ros.sim.streams import frame_times, scenario_of
@@ -109,24 +110,34 @@ def choose_thresholds(pairs: list[tuple[str, float, bool]]) -> dict[str, float]:
     return chosen
 
 
-def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, threshold: float,
-                  tracker: Any, release: float, clip_fps: float) -> tuple[float, float | None, float | None]:
-    """(F1, BEGIN precision, event recall) of `category` when the node decides on its probability at `threshold`:
-    the node's own decision rule and event tracker run over the recorded checks, scored as the stream eval scores."""
+def replay_checks(checks: list[dict], thresholds: dict[str, float], categories: Callable[[str], Sequence[str]],
+                  tracker: Any, release: float) -> list[dict]:
+    """The alert records the node would publish deciding at `thresholds` on the recorded checks: its own decision
+    rule and event tracker; `categories(camera)` are the categories it checks on that camera."""
     from vila_ros.ros.events import EventTracker
     from vila_ros.ros.worker_types import detected_by_probability
-    from vila_ros.tools.stream_scoring import score_alerts
 
     events = EventTracker(tracker)
     alerts = []
     for check in sorted(checks, key=lambda c: (c["camera"], c["stamps_ns"][-1])):
-        camera, probability = check["camera"], {category: float(check["probabilities"].get(category, 0.0))}
-        detected = detected_by_probability(probability, {category: threshold}, [category],
-                                           lambda c: events.is_active(camera, c), release)
-        for update in events.update(camera, [category], detected, check["stamps_ns"][-1], check["stamps_ns"],
+        camera, names = check["camera"], categories(check["camera"])
+        probability = {name: float(check["probabilities"].get(name, 0.0)) for name in names}
+        detected = detected_by_probability(probability, thresholds, names, lambda c: events.is_active(camera, c),
+                                           release)
+        for update in events.update(camera, names, detected, check["stamps_ns"][-1], check["stamps_ns"],
                                     confidences=probability):
-            alerts.append({"camera": camera, "category": category, "state": update.state,
+            alerts.append({"camera": camera, "category": update.category, "state": update.state,
                            "stamp_ns": update.stamp_ns, "alert_id": update.alert_id})
+    return alerts
+
+
+def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, threshold: float,
+                  tracker: Any, release: float, clip_fps: float) -> tuple[float, float | None, float | None]:
+    """(F1, BEGIN precision, event recall) of `category` when the node decides on its probability at `threshold`:
+    the node's own decision rule and event tracker run over the recorded checks, scored as the stream eval scores."""
+    from vila_ros.tools.stream_scoring import score_alerts
+
+    alerts = replay_checks(checks, {category: threshold}, lambda camera: [category], tracker, release)
     own = {name: {**spec, "events": [e for e in spec["events"] if e["category"] == category]}
            for name, spec in cameras.items()}
     scored = score_alerts(own, alerts, clip_fps)
@@ -136,25 +147,86 @@ def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, t
 
 
 def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
-                             clip_fps: float, fallback: dict[str, float]) -> dict[str, float]:
+                             clip_fps: float, fallback: dict[str, float], ties: str = "middle") -> dict[str, float]:
     """Per category with events on the split, the threshold of the best event-level F1 (recall of events, precision
-    of BEGINs) through the node's tracker (ties: the higher threshold); `fallback` for the others and where no
-    threshold finds an event."""
+    of BEGINs) through the node's tracker; `fallback` for the others and where no threshold finds an event.
+
+    Where several thresholds tie (a split holds few events of a category, so the best F1 is often a plateau), the one
+    in the middle of the longest run of them, in log-odds (`ties="middle"`): its edges are where the next event is
+    lost or the next false alert let in, and an unseen stream's probabilities fall a little either side of the
+    split's. `ties="highest"`: the highest of them. `cross_validate` compares the two."""
     chosen = dict(fallback)
     for category in tasks.CATEGORY_NAMES:
         if not any(e["category"] == category for spec in cameras.values() for e in spec["events"]):
             continue
-        best = max((stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0], t)
-                   for t in THRESHOLDS)
-        if best[0] > 0:  # no threshold finds any of its events: no reason to move from the fallback
-            chosen[category] = best[1]
+        f1 = [stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0] for t in THRESHOLDS]
+        if max(f1) > 0:  # no threshold finds any of its events: no reason to move from the fallback
+            chosen[category] = (middle_of_best(THRESHOLDS, f1) if ties == "middle"
+                                else max(t for t, f in zip(THRESHOLDS, f1) if f == max(f1)))
     return chosen
 
 
+def middle_of_best(thresholds: Sequence[float], scores: Sequence[float]) -> float:
+    """Of the longest run of consecutive `thresholds` (ascending) with the best score (ties: the higher run), the
+    threshold nearest its middle in log-odds (ties: the higher)."""
+    best = max(scores)
+    runs: list[list[float]] = []
+    for k, (threshold, score) in enumerate(zip(thresholds, scores)):
+        if score == best:
+            if k and scores[k - 1] == best:
+                runs[-1].append(threshold)
+            else:
+                runs.append([threshold])
+    run = max(runs, key=lambda r: (len(r), r[-1]))
+    middle = (_log_odds(run[0]) + _log_odds(run[-1])) / 2
+    return min(reversed(run), key=lambda t: abs(_log_odds(t) - middle))
+
+
+def _log_odds(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float, clip_fps: float,
+                   halvings: int, categories: Sequence[str] = tasks.CATEGORY_NAMES, seed: int = 0) -> dict:
+    """How the thresholds' tie rules do on streams they were not chosen on: `halvings` random halvings of the
+    split's cameras, thresholds chosen on each half and scored on the other (every camera checked for all
+    `categories` at once, as the node decides); event and false-alert counts summed over the 2 x `halvings` folds."""
+    import random
+
+    from vila_ros.tools.stream_scoring import score_alerts
+
+    names = sorted(cameras)
+    shuffle = random.Random(seed).shuffle
+    totals = {ties: {"events": 0, "alerted": 0, "begins": 0, "false_alerts": 0} for ties in ("middle", "highest")}
+    for _ in range(halvings):
+        shuffle(names)
+        halves = [names[:len(names) // 2], names[len(names) // 2:]]
+        for chosen_on, scored_on in ((halves[0], halves[1]), (halves[1], halves[0])):
+            fold = {name: cameras[name] for name in chosen_on}
+            fold_checks = [c for c in checks if c["camera"] in fold]
+            held = {name: cameras[name] for name in scored_on}
+            held_checks = [c for c in checks if c["camera"] in held]
+            fallback = choose_thresholds(labelled(fold, fold_checks))
+            for ties, total in totals.items():
+                thresholds = choose_stream_thresholds(fold, fold_checks, tracker, release, clip_fps, fallback, ties)
+                alerts = replay_checks(held_checks, thresholds, lambda camera: categories, tracker, release)
+                scored = score_alerts(held, alerts, clip_fps)
+                total["events"] += scored["events"]
+                total["alerted"] += scored["alerted"]
+                total["begins"] += scored["alert_begins"]
+                total["false_alerts"] += scored["false_alerts"]
+    for total in totals.values():
+        total["recall"] = total["alerted"] / total["events"] if total["events"] else None
+        total["precision"] = 1 - total["false_alerts"] / total["begins"] if total["begins"] else None
+    return {"halvings": halvings, "seed": seed, **totals}
+
+
 def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None,
-           tracker: Any = None, release: float = 0.5, clip_fps: float = 4.0) -> dict:
+           tracker: Any = None, release: float = 0.5, clip_fps: float = 4.0, halvings: int = 0,
+           categories: Sequence[str] = tasks.CATEGORY_NAMES) -> dict:
     """Calibration and per-category figures; thresholds chosen here unless given: on the stream through the
-    node's tracker when `tracker` (TrackerSettings) is given, else on per-check F1."""
+    node's tracker when `tracker` (TrackerSettings) is given, else on per-check F1. `halvings` > 0 (with
+    `tracker`): also `cross_validate` over that many halvings, the node checking `categories`."""
     pairs = labelled(cameras, checks)
     chosen = thresholds or choose_thresholds(pairs)
     if not thresholds and tracker is not None:
@@ -171,7 +243,10 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
                 _, begin_precision, event_recall = stream_scores(cameras, checks, category, chosen[category],
                                                                  tracker, release, clip_fps)
                 per_category[category].update(stream_begin_precision=begin_precision, stream_recall=event_recall)
-    return {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
+    result = {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
+    if halvings > 0 and tracker is not None:
+        result["cross_validation"] = cross_validate(cameras, checks, tracker, release, clip_fps, halvings, categories)
+    return result
 
 
 def write(out_dir: Path, result: dict, source: str) -> None:

@@ -186,9 +186,11 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
              overrides: dict[str, Any] | None = None, bags: list[Path] | None = None, out_dir: Path | None = None,
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
              progress: Callable[[str], None] | None = None, probabilities: bool = False,
-             thresholds: dict[str, float] | None = None, events_per_category: int = 0) -> dict:
+             thresholds: dict[str, float] | None = None, events_per_category: int = 0,
+             halvings: int = 0) -> dict:
     """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png.
-    `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``)."""
+    `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``);
+    `halvings` > 0 (with `probabilities`): the thresholds' tie rules cross-validated over that many halvings."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.sim.streams import make_streams
@@ -219,7 +221,8 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
 
         calibrated = stream_calibration.report(cameras, records.checks, thresholds,
                                                parameters.tracker_settings(None, values),
-                                               WorkerSettings.alert_release, float(values["clip_fps"]))
+                                               WorkerSettings.alert_release, float(values["clip_fps"]), halvings,
+                                               [c for c in values["alert_categories"] if c])
         report["probabilities"] = {key: value for key, value in calibrated.items()}
     if out_dir is not None:
         from vila_ros.tools.stream_report import write_report

@@ -63,7 +63,8 @@ def calibration_markdown(result: dict, source: str) -> str:
              f"over {totals['pairs']} (check, category) pairs ({totals['positives']} positive): "
              f"{_fmt(totals['ece'])}; reliability diagram `reliability.png`. Thresholds (`alert_thresholds.json`): "
              "per category, the best event-level F1 through the node's own tracker on this split (few events per "
-             "temporal category, so they are noisy); per-check detection at them, and the event figures through the "
+             "temporal category, so they are noisy; of tied thresholds, the middle of their longest run in "
+             "log-odds); per-check detection at them, and the event figures through the "
              "tracker:", "",
              "| category | checks | positive windows | threshold | precision | recall | F1 | ECE | stream recall "
              "| BEGIN precision |",
@@ -73,6 +74,17 @@ def calibration_markdown(result: dict, source: str) -> str:
         figures += [row.get("stream_recall"), row.get("stream_begin_precision")]
         lines.append(f"| {category} | {row['checks']} | {row['positives']} | {row['threshold']} | "
                      + " | ".join(_fmt(None if v is None else float(v)) for v in figures) + " |")
+    folds = result.get("cross_validation")
+    if folds:
+        lines += ["", f"Thresholds chosen on one half of the cameras and scored on the other ({folds['halvings']} "
+                      "random halvings, counts summed over both halves of each), for each rule of breaking ties "
+                      "between thresholds of the same F1:", "",
+                  "| ties | events | alerted | recall | BEGINs | false | BEGIN precision |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for ties in ("middle", "highest"):
+            row = folds[ties]
+            lines.append(f"| {ties} | {row['events']} | {row['alerted']} | {_fmt(row['recall'])} | {row['begins']} | "
+                         f"{row['false_alerts']} | {_fmt(row['precision'])} |")
     return "\n".join(lines) + "\n"
 
 
