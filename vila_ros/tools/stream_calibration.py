@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from vila_ros import tasks
 from vila_ros.sim.streams import frame_times, scenario_of
@@ -110,21 +110,21 @@ def choose_thresholds(pairs: list[tuple[str, float, bool]]) -> dict[str, float]:
     return chosen
 
 
-def replay_checks(checks: list[dict], thresholds: dict[str, float], categories: Callable[[str], Sequence[str]],
-                  tracker: Any, release: float) -> list[dict]:
-    """The alert records the node would publish deciding at `thresholds` on the recorded checks: its own decision
-    rule and event tracker; `categories(camera)` are the categories it checks on that camera."""
+def replay_checks(checks: list[dict], thresholds: dict[str, float], categories: Sequence[str], tracker: Any,
+                  release: float) -> list[dict]:
+    """The alert records the node would publish deciding on `categories` at `thresholds` over the recorded checks:
+    its own decision rule and event tracker."""
     from vila_ros.ros.events import EventTracker
     from vila_ros.ros.worker_types import detected_by_probability
 
     events = EventTracker(tracker)
     alerts = []
     for check in sorted(checks, key=lambda c: (c["camera"], c["stamps_ns"][-1])):
-        camera, names = check["camera"], categories(check["camera"])
-        probability = {name: float(check["probabilities"].get(name, 0.0)) for name in names}
-        detected = detected_by_probability(probability, thresholds, names, lambda c: events.is_active(camera, c),
-                                           release)
-        for update in events.update(camera, names, detected, check["stamps_ns"][-1], check["stamps_ns"],
+        camera = check["camera"]
+        probability = {name: float(check["probabilities"].get(name, 0.0)) for name in categories}
+        detected = detected_by_probability(probability, thresholds, categories,
+                                           lambda c: events.is_active(camera, c), release)
+        for update in events.update(camera, categories, detected, check["stamps_ns"][-1], check["stamps_ns"],
                                     confidences=probability):
             alerts.append({"camera": camera, "category": update.category, "state": update.state,
                            "stamp_ns": update.stamp_ns, "alert_id": update.alert_id})
@@ -137,7 +137,7 @@ def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, t
     the node's own decision rule and event tracker run over the recorded checks, scored as the stream eval scores."""
     from vila_ros.tools.stream_scoring import score_alerts
 
-    alerts = replay_checks(checks, {category: threshold}, lambda camera: [category], tracker, release)
+    alerts = replay_checks(checks, {category: threshold}, [category], tracker, release)
     own = {name: {**spec, "events": [e for e in spec["events"] if e["category"] == category]}
            for name, spec in cameras.items()}
     scored = score_alerts(own, alerts, clip_fps)
@@ -155,14 +155,25 @@ def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], track
     in the middle of the longest run of them, in log-odds (`ties="middle"`): its edges are where the next event is
     lost or the next false alert let in, and an unseen stream's probabilities fall a little either side of the
     split's. `ties="highest"`: the highest of them. `cross_validate` compares the two."""
+    return thresholds_from_f1(stream_f1(cameras, checks, tracker, release, clip_fps), fallback, ties)
+
+
+def stream_f1(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
+              clip_fps: float) -> dict[str, list[float]]:
+    """Per category with events on the split, its event-level F1 at each of `THRESHOLDS`."""
+    return {category: [stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0] for t in THRESHOLDS]
+            for category in tasks.CATEGORY_NAMES
+            if any(e["category"] == category for spec in cameras.values() for e in spec["events"])}
+
+
+def thresholds_from_f1(f1: dict[str, list[float]], fallback: dict[str, float], ties: str) -> dict[str, float]:
+    if ties not in ("middle", "highest"):
+        raise ValueError(f"ties must be 'middle' or 'highest': {ties!r}")
     chosen = dict(fallback)
-    for category in tasks.CATEGORY_NAMES:
-        if not any(e["category"] == category for spec in cameras.values() for e in spec["events"]):
-            continue
-        f1 = [stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0] for t in THRESHOLDS]
-        if max(f1) > 0:  # no threshold finds any of its events: no reason to move from the fallback
-            chosen[category] = (middle_of_best(THRESHOLDS, f1) if ties == "middle"
-                                else max(t for t, f in zip(THRESHOLDS, f1) if f == max(f1)))
+    for category, scores in f1.items():
+        if max(scores) > 0:  # no threshold finds any of its events: no reason to move from the fallback
+            chosen[category] = (middle_of_best(THRESHOLDS, scores) if ties == "middle"
+                                else max(t for t, f in zip(THRESHOLDS, scores) if f == max(scores)))
     return chosen
 
 
@@ -207,9 +218,10 @@ def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, r
             held = {name: cameras[name] for name in scored_on}
             held_checks = [c for c in checks if c["camera"] in held]
             fallback = choose_thresholds(labelled(fold, fold_checks))
+            f1 = stream_f1(fold, fold_checks, tracker, release, clip_fps)
             for ties, total in totals.items():
-                thresholds = choose_stream_thresholds(fold, fold_checks, tracker, release, clip_fps, fallback, ties)
-                alerts = replay_checks(held_checks, thresholds, lambda camera: categories, tracker, release)
+                alerts = replay_checks(held_checks, thresholds_from_f1(f1, fallback, ties), categories, tracker,
+                                       release)
                 scored = score_alerts(held, alerts, clip_fps)
                 total["events"] += scored["events"]
                 total["alerted"] += scored["alerted"]
