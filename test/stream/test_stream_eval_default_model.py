@@ -39,10 +39,12 @@ def test_the_shipped_calibration_section_is_what_eval_stream_writes(tmp_path):
     from vila_ros.tools import stream_calibration
 
     result = json.loads((DEFAULT_MODEL_DIR / "stream_calibration.json").read_text())
-    stream_calibration.write(tmp_path, result, "stream_val (40.0 camera-minutes)")
+    stream_calibration.write(tmp_path, result, "stream_val (80.1 camera-minutes)")
     section = (tmp_path / "calibration.md").read_text()
     assert section.startswith("## Alert probabilities: calibration and thresholds on stream_val")
-    assert section.count("\n| ") == 1 + len(result["per_category"])  # the header, a row per category
+    # the header and a row per category; the cross-validation's header and a row per rule of breaking ties
+    assert section.count("\n| ") == 1 + len(result["per_category"]) + 3
+    assert result["cross_validation"]["halvings"] > 0
     assert section in (DEFAULT_MODEL_DIR / "STREAM_EVAL.md").read_text()
     assert json.loads((tmp_path / "alert_thresholds.json").read_text()) == json.loads(
         (DEFAULT_MODEL_DIR / "alert_thresholds.json").read_text())
