@@ -9,6 +9,7 @@ import pytest
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
 
 from vila_ros.action import AskScene
 from vila_ros.engine.json_schema import validate_answer
@@ -46,6 +47,23 @@ def client():
         executor.shutdown()
 
 
+@pytest.fixture()
+def feedback_topic(client):
+    """Every feedback message the server publishes, read from its topic: rclpy's ActionClient stops passing a
+    goal's feedback on once its result has arrived, and DDS does not order the feedback topic before the result."""
+    action, executor = client
+    node = executor.get_nodes()[0]
+    messages = []
+    subscription = node.create_subscription(AskScene.Impl.FeedbackMessage, ACTION + "/_action/feedback",
+                                            messages.append, QoSProfile(depth=1000))
+    deadline = time.monotonic() + 10.0
+    while not subscription.get_publisher_count() and time.monotonic() < deadline:  # matched before any goal
+        executor.spin_once(timeout_sec=0.01)
+    assert subscription.get_publisher_count(), "the feedback topic never matched"
+    yield messages
+    node.destroy_subscription(subscription)
+
+
 def send(action, executor, feedback, **fields):
     sent = action.send_goal_async(AskScene.Goal(**fields), feedback_callback=lambda m: feedback.append(m.feedback))
     executor.spin_until_future_complete(sent, timeout_sec=30)
@@ -61,7 +79,7 @@ def result_of(handle, executor, timeout=60):
     return future.result()
 
 
-def test_answer_streams_and_validates(node, client):
+def test_answer_streams_and_validates(node, client, feedback_topic):
     action, executor = client
     schema = json.dumps({"type": "object", "required": ["person", "where"], "properties": {
         "person": {"type": "boolean"}, "where": {"enum": ["left", "right"]}}})
@@ -70,13 +88,22 @@ def test_answer_streams_and_validates(node, client):
     done = result_of(handle, executor)
     assert done.status == GoalStatus.STATUS_SUCCEEDED, done.result.error_message
     validate_answer(done.result.answer, schema)
-    # Feedback is a topic and the result a service reply: DDS does not order the two, so the last feedback may be
-    # taken after the result. Wait for it a moment; it must still carry the whole answer.
+    assert feedback, "no feedback reached the goal's callback"
+
+    def streamed():
+        goal = bytes(handle.goal_id.uuid)
+        return [m.feedback for m in feedback_topic if bytes(m.goal_id.uuid) == goal]
+
+    # The last feedback the server publishes carries the whole answer; it may be taken after the result.
     deadline = time.monotonic() + 5.0
-    while (not feedback or feedback[-1].partial_answer.strip() != done.result.answer) and time.monotonic() < deadline:
+    while (not streamed() or streamed()[-1].partial_answer.strip() != done.result.answer) \
+            and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.01)
-    assert feedback and feedback[-1].partial_answer.strip() == done.result.answer
-    assert all(a.partial_answer.startswith(b.partial_answer) for b, a in zip(feedback, feedback[1:]))
+    published = streamed()
+    assert published and published[-1].partial_answer.strip() == done.result.answer
+    assert all(a.partial_answer.startswith(b.partial_answer) for b, a in zip(published, published[1:]))
+    remaining = iter(m.partial_answer for m in published)  # the callback's are those, in order (some may be skipped)
+    assert all(any(text == seen for seen in remaining) for text in (m.partial_answer for m in feedback))
     assert done.result.frame_cameras == ["front", "front"] and len(done.result.frame_stamps) == 2
     assert done.result.generated_tokens > 0 and done.result.decode_ms > 0 and done.result.latency_ms > 0
 
