@@ -165,7 +165,8 @@ def test_tied_thresholds_give_the_middle_of_their_longest_run_in_log_odds():
 
 def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(stream):
     from vila_ros.ros.events import TrackerSettings
-    from vila_ros.tools.stream_calibration import cross_validate
+    from vila_ros.tools.stream_calibration import cross_validate, report
+    from vila_ros.tools.stream_report import calibration_markdown
 
     # Two cameras of the same stream; the event's windows at 0.99 on one, 0.975 on the other, nothing elsewhere.
     # Chosen on either alone, every threshold up to its own peak is a tie: the highest (0.99) misses the other
@@ -186,6 +187,10 @@ def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(
     assert result["middle"]["events"] == result["highest"]["events"] == 2
     assert result["middle"]["recall"] == 1.0 and result["middle"]["precision"] == 1.0
     assert result["highest"]["recall"] == 0.5 and result["highest"]["precision"] == 1.0
+    # One camera cannot be halved: the report says so instead of failing the run it comes at the end of.
+    one = report({"a": truth["a"]}, [c for c in checks if c["camera"] == "a"], None, TrackerSettings(), 0.5, 4.0, 2)
+    assert one["cross_validation"]["skipped"].endswith("the run had 1")
+    assert "No cross-validation: cross-validation needs two cameras" in calibration_markdown(one, "a")
 
 
 def test_a_covered_lens_is_described_without_inventing_the_scene():

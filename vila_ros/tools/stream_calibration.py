@@ -257,7 +257,9 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
                 per_category[category].update(stream_begin_precision=begin_precision, stream_recall=event_recall)
     result = {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
     if halvings > 0 and tracker is not None:
-        result["cross_validation"] = cross_validate(cameras, checks, tracker, release, clip_fps, halvings, categories)
+        result["cross_validation"] = (
+            cross_validate(cameras, checks, tracker, release, clip_fps, halvings, categories) if len(cameras) >= 2
+            else {"halvings": 0, "skipped": f"cross-validation needs two cameras or more, the run had {len(cameras)}"})
     return result
 
 

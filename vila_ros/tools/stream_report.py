@@ -75,7 +75,9 @@ def calibration_markdown(result: dict, source: str) -> str:
         lines.append(f"| {category} | {row['checks']} | {row['positives']} | {row['threshold']} | "
                      + " | ".join(_fmt(None if v is None else float(v)) for v in figures) + " |")
     folds = result.get("cross_validation")
-    if folds:
+    if folds and folds.get("skipped"):
+        lines += ["", f"No cross-validation: {folds['skipped']}."]
+    elif folds:
         lines += ["", f"Thresholds chosen on one half of the cameras and scored on the other ({folds['halvings']} "
                       "random halvings, counts summed over both halves of each), for each rule of breaking ties "
                       "between thresholds of the same F1:", "",
