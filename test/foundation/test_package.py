@@ -38,5 +38,5 @@ def test_installed_vila_ros_command_lists_its_commands():
         assert command in result.stdout, command
 
 
-EXPECTED_COMMANDS = ["init-model", "resize-vision", "describe", "sim", "train", "eval", "run", "replay", "replay-test",
-                     "query", "demo", "bench"]
+EXPECTED_COMMANDS = ["init-model", "resize-vision", "average-weights", "describe", "sim", "train", "eval", "run",
+                     "replay", "replay-test", "query", "demo", "bench"]

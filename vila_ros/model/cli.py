@@ -1,4 +1,5 @@
-"""``vila-ros init-model`` and ``vila-ros resize-vision``. torch is imported inside the handlers only."""
+"""``vila-ros init-model``, ``vila-ros resize-vision`` and ``vila-ros average-weights``. torch is imported inside the
+handlers only."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,13 @@ def register(subparsers: Any) -> None:
     resize.add_argument("--out", required=True, help="output directory")
     resize.set_defaults(func=_resize_vision)
 
+    average = subparsers.add_parser(
+        "average-weights", help="write the uniform average of checkpoints fine-tuned from one starting point (a "
+                                "model soup); choose its alert thresholds again on stream_val")
+    average.add_argument("--models", nargs="+", required=True, help="two or more checkpoint directories")
+    average.add_argument("--out", required=True, help="output directory")
+    average.set_defaults(func=_average_weights)
+
 
 def _init_model(args: argparse.Namespace) -> int:
     from vila_ros.model.checkpoint import checkpoint_bytes
@@ -47,4 +55,13 @@ def _resize_vision(args: argparse.Namespace) -> int:
     out = resize_vision_input(args.model, args.out, args.image_size)
     config = read_config(out)
     print(json.dumps({"out": str(out), "image_size": config.image_size, "tokens_per_frame": config.tokens_per_image}))
+    return 0
+
+
+def _average_weights(args: argparse.Namespace) -> int:
+    from vila_ros.model.average import average_checkpoints
+    from vila_ros.model.checkpoint import checkpoint_bytes
+
+    out = average_checkpoints(args.models, args.out)
+    print(json.dumps({"out": str(out), "models": args.models, "bytes": checkpoint_bytes(out)}))
     return 0
