@@ -137,14 +137,15 @@ def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
     tracker = TrackerSettings(confirm=1, clear=2)
     f1, precision, recall = stream_scores(truth, checks, scene.category, 0.5, tracker, 0.5, 4.0)
     assert recall == 1.0 and precision == 0.5  # the spike BEGINs a false alert
-    chosen = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {"camera_blocked": 0.5})
+    # one event: its own F1 only where the few-events prior is off (with it, both categories take the prior)
+    chosen = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {"camera_blocked": 0.5}, few_events=0)
     assert 0.65 < chosen[scene.category] <= 0.8 and chosen["camera_blocked"] == 0.5
     assert stream_scores(truth, checks, scene.category, chosen[scene.category], tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
     # A model sure of itself: the spike at 0.97, the event at 0.999; the grid reaches between them.
     for check in checks:
         p = check["probabilities"][scene.category]
         check["probabilities"][scene.category] = 0.999 if p == 0.8 else (0.97 if p == 0.65 else p)
-    sure = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {})[scene.category]
+    sure = choose_stream_thresholds(truth, checks, tracker, 0.5, 4.0, {}, few_events=0)[scene.category]
     assert 0.97 < sure <= 0.999
     assert stream_scores(truth, checks, scene.category, sure, tracker, 0.5, 4.0) == (1.0, 1.0, 1.0)
 
@@ -163,6 +164,24 @@ def test_tied_thresholds_give_the_middle_of_their_longest_run_in_log_odds():
     assert middle_of_best(grid, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) == 0.7  # no tie: the best
 
 
+def _one_event_on_each_camera(stream, peaks: dict[str, float]) -> tuple[dict, list[dict]]:
+    """The truth of cameras showing the same stream, cut to the one event the checks cover, and a check a second
+    around it on each: the event's category at the camera's `peaks` once its onset is in the window, 0.01 before."""
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    truth = {name: stream.camera_truth(f"/{name}", f"{name}_camera", T0) for name in peaks}
+    for spec in truth.values():
+        spec["events"] = [e for e in spec["events"] if e["start_ns"] == T0 + int(round(start * S))]
+    assert all(len(spec["events"]) == 1 for spec in truth.values())
+    checks = []
+    for name, peak in peaks.items():
+        for k in range(12):
+            end = start - 8.0 + k
+            checks.append({"camera": name, "stamps_ns": [T0 + int(round((end - 0.25 * (7 - i)) * S)) for i in range(8)],
+                           "probabilities": {scene.category: peak if end >= start else 0.01}})
+    return truth, checks
+
+
 def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(stream):
     from vila_ros.ros.events import TrackerSettings
     from vila_ros.tools.stream_calibration import cross_validate, report
@@ -171,26 +190,43 @@ def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(
     # Two cameras of the same stream; the event's windows at 0.99 on one, 0.975 on the other, nothing elsewhere.
     # Chosen on either alone, every threshold up to its own peak is a tie: the highest (0.99) misses the other
     # camera's 0.975; the middle of the run finds both.
-    scene = stream.scenes[1]
-    start = scene.start + scene.scenario.event.start
-    truth = {name: stream.camera_truth(f"/{name}", f"{name}_camera", T0) for name in ("a", "b")}
-    for spec in truth.values():  # the one event the checks cover
-        spec["events"] = [e for e in spec["events"] if e["start_ns"] == T0 + int(round(start * S))]
-    assert all(len(spec["events"]) == 1 for spec in truth.values())
-    checks = []
-    for name, peak in (("a", 0.99), ("b", 0.975)):
-        for k in range(12):
-            end = start - 8.0 + k
-            checks.append({"camera": name, "stamps_ns": [T0 + int(round((end - 0.25 * (7 - i)) * S)) for i in range(8)],
-                           "probabilities": {scene.category: peak if end >= start else 0.01}})
-    result = cross_validate(truth, checks, TrackerSettings(confirm=1, clear=2), 0.5, 4.0, halvings=1)
+    truth, checks = _one_event_on_each_camera(stream, {"a": 0.99, "b": 0.975})
+    each_its_own = {"middle": ("middle", 0), "highest": ("highest", 0)}  # one event a half: no prior threshold
+    result = cross_validate(truth, checks, TrackerSettings(confirm=1, clear=2), 0.5, 4.0, halvings=1,
+                            rules=each_its_own)
     assert result["middle"]["events"] == result["highest"]["events"] == 2
     assert result["middle"]["recall"] == 1.0 and result["middle"]["precision"] == 1.0
     assert result["highest"]["recall"] == 0.5 and result["highest"]["precision"] == 1.0
+    assert "| highest | 2 | 1 | 0.500 |" in calibration_markdown({**report(truth, checks), "cross_validation": result},
+                                                                   "a, b")
     # One camera cannot be halved: the report says so instead of failing the run it comes at the end of.
     one = report({"a": truth["a"]}, [c for c in checks if c["camera"] == "a"], None, TrackerSettings(), 0.5, 4.0, 2)
     assert one["cross_validation"]["skipped"].endswith("the run had 1")
     assert "No cross-validation: cross-validation needs two cameras" in calibration_markdown(one, "a")
+
+
+def test_a_category_with_fewer_events_than_its_f1_can_rank_takes_the_prior_threshold(stream):
+    from vila_ros.ros.events import TrackerSettings
+    from vila_ros.tools import stream_calibration as calibration
+    from vila_ros.tools.stream_calibration import FEW_EVENTS, FEW_EVENTS_THRESHOLD, thresholds_from_f1
+
+    f1 = {"person_in_aisle": [0.0] * 20 + [1.0] * 5, "camera_blocked": [0.0] * 20 + [1.0] * 5}
+    counts = {"person_in_aisle": FEW_EVENTS - 1, "camera_blocked": FEW_EVENTS}
+    fallback = {"person_in_aisle": 0.5, "camera_blocked": 0.5, "red_light": 0.5}
+    chosen = thresholds_from_f1(f1, fallback, "middle", {**counts, "red_light": 0}, FEW_EVENTS)
+    own = calibration.middle_of_best(calibration.THRESHOLDS, f1["camera_blocked"])
+    assert own > 0.98 and chosen == {"person_in_aisle": FEW_EVENTS_THRESHOLD, "camera_blocked": own,
+                                     "red_light": FEW_EVENTS_THRESHOLD}
+    assert thresholds_from_f1(f1, fallback, "middle", counts, 0)["person_in_aisle"] == own
+
+    # One event on each of two cameras: 0.999 at its peak on one, 0.85 on the other. Chosen on the sure camera
+    # alone, the middle of its run of ties (0.05 .. 0.999) lies above 0.85; on the other, below 0.5. With one
+    # event each half takes the prior, which finds both.
+    truth, checks = _one_event_on_each_camera(stream, {"a": 0.999, "b": 0.85})
+    result = calibration.cross_validate(truth, checks, TrackerSettings(confirm=1, clear=2), 0.5, 4.0, halvings=1)
+    assert list(result["rules"]) == list(calibration.RULES)
+    assert result["middle"]["recall"] == 1.0 and result["middle"]["precision"] == 1.0
+    assert result["middle, every category its own"]["recall"] == 0.5
 
 
 def test_a_covered_lens_is_described_without_inventing_the_scene():

@@ -20,6 +20,14 @@ BINS = 10
 # Steps of 0.05, then finer toward 1: a model sure of itself puts its false positives at 0.95-0.999 too, and the
 # best threshold of a category often lies there.
 THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
+# A category with fewer events than this on the split takes FEW_EVENTS_THRESHOLD instead of a threshold of its own:
+# with one to three events its F1 curve is a few steps wide, and where on it the best lies is chance (halves of one
+# split with one to three red lights chose 0.35 to 0.995 for them). Both figures cross-validated on `stream_val`.
+FEW_EVENTS = 4
+FEW_EVENTS_THRESHOLD = 0.8
+# The rules `cross_validate` compares: (how ties are broken, the fewest events a category's own threshold needs).
+RULES = {"middle": ("middle", FEW_EVENTS), "highest": ("highest", FEW_EVENTS),
+         "middle, every category its own": ("middle", 0)}
 
 
 class ProbabilityProbe:
@@ -147,15 +155,27 @@ def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, t
 
 
 def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
-                             clip_fps: float, fallback: dict[str, float], ties: str = "middle") -> dict[str, float]:
-    """Per category with events on the split, the threshold of the best event-level F1 (recall of events, precision
-    of BEGINs) through the node's tracker; `fallback` for the others and where no threshold finds an event.
+                             clip_fps: float, fallback: dict[str, float], ties: str = "middle",
+                             few_events: int = FEW_EVENTS) -> dict[str, float]:
+    """Per category with at least `few_events` events on the split, the threshold of the best event-level F1 (recall
+    of events, precision of BEGINs) through the node's tracker; `FEW_EVENTS_THRESHOLD` for a category with fewer;
+    `fallback` where no threshold finds an event.
 
     Where several thresholds tie (a split holds few events of a category, so the best F1 is often a plateau), the one
     in the middle of the longest run of them, in log-odds (`ties="middle"`): its edges are where the next event is
     lost or the next false alert let in, and an unseen stream's probabilities fall a little either side of the
-    split's. `ties="highest"`: the highest of them. `cross_validate` compares the two."""
-    return thresholds_from_f1(stream_f1(cameras, checks, tracker, release, clip_fps), fallback, ties)
+    split's. `ties="highest"`: the highest of them. `cross_validate` compares the rules."""
+    return thresholds_from_f1(stream_f1(cameras, checks, tracker, release, clip_fps), fallback, ties,
+                              event_counts(cameras), few_events)
+
+
+def event_counts(cameras: dict[str, dict]) -> dict[str, int]:
+    """Events per category on the split."""
+    counts = {category: 0 for category in tasks.CATEGORY_NAMES}
+    for spec in cameras.values():
+        for event in spec["events"]:
+            counts[event["category"]] = counts.get(event["category"], 0) + 1
+    return counts
 
 
 def stream_f1(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
@@ -166,7 +186,10 @@ def stream_f1(cameras: dict[str, dict], checks: list[dict], tracker: Any, releas
             if any(e["category"] == category for spec in cameras.values() for e in spec["events"])}
 
 
-def thresholds_from_f1(f1: dict[str, list[float]], fallback: dict[str, float], ties: str) -> dict[str, float]:
+def thresholds_from_f1(f1: dict[str, list[float]], fallback: dict[str, float], ties: str,
+                       events: dict[str, int] | None = None, few_events: int = 0) -> dict[str, float]:
+    """Thresholds from each category's event-level F1 at `THRESHOLDS` (see `choose_stream_thresholds`); a category
+    with fewer than `few_events` `events` takes `FEW_EVENTS_THRESHOLD`."""
     if ties not in ("middle", "highest"):
         raise ValueError(f"ties must be 'middle' or 'highest': {ties!r}")
     chosen = dict(fallback)
@@ -174,6 +197,9 @@ def thresholds_from_f1(f1: dict[str, list[float]], fallback: dict[str, float], t
         if max(scores) > 0:  # no threshold finds any of its events: no reason to move from the fallback
             chosen[category] = (middle_of_best(THRESHOLDS, scores) if ties == "middle"
                                 else max(t for t, f in zip(THRESHOLDS, scores) if f == max(scores)))
+    for category, count in (events or {}).items():
+        if count < few_events and category in chosen:
+            chosen[category] = FEW_EVENTS_THRESHOLD
     return chosen
 
 
@@ -198,17 +224,20 @@ def _log_odds(p: float) -> float:
 
 
 def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float, clip_fps: float,
-                   halvings: int, categories: Sequence[str] = tasks.CATEGORY_NAMES, seed: int = 0) -> dict:
-    """How the thresholds' tie rules do on streams they were not chosen on: `halvings` random halvings of the
-    split's cameras, thresholds chosen on each half and scored on the other (every camera checked for all
-    `categories` at once, as the node decides); event and false-alert counts summed over the 2 x `halvings` folds."""
+                   halvings: int, categories: Sequence[str] = tasks.CATEGORY_NAMES, seed: int = 0,
+                   rules: dict[str, tuple[str, int]] | None = None) -> dict:
+    """How the rules of choosing thresholds (`RULES` unless given: name -> (ties, few_events)) do on streams they
+    were not chosen on: `halvings` random halvings of the split's cameras, thresholds chosen on each half and scored
+    on the other (every camera checked for all `categories` at once, as the node decides); event and false-alert
+    counts summed over the 2 x `halvings` folds."""
     import random
 
     from vila_ros.tools.stream_scoring import score_alerts
 
     names = sorted(cameras)
     shuffle = random.Random(seed).shuffle
-    totals = {ties: {"events": 0, "alerted": 0, "begins": 0, "false_alerts": 0} for ties in ("middle", "highest")}
+    rules = RULES if rules is None else rules
+    totals = {name: {"events": 0, "alerted": 0, "begins": 0, "false_alerts": 0} for name in rules}
     for _ in range(halvings):
         shuffle(names)
         halves = [names[:len(names) // 2], names[len(names) // 2:]]
@@ -219,9 +248,11 @@ def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, r
             held_checks = [c for c in checks if c["camera"] in held]
             fallback = choose_thresholds(labelled(fold, fold_checks))
             f1 = stream_f1(fold, fold_checks, tracker, release, clip_fps)
-            for ties, total in totals.items():
-                alerts = replay_checks(held_checks, thresholds_from_f1(f1, fallback, ties), categories, tracker,
-                                       release)
+            counts = event_counts(fold)
+            for name, total in totals.items():
+                ties, few_events = rules[name]
+                alerts = replay_checks(held_checks, thresholds_from_f1(f1, fallback, ties, counts, few_events),
+                                       categories, tracker, release)
                 scored = score_alerts(held, alerts, clip_fps)
                 total["events"] += scored["events"]
                 total["alerted"] += scored["alerted"]
@@ -230,7 +261,7 @@ def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, r
     for total in totals.values():
         total["recall"] = total["alerted"] / total["events"] if total["events"] else None
         total["precision"] = 1 - total["false_alerts"] / total["begins"] if total["begins"] else None
-    return {"halvings": halvings, "seed": seed, **totals}
+    return {"halvings": halvings, "seed": seed, "rules": {name: list(rule) for name, rule in rules.items()}, **totals}
 
 
 def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None,

@@ -56,6 +56,8 @@ def markdown(report: dict) -> str:
 def calibration_markdown(result: dict, source: str) -> str:
     """The calibration section of a model's STREAM_EVAL.md: `result` from `stream_calibration.report`, `source`
     the split it was measured on (e.g. "stream_val (40.0 camera-minutes)")."""
+    from vila_ros.tools.stream_calibration import FEW_EVENTS, FEW_EVENTS_THRESHOLD
+
     totals = result["calibration"]
     lines = [f"## Alert probabilities: calibration and thresholds on {source}", "",
              "The model's probability of each category as its reply to the alert prompt, at every alert check the "
@@ -64,8 +66,8 @@ def calibration_markdown(result: dict, source: str) -> str:
              f"{_fmt(totals['ece'])}; reliability diagram `reliability.png`. Thresholds (`alert_thresholds.json`): "
              "per category, the best event-level F1 through the node's own tracker on this split (few events per "
              "temporal category, so they are noisy; of tied thresholds, the middle of their longest run in "
-             "log-odds); per-check detection at them, and the event figures through the "
-             "tracker:", "",
+             f"log-odds; a category with fewer than {FEW_EVENTS} events: {FEW_EVENTS_THRESHOLD}); per-check "
+             "detection at them, and the event figures through the tracker:", "",
              "| category | checks | positive windows | threshold | precision | recall | F1 | ECE | stream recall "
              "| BEGIN precision |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -79,13 +81,15 @@ def calibration_markdown(result: dict, source: str) -> str:
         lines += ["", f"No cross-validation: {folds['skipped']}."]
     elif folds:
         lines += ["", f"Thresholds chosen on one half of the cameras and scored on the other ({folds['halvings']} "
-                      "random halvings, counts summed over both halves of each), for each rule of breaking ties "
-                      "between thresholds of the same F1:", "",
-                  "| ties | events | alerted | recall | BEGINs | false | BEGIN precision |",
+                      "random halvings, counts summed over both halves of each), for each rule of choosing them: "
+                      "ties between thresholds of the same F1 broken at the middle of their run or at the highest, "
+                      f"categories with fewer than {FEW_EVENTS} events in the half at {FEW_EVENTS_THRESHOLD} or on "
+                      "their own F1 too:", "",
+                  "| rule | events | alerted | recall | BEGINs | false | BEGIN precision |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        for ties in ("middle", "highest"):
-            row = folds[ties]
-            lines.append(f"| {ties} | {row['events']} | {row['alerted']} | {_fmt(row['recall'])} | {row['begins']} | "
+        for name in folds.get("rules", ("middle", "highest")):
+            row = folds[name]
+            lines.append(f"| {name} | {row['events']} | {row['alerted']} | {_fmt(row['recall'])} | {row['begins']} | "
                          f"{row['false_alerts']} | {_fmt(row['precision'])} |")
     return "\n".join(lines) + "\n"
 
