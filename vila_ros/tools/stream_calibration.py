@@ -181,9 +181,9 @@ def event_counts(cameras: dict[str, dict]) -> dict[str, int]:
 def stream_f1(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
               clip_fps: float) -> dict[str, list[float]]:
     """Per category with events on the split, its event-level F1 at each of `THRESHOLDS`."""
+    counts = event_counts(cameras)
     return {category: [stream_scores(cameras, checks, category, t, tracker, release, clip_fps)[0] for t in THRESHOLDS]
-            for category in tasks.CATEGORY_NAMES
-            if any(e["category"] == category for spec in cameras.values() for e in spec["events"])}
+            for category in tasks.CATEGORY_NAMES if counts[category]}
 
 
 def thresholds_from_f1(f1: dict[str, list[float]], fallback: dict[str, float], ties: str,
