@@ -184,8 +184,7 @@ def _one_event_on_each_camera(stream, peaks: dict[str, float]) -> tuple[dict, li
 
 def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(stream):
     from vila_ros.ros.events import TrackerSettings
-    from vila_ros.tools.stream_calibration import cross_validate, report
-    from vila_ros.tools.stream_report import calibration_markdown
+    from vila_ros.tools.stream_calibration import calibration_markdown, cross_validate, report
 
     # Two cameras of the same stream; the event's windows at 0.99 on one, 0.975 on the other, nothing elsewhere.
     # Chosen on either alone, every threshold up to its own peak is a tie: the highest (0.99) misses the other

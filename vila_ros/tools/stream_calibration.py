@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from vila_ros import tasks
 from vila_ros.sim.streams import frame_times, scenario_of
+from vila_ros.tools.stream_report import _fmt
 
 BINS = 10
 # Steps of 0.05, then finer toward 1: a model sure of itself puts its false positives at 0.95-0.999 too, and the
@@ -298,8 +299,6 @@ def write(out_dir: Path, result: dict, source: str) -> None:
     """calibration.json, calibration.md, alert_thresholds.json and reliability.png; `source` names the split."""
     import matplotlib
 
-    from vila_ros.tools.stream_report import calibration_markdown
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -320,3 +319,42 @@ def write(out_dir: Path, result: dict, source: str) -> None:
     figure.tight_layout()
     figure.savefig(out_dir / "reliability.png", dpi=100)
     plt.close(figure)
+
+
+def calibration_markdown(result: dict, source: str) -> str:
+    """The calibration section of a model's STREAM_EVAL.md: `result` from `stream_calibration.report`, `source`
+    the split it was measured on (e.g. "stream_val (40.0 camera-minutes)")."""
+    totals = result["calibration"]
+    lines = [f"## Alert probabilities: calibration and thresholds on {source}", "",
+             "The model's probability of each category as its reply to the alert prompt, at every alert check the "
+             "node runs, against whether the window's frames show that category's event. Expected calibration error "
+             f"over {totals['pairs']} (check, category) pairs ({totals['positives']} positive): "
+             f"{_fmt(totals['ece'])}; reliability diagram `reliability.png`. Thresholds (`alert_thresholds.json`): "
+             "per category, the best event-level F1 through the node's own tracker on this split (few events per "
+             "temporal category, so they are noisy; of tied thresholds, the middle of their longest run in "
+             f"log-odds; a category with fewer than {FEW_EVENTS} events: {FEW_EVENTS_THRESHOLD}); per-check "
+             "detection at them, and the event figures through the tracker:", "",
+             "| category | checks | positive windows | threshold | precision | recall | F1 | ECE | stream recall "
+             "| BEGIN precision |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for category, row in result["per_category"].items():
+        figures = [row[key] for key in ("precision", "recall", "f1", "ece")]
+        figures += [row.get("stream_recall"), row.get("stream_begin_precision")]
+        lines.append(f"| {category} | {row['checks']} | {row['positives']} | {row['threshold']} | "
+                     + " | ".join(_fmt(None if v is None else float(v)) for v in figures) + " |")
+    folds = result.get("cross_validation")
+    if folds and folds.get("skipped"):
+        lines += ["", f"No cross-validation: {folds['skipped']}."]
+    elif folds:
+        lines += ["", f"Thresholds chosen on one half of the cameras and scored on the other ({folds['halvings']} "
+                      "random halvings, counts summed over both halves of each), for each rule of choosing them: "
+                      "ties between thresholds of the same F1 broken at the middle of their run or at the highest, "
+                      f"categories with fewer than {FEW_EVENTS} events in the half at {FEW_EVENTS_THRESHOLD} or on "
+                      "their own F1 too:", "",
+                  "| rule | events | alerted | recall | BEGINs | false | BEGIN precision |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name in folds["rules"]:
+            row = folds[name]
+            lines.append(f"| {name} | {row['events']} | {row['alerted']} | {_fmt(row['recall'])} | {row['begins']} | "
+                         f"{row['false_alerts']} | {_fmt(row['precision'])} |")
+    return "\n".join(lines) + "\n"

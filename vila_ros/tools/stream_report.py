@@ -1,6 +1,6 @@
 """The stream evaluation's report: `stream_eval.json` (figures, per event, per description, every record),
-`stream_eval.md` (the table) and `stream_eval.png` (precision / recall per category, a timeline); with
-`--probabilities`, `calibration.md` (calibration and the thresholds chosen on the split)."""
+`stream_eval.md` (the table) and `stream_eval.png` (precision / recall per category, a timeline). With
+`--probabilities`, `stream_calibration` writes `calibration.md`."""
 from __future__ import annotations
 
 import json
@@ -50,47 +50,6 @@ def markdown(report: dict) -> str:
     by_kind = report["descriptions"]["correct_rate_by_kind"]
     lines += ["", "Descriptions correct by window kind: "
               + ", ".join(f"{kind} {_fmt(rate)}" for kind, rate in by_kind.items()) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def calibration_markdown(result: dict, source: str) -> str:
-    """The calibration section of a model's STREAM_EVAL.md: `result` from `stream_calibration.report`, `source`
-    the split it was measured on (e.g. "stream_val (40.0 camera-minutes)")."""
-    from vila_ros.tools.stream_calibration import FEW_EVENTS, FEW_EVENTS_THRESHOLD
-
-    totals = result["calibration"]
-    lines = [f"## Alert probabilities: calibration and thresholds on {source}", "",
-             "The model's probability of each category as its reply to the alert prompt, at every alert check the "
-             "node runs, against whether the window's frames show that category's event. Expected calibration error "
-             f"over {totals['pairs']} (check, category) pairs ({totals['positives']} positive): "
-             f"{_fmt(totals['ece'])}; reliability diagram `reliability.png`. Thresholds (`alert_thresholds.json`): "
-             "per category, the best event-level F1 through the node's own tracker on this split (few events per "
-             "temporal category, so they are noisy; of tied thresholds, the middle of their longest run in "
-             f"log-odds; a category with fewer than {FEW_EVENTS} events: {FEW_EVENTS_THRESHOLD}); per-check "
-             "detection at them, and the event figures through the tracker:", "",
-             "| category | checks | positive windows | threshold | precision | recall | F1 | ECE | stream recall "
-             "| BEGIN precision |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for category, row in result["per_category"].items():
-        figures = [row[key] for key in ("precision", "recall", "f1", "ece")]
-        figures += [row.get("stream_recall"), row.get("stream_begin_precision")]
-        lines.append(f"| {category} | {row['checks']} | {row['positives']} | {row['threshold']} | "
-                     + " | ".join(_fmt(None if v is None else float(v)) for v in figures) + " |")
-    folds = result.get("cross_validation")
-    if folds and folds.get("skipped"):
-        lines += ["", f"No cross-validation: {folds['skipped']}."]
-    elif folds:
-        lines += ["", f"Thresholds chosen on one half of the cameras and scored on the other ({folds['halvings']} "
-                      "random halvings, counts summed over both halves of each), for each rule of choosing them: "
-                      "ties between thresholds of the same F1 broken at the middle of their run or at the highest, "
-                      f"categories with fewer than {FEW_EVENTS} events in the half at {FEW_EVENTS_THRESHOLD} or on "
-                      "their own F1 too:", "",
-                  "| rule | events | alerted | recall | BEGINs | false | BEGIN precision |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for name in folds["rules"]:
-            row = folds[name]
-            lines.append(f"| {name} | {row['events']} | {row['alerted']} | {_fmt(row['recall'])} | {row['begins']} | "
-                         f"{row['false_alerts']} | {_fmt(row['precision'])} |")
     return "\n".join(lines) + "\n"
 
 
