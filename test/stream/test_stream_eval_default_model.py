@@ -107,3 +107,22 @@ def test_alerts_decided_on_probabilities_carry_the_models_probability(tmp_path):
     frames = [stream.render((s - DEFAULT_START_NS) / 1e9, *RENDER_SIZE) for s in window]
     expected = answer_probabilities(engine, tasks.ALERT_PROMPT, engine.encode_frames(frames), ["camera_blocked"])[0]
     assert alert["confidence"] >= 0.5 and abs(alert["confidence"] - expected) < 1e-3
+
+
+def test_probabilities_choose_thresholds_through_the_nodes_tracker(tmp_path):
+    """`eval-stream --probabilities --cross-validate`: each check records the model's probability of every category
+    the node checks, and thresholds are chosen (and cross-validated) on the stream through the node's tracker."""
+    import json
+
+    from vila_ros.tools.stream_eval import evaluate, node_values
+
+    report = evaluate(split="stream_val", minutes=2.0, stream_minutes=1.0, out_dir=tmp_path, probabilities=True,
+                      halvings=2)
+    result = report["probabilities"]
+    checked = [c for c in node_values()["alert_categories"] if c]
+    assert len(report["records"]["checks"]) > 100
+    assert set(result["thresholds"]) >= set(checked)
+    # per category with checks: the stream figures, which only the tracker's replay of the checks gives
+    assert result["per_category"] and all("stream_recall" in row for row in result["per_category"].values())
+    assert result["cross_validation"]["halvings"] == 2
+    assert json.loads((tmp_path / "alert_thresholds.json").read_text()) == result["thresholds"]

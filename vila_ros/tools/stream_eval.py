@@ -41,24 +41,33 @@ def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
+def node_settings(engine, overrides: dict[str, Any] | None = None, probabilities: bool = False) -> tuple:
+    """(parameter values, WorkerSettings, TrackerSettings) as the node's configure builds them from its
+    parameters. With `probabilities` no thresholds are read: every check asks the alert prompt, so the probe
+    records each category's probability."""
+    from vila_ros.ros import parameters
+
+    if probabilities:
+        overrides = {"alert_thresholds_file": "", **(overrides or {})}
+    values = node_values(overrides)
+    return (values, parameters.worker_settings(None, engine.num_video_frames, values, engine),
+            parameters.tracker_settings(None, values))
+
+
 class InProcessNode:
     """The node's cameras, buffers, worker and tracker without rclpy's executor: frames in, records out."""
 
     def __init__(self, engine, cameras: dict[str, str], overrides: dict[str, Any] | None = None,
                  probabilities: bool = False) -> None:
-        from vila_ros.ros import parameters
         from vila_ros.ros.camera import Camera
         from vila_ros.ros.events import EventTracker
         from vila_ros.ros.frame_buffer import CameraBuffer
         from vila_ros.ros.parameters import CameraSpec
         from vila_ros.ros.worker import InferenceWorker
 
-        if probabilities:  # every check asks the alert prompt, so the probe records each category's probability
-            overrides = {"alert_thresholds_file": "", **(overrides or {})}
-        values = node_values(overrides)
+        values, settings, tracker_settings = node_settings(engine, overrides, probabilities)
         self.values = values
-        settings = parameters.worker_settings(None, engine.num_video_frames, values, engine)
-        tracker = EventTracker(parameters.tracker_settings(None, values))
+        tracker = EventTracker(tracker_settings)
         max_bytes = int(values["buffer_max_megabytes"] * 1024 * 1024)
         self.clip_fps = float(values["clip_fps"])
         self.cameras = {name: Camera(CameraSpec(name, topic, topic.rstrip("/").endswith("/compressed"),
@@ -215,14 +224,11 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
     report["records"] = {"alerts": records.alerts, "descriptions": records.descriptions, "checks": records.checks}
     calibrated = None
     if probabilities:
-        from vila_ros.ros import parameters
-        from vila_ros.ros.worker_types import WorkerSettings
         from vila_ros.tools import stream_calibration
 
-        calibrated = stream_calibration.report(cameras, records.checks, thresholds,
-                                               parameters.tracker_settings(None, values),
-                                               WorkerSettings.alert_release, float(values["clip_fps"]), halvings,
-                                               [c for c in values["alert_categories"] if c])
+        _, settings, tracker = node_settings(engine, node_overrides, probabilities=True)
+        calibrated = stream_calibration.report(cameras, records.checks, thresholds, tracker, settings.alert_release,
+                                               float(values["clip_fps"]), halvings, settings.alert_categories)
         report["probabilities"] = {key: value for key, value in calibrated.items()}
     if out_dir is not None:
         from vila_ros.tools.stream_report import write_report
