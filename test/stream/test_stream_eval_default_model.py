@@ -126,3 +126,33 @@ def test_probabilities_choose_thresholds_through_the_nodes_tracker(tmp_path):
     assert result["per_category"] and all("stream_recall" in row for row in result["per_category"].values())
     assert result["cross_validation"]["halvings"] == 2
     assert json.loads((tmp_path / "alert_thresholds.json").read_text()) == result["thresholds"]
+
+
+def test_agreement_of_an_int4_copy_with_its_float_model(tmp_path, capsys):
+    """`eval-stream --agree-with`: the int4 copy's checks matched window by window with the float model's; a
+    run agrees with itself exactly, and runs of different splits are refused."""
+    import json
+
+    from vila_ros.cli import main
+    from vila_ros.quant.pipeline import quantize_checkpoint
+    from vila_ros.tools.stream_agreement import decision_agreement, read_checks
+
+    thresholds = str(DEFAULT_MODEL_DIR / "alert_thresholds.json")
+    float_run, int4_run = tmp_path / "fp32", tmp_path / "int4"
+    common = ["eval-stream", "--split", "stream_val", "--minutes", "1", "--thresholds", thresholds]
+    assert main([*common, "--out", str(float_run)]) == 0
+    int4_dir = quantize_checkpoint(str(DEFAULT_MODEL_DIR), str(tmp_path / "model_int4"), method="rtn")["out"]
+    assert main([*common, "--model", str(int4_dir), "--precision", "int4", "--agree-with", str(float_run),
+                 "--out", str(int4_run)]) == 0
+    assert "decisions unlike" in capsys.readouterr().out
+    agreement = json.loads((int4_run / "agreement.json").read_text())
+    checks = read_checks(float_run)
+    assert agreement["checks"] == len(checks) and agreement["decisions"] >= 10 * len(checks)
+    # int4 moves the probabilities a little (round to nearest, no search): not at all would mean no int4 ran
+    assert 0 < agreement["mean_abs_log_odds"] < 1.0 and agreement["flipped_rate"] < 0.01
+    stored = json.loads((DEFAULT_MODEL_DIR / "alert_thresholds.json").read_text())
+    itself = decision_agreement(checks, checks, stored)
+    assert itself["flipped"] == 0 and itself["mean_abs_log_odds"] == 0.0
+    shifted = [{**c, "stamps_ns": [s + 1 for s in c["stamps_ns"]]} for c in checks]
+    with pytest.raises(ValueError, match="not one split"):
+        decision_agreement(checks, shifted, stored)

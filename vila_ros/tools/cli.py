@@ -84,6 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="implies --probabilities: also N random halvings of the split's cameras, thresholds "
                              "chosen on each half and scored on the other, for each rule of breaking ties between "
                              "thresholds (calibration.md)")
+    stream.add_argument("--agree-with", metavar="RUN",
+                        help="implies --probabilities: another run's stream_eval.json (or its --out directory) on "
+                             "the same split and settings, e.g. the float model of this int4 copy; per category, "
+                             "the checks where one run's probability is at or above the threshold and the other's "
+                             "is not (agreement.json)")
     stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                         help="instead of streams: hold this image file in front of a camera for 20 s and report "
                              "alerts and descriptions (real photographs: the model should alert nothing)")
@@ -156,12 +161,22 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
         print(json.dumps(runs, indent=1))
         return 0
     try:
+        reference = None
+        if args.agree_with:
+            from vila_ros.tools.stream_agreement import decision_agreement, read_checks
+
+            reference = read_checks(Path(args.agree_with))
         report = evaluate(args.model, args.precision, args.split, args.minutes, overrides,
                           [Path(b) for b in args.bags] or None, Path(args.out), args.min_scene, args.max_scene,
                           progress=lambda line: print(line, file=sys.stderr),
-                          probabilities=args.probabilities or bool(args.thresholds) or args.cross_validate > 0,
+                          probabilities=(args.probabilities or bool(args.thresholds) or args.cross_validate > 0
+                                         or reference is not None),
                           thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None,
                           events_per_category=args.events_per_category, halvings=args.cross_validate)
+        if reference is not None:
+            agreement = decision_agreement(reference, report["records"]["checks"],
+                                           report["probabilities"]["thresholds"])
+            (Path(args.out) / "agreement.json").write_text(json.dumps(agreement, indent=1))
     except (FileNotFoundError, ValueError) as error:
         print(f"eval-stream: {error}", file=sys.stderr)
         return 1
@@ -172,6 +187,9 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
             print(f"{name}: {value}")
         if "probabilities" in report and report["probabilities"]["calibration"]["ece"] is not None:
             print(f"expected calibration error: {report['probabilities']['calibration']['ece']:.3f}")
+        if reference is not None:
+            print(f"decisions unlike {args.agree_with}: {agreement['flipped']} of {agreement['decisions']} "
+                  f"(mean |log-odds difference| {agreement['mean_abs_log_odds']:.3f})")
         print(f"report in {args.out}/stream_eval.md")
     return 0
 
