@@ -15,11 +15,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from vila_ros.ros.conversion import ns_to_stamp, stamp_to_ns
 from vila_ros.sim.writers import DEFAULT_START_NS
 from vila_ros.tools.stream_scoring import score_alerts, score_descriptions
+
+if TYPE_CHECKING:
+    from vila_ros.ros.events import TrackerSettings
+    from vila_ros.ros.worker_types import WorkerSettings
 
 RENDER_SIZE = (320, 240)  # a render at any size, squashed to the model's square, matches the square render
 CAMERA_FPS = 10.0
@@ -41,7 +45,8 @@ def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
-def node_settings(engine, overrides: dict[str, Any] | None = None, probabilities: bool = False) -> tuple:
+def node_settings(engine, overrides: dict[str, Any] | None = None,
+                  probabilities: bool = False) -> tuple[dict[str, Any], WorkerSettings, TrackerSettings]:
     """(parameter values, WorkerSettings, TrackerSettings) as the node's configure builds them from its
     parameters. With `probabilities` no thresholds are read: every check asks the alert prompt, so the probe
     records each category's probability."""
