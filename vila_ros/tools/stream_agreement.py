@@ -7,11 +7,10 @@ decisions at the node's thresholds show what quantization itself changed.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
-PROBABILITY_FLOOR = 1e-6  # log-odds of a probability the model gives as 0 or 1 stay finite
+from vila_ros.tools.stream_calibration import log_odds
 
 
 def read_checks(path: Path) -> list[dict]:
@@ -23,11 +22,6 @@ def read_checks(path: Path) -> list[dict]:
     if not checks:
         raise ValueError(f"{path} holds no alert checks with probabilities (run eval-stream with --probabilities)")
     return checks
-
-
-def _log_odds(p: float) -> float:
-    p = min(max(p, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
-    return math.log(p / (1.0 - p))
 
 
 def decision_agreement(reference: Sequence[dict], checks: Sequence[dict], thresholds: dict[str, float]) -> dict:
@@ -45,7 +39,7 @@ def decision_agreement(reference: Sequence[dict], checks: Sequence[dict], thresh
         for ref, own in pairs:
             if category not in ref or category not in own:
                 continue
-            gaps.append(abs(_log_odds(ref[category]) - _log_odds(own[category])))
+            gaps.append(abs(log_odds(ref[category]) - log_odds(own[category])))
             reference_only += ref[category] >= threshold > own[category]
             this_only += own[category] >= threshold > ref[category]
         per_category[category] = {"threshold": threshold, "reference_only": reference_only, "this_only": this_only}

@@ -216,12 +216,16 @@ def middle_of_best(thresholds: Sequence[float], scores: Sequence[float]) -> floa
             else:
                 runs.append([threshold])
     run = max(runs, key=lambda r: (len(r), r[-1]))
-    middle = (_log_odds(run[0]) + _log_odds(run[-1])) / 2
-    return min(reversed(run), key=lambda t: abs(_log_odds(t) - middle))
+    middle = (log_odds(run[0]) + log_odds(run[-1])) / 2
+    return min(reversed(run), key=lambda t: abs(log_odds(t) - middle))
 
 
-def _log_odds(p: float) -> float:
-    return math.log(p / (1 - p))
+PROBABILITY_FLOOR = 1e-6  # log-odds of a probability the model gives as 0 or 1 stay finite
+
+
+def log_odds(p: float) -> float:
+    p = min(max(p, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
+    return math.log(p / (1.0 - p))
 
 
 def cross_validate(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float, clip_fps: float,
