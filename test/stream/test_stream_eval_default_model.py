@@ -29,6 +29,10 @@ def test_short_stream_eval_stays_above_the_floor(tmp_path):
     assert alerts["precision"] >= PRECISION_FLOOR, report["alerts"]["false_alert_list"]
     assert descriptions["descriptions"] >= 400 and descriptions["malformed_rate"] <= MALFORMED_CEILING
     assert {p.name for p in tmp_path.iterdir()} >= {"stream_eval.json", "stream_eval.md", "stream_eval.png"}
+    low, high = alerts["recall_interval"]
+    assert low < alerts["recall"] <= high
+    assert f"| event recall (95% interval) | {alerts['recall']:.3f} ({low:.2f}-{high:.2f}) |" in (
+        tmp_path / "stream_eval.md").read_text()
 
 
 def test_the_shipped_calibration_section_is_what_eval_stream_writes(tmp_path):

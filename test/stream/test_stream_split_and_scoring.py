@@ -5,7 +5,7 @@ import pytest
 from vila_ros import tasks
 from vila_ros.sim.splits import split_of, split_seeds
 from vila_ros.sim.streams import make_stream, make_streams, scenario_of
-from vila_ros.tools.stream_scoring import score_alerts, score_descriptions, well_formed
+from vila_ros.tools.stream_scoring import score_alerts, score_descriptions, well_formed, wilson_interval
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -63,9 +63,25 @@ def test_alerts_are_scored_per_event_with_false_alerts_per_camera_hour(stream):
     hours = stream.duration / 3600
     assert report["false_alerts_per_camera_hour"] == pytest.approx(2 / hours, rel=1e-6)
     assert report["per_category"]["red_light"]["precision"] == 0.0
+    assert report["recall_interval"] == wilson_interval(1, 1) and report["precision_interval"] == wilson_interval(1, 3)
+    assert report["per_category"][category]["recall_interval"] == (pytest.approx(0.2065, abs=1e-3), 1.0)
     # Without the BEGIN after the start, replay-test's rule counts the earlier alert as finding the event.
     early_only = score_alerts(truth, alerts[:2], clip_fps=4.0)
     assert early_only["recall"] == 0.0 and early_only["recall_with_earlier_alerts"] == 1.0
+
+
+def test_recall_and_precision_carry_their_wilson_interval():
+    # Known values of the 95% Wilson score interval.
+    low, high = wilson_interval(31, 33)
+    assert low == pytest.approx(0.8039, abs=1e-3) and high == pytest.approx(0.9832, abs=1e-3)
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-3))
+    assert wilson_interval(10, 10) == (pytest.approx(0.7225, abs=1e-3), 1.0)
+    # Four times the events, the same proportion: a narrower interval around it.
+    wide, narrow = wilson_interval(8, 10), wilson_interval(32, 40)
+    assert wide[0] < narrow[0] < 0.8 < narrow[1] < wide[1]
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError, match="between 0 and trials"):
+        wilson_interval(4, 3)
 
 
 def test_descriptions_are_judged_for_their_window(stream):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vila_ros.tools.stream_scoring import wilson_interval
+
 S = 1_000_000_000
 
 
@@ -15,12 +17,19 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _with_interval(successes: int, trials: int) -> str:
+    """A proportion and its 95% interval, "0.856 (0.78-0.91)"."""
+    interval = wilson_interval(successes, trials)
+    return f"{successes / trials:.3f} ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "-"
+
+
 def summary_rows(report: dict) -> list[tuple[str, str]]:
     alerts, text = report["alerts"], report["descriptions"]
     return [("camera-minutes", f"{report['camera_seconds'] / 60:.1f}"),
             ("events (alerted)", f"{alerts['events']} ({alerts['alerted']})"),
-            ("event recall", _fmt(alerts["recall"])),
-            ("BEGIN precision", _fmt(alerts["precision"])),
+            ("event recall (95% interval)", _with_interval(alerts["alerted"], alerts["events"])),
+            ("BEGIN precision (95% interval)",
+             _with_interval(alerts["alert_begins"] - alerts["false_alerts"], alerts["alert_begins"])),
             ("recall / precision counting alerts raised before the event (replay-test's rule)",
              f"{_fmt(alerts['recall_with_earlier_alerts'])} / {_fmt(alerts['precision_with_earlier_alerts'])}"),
             ("false alerts per camera-hour", _fmt(alerts["false_alerts_per_camera_hour"])),

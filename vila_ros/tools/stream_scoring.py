@@ -13,6 +13,7 @@ event: `recall_with_earlier_alerts` and `precision_with_earlier_alerts` are its 
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from typing import Callable
@@ -24,6 +25,22 @@ from vila_ros.sim.truth import MIN_VISIBLE
 S = 1_000_000_000
 BEGIN, ONGOING, END = 0, 1, 2
 OPEN_EVENT_S = 10  # how long an event without an end counts as matchable
+WILSON_Z = 1.959964  # two-sided 95%
+
+
+def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95% by default), None for no trials. A stream split holds tens
+    of events, so a recall of 31 of 33 is 0.80-0.98: the interval says how far a figure can be trusted, and the
+    Wilson form stays inside 0..1 and is not empty at 0 or n successes, unlike the normal approximation."""
+    if trials <= 0:
+        return None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be between 0 and trials ({trials}): {successes}")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    # At 0 or n successes the bound is exactly 0 or 1; computed, it comes out a rounding error away.
+    return (0.0 if successes == 0 else centre - half), (1.0 if successes == trials else centre + half)
 
 
 def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) -> dict:
@@ -74,7 +91,8 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
         n_begins = sum(1 for a in begins if a["category"] == category)
         n_false = sum(1 for a in false if a["category"] == category)
         per_category[category] = {"events": n_events, "alerted": found,
-                                  "recall": found / n_events if n_events else None, "begins": n_begins,
+                                  "recall": found / n_events if n_events else None,
+                                  "recall_interval": wilson_interval(found, n_events), "begins": n_begins,
                                   "precision": (n_begins - n_false) / n_begins if n_begins else None,
                                   "false_alerts": n_false,
                                   "false_alerts_per_camera_hour": n_false / hours if hours else None}
@@ -84,6 +102,8 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
     return {"events": len(events), "alerted": len(found), "recall": len(found) / len(events) if events else None,
             "alert_begins": len(begins), "false_alerts": len(false),
             "precision": (len(begins) - len(false)) / len(begins) if begins else None,
+            "recall_interval": wilson_interval(len(found), len(events)),
+            "precision_interval": wilson_interval(len(begins) - len(false), len(begins)),
             "recall_with_earlier_alerts": ((len(found) + len(covering)) / len(events)) if events else None,
             "precision_with_earlier_alerts": ((len(begins) - len(false) + len(covering)) / len(begins)
                                               if begins else None),
