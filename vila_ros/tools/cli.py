@@ -89,6 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the same split and settings, e.g. the float model of this int4 copy; per category, "
                              "the checks where one run's probability is at or above the threshold and the other's "
                              "is not (agreement.json)")
+    stream.add_argument("--replay", metavar="RUN",
+                        help="instead of running the model: the alert checks an earlier --probabilities run recorded "
+                             "(its stream_eval.json or --out directory) decided again through the node's tracker at "
+                             "the thresholds and tracker settings --set gives (alert_thresholds_file, alert_clear, "
+                             "alert_cooldown_s, ...); --split and --minutes must be the run's (replay.json)")
     stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                         help="instead of streams: hold this image file in front of a camera for 20 s and report "
                              "alerts and descriptions (real photographs: the model should alert nothing)")
@@ -146,6 +151,8 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.replay:
+        return _replay_stream(args, overrides)
     if args.photo:
         from vila_ros.engine import create_engine
         from vila_ros.resources import resolve_model_dir
@@ -191,6 +198,29 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
             print(f"decisions unlike {args.agree_with}: {agreement['flipped']} of {agreement['decisions']} "
                   f"(mean |log-odds difference| {agreement['mean_abs_log_odds']:.3f})")
         print(f"report in {args.out}/stream_eval.md")
+    return 0
+
+
+def _replay_stream(args: argparse.Namespace, overrides: dict) -> int:
+    from pathlib import Path
+
+    from vila_ros.tools.stream_replay import redecide
+    from vila_ros.tools.stream_report import alert_rows
+
+    try:
+        report = redecide(Path(args.replay), args.split, args.minutes, {"model_dir": args.model, **overrides},
+                          args.min_scene, args.max_scene, events_per_category=args.events_per_category)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eval-stream: {error}", file=sys.stderr)
+        return 1
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "replay.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        print(json.dumps({key: value for key, value in report.items() if key != "records"}, indent=1))
+    else:
+        for name, value in alert_rows(report):
+            print(f"{name}: {value}")
+        print(f"report in {args.out}/replay.json")
     return 0
 
 

@@ -122,6 +122,18 @@ def image_message(rgb, stamp_ns: int, frame_id: str):
     return message
 
 
+def stream_camera(stream) -> tuple[str, str]:
+    """(camera name, image topic) of a generated stream (`sim.streams.Stream`) as the eval runs it."""
+    camera = f"{stream.family}{stream.number}"
+    return camera, f"/cameras/{camera}/image_raw"
+
+
+def camera_truths(streams: list, start_ns: int = DEFAULT_START_NS) -> dict[str, dict]:
+    """The truth per camera of generated streams run from `start_ns`, as `run_streams` scores them."""
+    return {camera: stream.camera_truth(topic, f"{camera}_camera", start_ns)
+            for stream in streams for camera, topic in [stream_camera(stream)]}
+
+
 def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, fps: float = CAMERA_FPS,
                 size: tuple[int, int] = RENDER_SIZE, start_ns: int = DEFAULT_START_NS,
                 progress: Callable[[str], None] | None = None,
@@ -132,9 +144,8 @@ def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, 
     records = NodeRecords()
     started = time.perf_counter()
     for stream in streams:
-        camera = f"{stream.family}{stream.number}"
-        topic = f"/cameras/{camera}/image_raw"
-        truth[camera] = stream.camera_truth(topic, f"{camera}_camera", start_ns)
+        camera, topic = stream_camera(stream)
+        truth.update(camera_truths([stream], start_ns))
         node = InProcessNode(engine, {camera: topic}, overrides, probabilities)
         for k in range(int(stream.duration * fps)):
             stamp_ns = start_ns + int(round(k * 1e9 / fps))

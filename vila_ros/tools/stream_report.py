@@ -23,10 +23,9 @@ def _with_interval(successes: int, trials: int) -> str:
     return f"{successes / trials:.3f} ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "-"
 
 
-def summary_rows(report: dict) -> list[tuple[str, str]]:
-    alerts, text = report["alerts"], report["descriptions"]
-    return [("camera-minutes", f"{report['camera_seconds'] / 60:.1f}"),
-            ("events (alerted)", f"{alerts['events']} ({alerts['alerted']})"),
+def alert_rows(alerts: dict) -> list[tuple[str, str]]:
+    """The alert figures of `score_alerts` as (name, value) rows."""
+    return [("events (alerted)", f"{alerts['events']} ({alerts['alerted']})"),
             ("event recall (95% interval)", _with_interval(alerts["alerted"], alerts["events"])),
             ("BEGIN precision (95% interval)",
              _with_interval(alerts["alert_begins"] - alerts["false_alerts"], alerts["alert_begins"])),
@@ -34,7 +33,12 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
              f"{_fmt(alerts['recall_with_earlier_alerts'])} / {_fmt(alerts['precision_with_earlier_alerts'])}"),
             ("false alerts per camera-hour", _fmt(alerts["false_alerts_per_camera_hour"])),
             ("frames-to-alert median", _fmt(alerts["frames_to_alert_median"])),
-            ("END delay median (s)", _fmt(alerts["end_delay_s_median"])),
+            ("END delay median (s)", _fmt(alerts["end_delay_s_median"]))]
+
+
+def summary_rows(report: dict) -> list[tuple[str, str]]:
+    alerts, text = report["alerts"], report["descriptions"]
+    return [("camera-minutes", f"{report['camera_seconds'] / 60:.1f}"), *alert_rows(alerts),
             ("descriptions (judged)", f"{text['descriptions']} ({text['judged']})"),
             ("description correct", _fmt(text["correct_rate"])),
             ("description event correct", _fmt(text["event_correct_rate"])),

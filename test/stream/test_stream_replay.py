@@ -1,0 +1,51 @@
+"""`eval-stream --replay`: the checks a --probabilities run recorded, decided again through the node's tracker,
+give exactly what the node published at the same settings, and other settings change the decisions."""
+import json
+
+import pytest
+
+from vila_ros.resources import DEFAULT_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
+                                reason="the embedded default model is not present")
+
+
+def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path, capsys):
+    from vila_ros.cli import main
+    from vila_ros.tools.stream_eval import evaluate
+    from vila_ros.tools.stream_replay import redecide
+
+    split = {"split": "stream_val", "minutes": 2.0, "stream_minutes": 1.0}
+    stored = json.loads((DEFAULT_MODEL_DIR / "alert_thresholds.json").read_text())
+    # Recorded: every check's probabilities (in this mode the run's own alerts follow the generated answers).
+    evaluate(**split, out_dir=tmp_path / "recorded", probabilities=True, thresholds=stored)
+    node = evaluate(**split)  # the node deciding at the stored thresholds
+    replayed = redecide(tmp_path / "recorded", **split)
+
+    def published(alerts):
+        return sorted((a["camera"], a["category"], a["state"], a["stamp_ns"]) for a in alerts)
+
+    assert any(a["state"] == 0 for a in node["records"]["alerts"])
+    assert published(replayed["records"]) == published(node["records"]["alerts"])
+    assert {k: replayed[k] for k in ("recall", "precision", "alert_begins", "false_alerts")} == {
+        k: node["alerts"][k] for k in ("recall", "precision", "alert_begins", "false_alerts")}
+
+    # Tracker settings change what is published: three more checks without a category before its END.
+    later = redecide(tmp_path / "recorded", **split, overrides={"alert_clear": 5})
+    ends = [a for a in later["records"] if a["state"] == 2]
+    assert ends and published(later["records"]) != published(replayed["records"])
+
+    # The command line: a run recorded and replayed; replay.json; another split or a window setting is refused.
+    thresholds = str(DEFAULT_MODEL_DIR / "alert_thresholds.json")
+    run = tmp_path / "cli_run"
+    assert main(["eval-stream", "--split", "stream_val", "--minutes", "1", "--thresholds", thresholds,
+                 "--out", str(run)]) == 0
+    common = ["eval-stream", "--replay", str(run), "--split", "stream_val"]
+    capsys.readouterr()
+    assert main([*common, "--minutes", "1", "--set", "alert_clear=3", "--out", str(tmp_path / "r")]) == 0
+    assert "event recall (95% interval)" in capsys.readouterr().out
+    assert isinstance(json.loads((tmp_path / "r" / "replay.json").read_text())["false_alert_list"], list)
+    assert main([*common, "--minutes", "2", "--out", str(tmp_path / "r")]) == 1
+    assert "give the run's own --split and --minutes" in capsys.readouterr().err
+    assert main([*common, "--minutes", "1", "--set", "num_frames=4", "--out", str(tmp_path / "r")]) == 1
+    assert "cannot change num_frames" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""A recorded run decided again: the alert checks of an `eval-stream --probabilities` run (every window's
+probability of each category) through the node's own decision rule and event tracker at other thresholds or tracker
+settings, scored as the stream eval scores. Seconds instead of a new run of the model, so thresholds, `alert_clear`
+or `alert_cooldown_s` can be compared on one split's probabilities; what the node would publish at the run's own
+settings comes out exactly as the node published it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# What a replay may change: how checks become alerts. Anything else (window, cadence, prompt) changes the checks.
+REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_confirm", "alert_clear",
+              "alert_ongoing_period_s", "alert_cooldown_s")
+
+
+def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overrides: dict[str, Any] | None = None,
+             min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
+             events_per_category: int = 0) -> dict:
+    """The alert figures (`score_alerts`) of `run`'s checks decided at the thresholds and tracker settings of
+    `overrides` (node parameters of `REPLAYABLE`; the model's stored thresholds unless `alert_thresholds_file` says
+    otherwise). The split arguments must be the run's: its streams' truth is generated again, not stored."""
+    from vila_ros.resources import ALERT_THRESHOLDS_FILE, resolve_model_dir
+    from vila_ros.ros import parameters
+    from vila_ros.ros.worker_types import WorkerSettings
+    from vila_ros.sim.streams import make_streams
+    from vila_ros.tools.stream_agreement import read_checks
+    from vila_ros.tools.stream_calibration import replay_checks
+    from vila_ros.tools.stream_eval import camera_truths, node_values
+    from vila_ros.tools.stream_scoring import score_alerts
+
+    refused = sorted(set(overrides or {}) - set(REPLAYABLE))
+    if refused:
+        raise ValueError(f"a replay decides recorded checks again and cannot change {', '.join(refused)}; it may "
+                         f"change {', '.join(REPLAYABLE)}")
+    checks = read_checks(run)
+    cameras = camera_truths(make_streams(split, minutes, min_scene, max_scene, stream_minutes, events_per_category))
+    recorded = json.loads((Path(run) / "stream_eval.json" if Path(run).is_dir() else Path(run)).read_text())
+    seconds = sum((s["end_ns"] - s["start_ns"]) / 1e9 for spec in cameras.values() for s in spec["segments"])
+    unknown = sorted({c["camera"] for c in checks} - set(cameras))
+    if unknown or abs(seconds - recorded.get("camera_seconds", seconds)) > 1.0:
+        raise ValueError(f"{run} was not run on {split} at {minutes} camera-minutes (cameras or camera-seconds "
+                         "differ): give the run's own --split and --minutes")
+    values = node_values(overrides)
+    source = values["alert_thresholds_file"]
+    if source == "model":
+        source = str(resolve_model_dir(values["model_dir"]) / ALERT_THRESHOLDS_FILE)
+    thresholds = dict(parameters.alert_thresholds(source, values["model_dir"]))
+    if not thresholds:
+        raise ValueError("a replay decides on probabilities: it needs thresholds (alert_thresholds_file)")
+    categories = [c for c in values["alert_categories"] if c]
+    alerts = replay_checks(checks, thresholds, categories, parameters.tracker_settings(None, values),
+                           WorkerSettings().alert_release)
+    report = score_alerts(cameras, alerts, float(values["clip_fps"]))
+    report["records"] = alerts
+    return report
