@@ -113,7 +113,8 @@ def test_descriptions_are_judged_for_their_window(stream):
 
 
 def test_calibration_and_thresholds_from_check_probabilities(stream):
-    from vila_ros.tools.stream_calibration import calibration, choose_thresholds, labelled
+    from vila_ros.tools.stream_calibration import calibration
+    from vila_ros.tools.stream_thresholds import choose_thresholds, labelled
 
     truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
     scene = stream.scenes[1]
@@ -139,7 +140,7 @@ def test_calibration_and_thresholds_from_check_probabilities(stream):
 
 def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
     from vila_ros.ros.events import TrackerSettings
-    from vila_ros.tools.stream_calibration import choose_stream_thresholds, stream_scores
+    from vila_ros.tools.stream_thresholds import choose_stream_thresholds, stream_scores
 
     truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
     scene = stream.scenes[1]
@@ -167,7 +168,7 @@ def test_stream_thresholds_are_chosen_through_the_nodes_tracker(stream):
 
 
 def test_tied_thresholds_give_the_middle_of_their_longest_run_in_log_odds():
-    from vila_ros.tools.stream_calibration import THRESHOLDS, middle_of_best
+    from vila_ros.tools.stream_thresholds import THRESHOLDS, middle_of_best
 
     # A plateau of the best F1 from 0.95 to 0.995: the highest would lose the next event a little weaker than the
     # split's; its middle in log-odds is 0.98 (0.95 -> 2.94, 0.995 -> 5.29: 4.12 is 0.984).
@@ -200,13 +201,15 @@ def _one_event_on_each_camera(stream, peaks: dict[str, float]) -> tuple[dict, li
 
 def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(stream):
     from vila_ros.ros.events import TrackerSettings
-    from vila_ros.tools.stream_calibration import calibration_markdown, cross_validate, report
+    from vila_ros.tools.stream_calibration import calibration_markdown, report
+    from vila_ros.tools.stream_thresholds import cross_validate
 
     # Two cameras of the same stream; the event's windows at 0.99 on one, 0.975 on the other, nothing elsewhere.
     # Chosen on either alone, every threshold up to its own peak is a tie: the highest (0.99) misses the other
     # camera's 0.975; the middle of the run finds both.
     truth, checks = _one_event_on_each_camera(stream, {"a": 0.99, "b": 0.975})
-    each_its_own = {"middle": ("middle", 0), "highest": ("highest", 0)}  # one event a half: no prior threshold
+    # one event a half: no prior threshold
+    each_its_own = {"middle": ("category", "middle", 0), "highest": ("category", "highest", 0)}
     result = cross_validate(truth, checks, TrackerSettings(confirm=1, clear=2), 0.5, 4.0, halvings=1,
                             rules=each_its_own)
     assert result["middle"]["events"] == result["highest"]["events"] == 2
@@ -214,6 +217,11 @@ def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(
     assert result["highest"]["recall"] == 0.5 and result["highest"]["precision"] == 1.0
     assert "| highest | 2 | 1 | 0.500 |" in calibration_markdown({**report(truth, checks), "cross_validation": result},
                                                                    "a, b")
+    # The markdown says which objective chose the thresholds; a report from before the pooled one, the category's.
+    chosen = report(truth, checks, None, TrackerSettings(confirm=1, clear=2), 0.5, 4.0)
+    assert chosen["objective"] == "pooled" and "of all categories pooled" in calibration_markdown(chosen, "a, b")
+    assert "the best event-level F1 through" in calibration_markdown({**chosen, "objective": "category"}, "a, b")
+    assert "the best event-level F1 through" in calibration_markdown(report(truth, checks), "a, b")
     # One camera cannot be halved: the report says so instead of failing the run it comes at the end of.
     one = report({"a": truth["a"]}, [c for c in checks if c["camera"] == "a"], None, TrackerSettings(), 0.5, 4.0, 2)
     assert one["cross_validation"]["skipped"].endswith("the run had 1")
@@ -222,8 +230,8 @@ def test_cross_validation_scores_each_tie_rule_on_the_half_it_was_not_chosen_on(
 
 def test_a_category_with_fewer_events_than_its_f1_can_rank_takes_the_prior_threshold(stream):
     from vila_ros.ros.events import TrackerSettings
-    from vila_ros.tools import stream_calibration as calibration
-    from vila_ros.tools.stream_calibration import FEW_EVENTS, FEW_EVENTS_THRESHOLD, thresholds_from_f1
+    from vila_ros.tools import stream_thresholds as calibration
+    from vila_ros.tools.stream_thresholds import FEW_EVENTS, FEW_EVENTS_THRESHOLD, thresholds_from_f1
 
     f1 = {"person_in_aisle": [0.0] * 20 + [1.0] * 5, "camera_blocked": [0.0] * 20 + [1.0] * 5}
     counts = {"person_in_aisle": FEW_EVENTS - 1, "camera_blocked": FEW_EVENTS}
@@ -242,6 +250,52 @@ def test_a_category_with_fewer_events_than_its_f1_can_rank_takes_the_prior_thres
     assert list(result["rules"]) == list(calibration.RULES)
     assert result["middle"]["recall"] == 1.0 and result["middle"]["precision"] == 1.0
     assert result["middle, every category its own"]["recall"] == 0.5
+
+
+def test_the_pooled_objective_holds_a_badly_separated_category_higher():
+    from vila_ros.tools.stream_thresholds import THRESHOLDS, Counts, f1_of, thresholds_from_counts
+
+    # Cut-ins: 20 events, all found without a false alert below 0.95. Pedestrians: 4 events; below 0.5 all found with
+    # 6 false BEGINs (own F1 0.571), from 0.5 one found and nothing false (0.4). Red lights: none on the split, three
+    # false alerts at the prior. Pooled, the six false alerts cost more precision than the three pedestrians add
+    # recall: F1 0.842 (24 of 24 events, 24 of 33 BEGINs right) against 0.875 (21 of 24, 21 of 24).
+    counts = {"vehicle_cut_in": [Counts(20, 20, 20, 0) if t < 0.95 else Counts(20, 0, 0, 0) for t in THRESHOLDS],
+              "pedestrian_crossing": [Counts(4, 4, 10, 6) if t < 0.5 else Counts(4, 1, 1, 0) for t in THRESHOLDS],
+              "red_light": [Counts(0, 0, 3, 3) if t < 0.9 else Counts(0, 0, 0, 0) for t in THRESHOLDS]}
+    events = {"vehicle_cut_in": 20, "pedestrian_crossing": 4, "red_light": 0}
+    start = {"vehicle_cut_in": 0.5, "pedestrian_crossing": 0.5, "red_light": 0.8}
+    own = thresholds_from_counts(counts, start, "category", "middle", events, 4)
+    pooled = thresholds_from_counts(counts, start, "pooled", "middle", events, 4)
+    assert own["pedestrian_crossing"] < 0.5 <= pooled["pedestrian_crossing"]
+    assert own["vehicle_cut_in"] == pooled["vehicle_cut_in"] < 0.95
+    assert own["red_light"] == pooled["red_light"] == 0.8  # no events to choose on: the prior stays, false alerts too
+
+    def figures(chosen):
+        return f1_of([rows[THRESHOLDS.index(chosen[c])] for c, rows in counts.items()])
+
+    assert figures(own) == pytest.approx((2 * (24 / 33) / (1 + 24 / 33), 24 / 33, 1.0))
+    assert figures(pooled) == pytest.approx((0.875, 0.875, 0.875))
+    with pytest.raises(ValueError, match="objective"):
+        thresholds_from_counts(counts, start, "macro", "middle", events, 4)
+
+
+def test_each_categorys_counts_add_up_to_what_the_node_decides_on_all_at_once(stream):
+    from vila_ros.ros.events import TrackerSettings
+    from vila_ros.tools.stream_thresholds import counts_at, f1_of, replay_checks
+
+    # The pooled objective sums categories replayed one at a time; the node decides on all of them in each check.
+    truth, checks = _one_event_on_each_camera(stream, {"a": 0.99, "b": 0.6})
+    category = stream.scenes[1].category
+    for k, check in enumerate(checks):
+        check["probabilities"]["red_light"] = 0.9 if k % 5 == 0 else 0.02  # no red light in the truth: all false
+    tracker, thresholds = TrackerSettings(confirm=1, clear=2), {category: 0.8, "red_light": 0.5}
+    joint = score_alerts(truth, replay_checks(checks, thresholds, [category, "red_light"], tracker, 0.5), 4.0)
+    parts = [counts_at(truth, checks, c, t, tracker, 0.5, 4.0) for c, t in thresholds.items()]
+    assert [sum(column) for column in zip(*parts)] == [joint[k] for k in ("events", "alerted", "alert_begins",
+                                                                           "false_alerts")]
+    assert joint["false_alerts"] > 0 and joint["alerted"] == 1  # camera b's event stays below 0.8
+    f1, precision, recall = f1_of(parts)
+    assert (precision, recall) == pytest.approx((joint["precision"], joint["recall"]))
 
 
 def test_a_covered_lens_is_described_without_inventing_the_scene():

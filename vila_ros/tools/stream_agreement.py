@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from vila_ros.tools.stream_calibration import log_odds
+from vila_ros.tools.stream_thresholds import log_odds
 
 
 def read_checks(path: Path) -> list[dict]:

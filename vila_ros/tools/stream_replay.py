@@ -26,9 +26,9 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     from vila_ros.ros.worker_types import WorkerSettings
     from vila_ros.sim.streams import make_streams
     from vila_ros.tools.stream_agreement import read_checks
-    from vila_ros.tools.stream_calibration import replay_checks
     from vila_ros.tools.stream_eval import camera_truths, node_values
     from vila_ros.tools.stream_scoring import score_alerts
+    from vila_ros.tools.stream_thresholds import replay_checks
 
     refused = sorted(set(overrides or {}) - set(REPLAYABLE))
     if refused:
