@@ -30,7 +30,7 @@ BINS = 10
 # pooled objective existed, whose thresholds were chosen that way).
 CHOSEN_FOR = {"category": "per category, the best event-level F1",
               "pooled": "per category, the best event-level F1 of all categories pooled (each category's threshold in "
-                        "turn, the others held; its own F1's best to start from)"}
+                        "turn, the others held, from its own F1's best, keeping at least half the events that finds)"}
 
 
 class ProbabilityProbe:
