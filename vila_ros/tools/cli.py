@@ -82,8 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "other thresholds: --set alert_thresholds_file=FILE)")
     stream.add_argument("--cross-validate", type=int, default=0, metavar="N",
                         help="implies --probabilities: also N random halvings of the split's cameras, thresholds "
-                             "chosen on each half and scored on the other, for each rule of breaking ties between "
-                             "thresholds (calibration.md)")
+                             "chosen on each half and scored on the other, for each rule of choosing them (objective, "
+                             "ties; calibration.md)")
     stream.add_argument("--agree-with", metavar="RUN",
                         help="implies --probabilities: another run's stream_eval.json (or its --out directory) on "
                              "the same split and settings, e.g. the float model of this int4 copy; per category, "

@@ -215,7 +215,7 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
              halvings: int = 0) -> dict:
     """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png.
     `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``);
-    `halvings` > 0 (with `probabilities`): the thresholds' tie rules cross-validated over that many halvings."""
+    `halvings` > 0 (with `probabilities`): the rules of choosing thresholds cross-validated over that many halvings."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.sim.streams import make_streams
