@@ -17,12 +17,16 @@ from vila_ros.tools.stream_report import _fmt
 from vila_ros.tools.stream_thresholds import (
     FEW_EVENTS,
     FEW_EVENTS_THRESHOLD,
-    choose_stream_thresholds,
+    THRESHOLDS,
+    category_counts,
     choose_thresholds,
     cross_validate,
+    event_counts,
     f1_at,
+    f1_of,
     labelled,
     stream_scores,
+    thresholds_from_counts,
 )
 
 BINS = 10
@@ -90,9 +94,11 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
     `categories`."""
     pairs = labelled(cameras, checks)
     chosen = thresholds or choose_thresholds(pairs)
-    chosen_for = None
+    chosen_for, counts = None, {}
     if not thresholds and tracker is not None:
-        chosen = choose_stream_thresholds(cameras, checks, tracker, release, clip_fps, chosen, objective=objective)
+        # The replays that choose the thresholds also give each category's figures at the one chosen.
+        counts = category_counts(cameras, checks, tracker, release, clip_fps)
+        chosen = thresholds_from_counts(counts, chosen, objective, "middle", event_counts(cameras), FEW_EVENTS)
         chosen_for = objective
     per_category = {}
     for category in tasks.CATEGORY_NAMES:
@@ -103,8 +109,10 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
                                       "threshold": chosen[category], "f1": f1, "precision": precision,
                                       "recall": recall, "ece": calibration(own)["ece"]}
             if tracker is not None:
-                _, begin_precision, event_recall = stream_scores(cameras, checks, category, chosen[category],
-                                                                 tracker, release, clip_fps)
+                _, begin_precision, event_recall = (
+                    f1_of([counts[category][THRESHOLDS.index(chosen[category])]])
+                    if category in counts and chosen[category] in THRESHOLDS
+                    else stream_scores(cameras, checks, category, chosen[category], tracker, release, clip_fps))
                 per_category[category].update(stream_begin_precision=begin_precision, stream_recall=event_recall)
     result = {"calibration": calibration(pairs), "thresholds": chosen, "per_category": per_category}
     if chosen_for:

@@ -112,12 +112,20 @@ def counts_at(cameras: dict[str, dict], checks: list[dict], category: str, thres
     """`category`'s events, those alerted, its BEGINs and the false ones when the node decides on its probability at
     `threshold`: the node's own decision rule and event tracker over the recorded checks, scored as the stream eval
     scores (a BEGIN is right only on an event of its own category, so the categories' counts add up)."""
+    return _own_counts(_own_events(cameras, category), checks, category, threshold, tracker, release, clip_fps)
+
+
+def _own_events(cameras: dict[str, dict], category: str) -> dict[str, dict]:
+    """`cameras` with only `category`'s events, against which that category's alerts are scored."""
+    return {name: {**spec, "events": [e for e in spec["events"] if e["category"] == category]}
+            for name, spec in cameras.items()}
+
+
+def _own_counts(own: dict[str, dict], checks: list[dict], category: str, threshold: float, tracker: Any,
+                release: float, clip_fps: float) -> Counts:
     from vila_ros.tools.stream_scoring import score_alerts
 
-    alerts = replay_checks(checks, {category: threshold}, [category], tracker, release)
-    own = {name: {**spec, "events": [e for e in spec["events"] if e["category"] == category]}
-           for name, spec in cameras.items()}
-    scored = score_alerts(own, alerts, clip_fps)
+    scored = score_alerts(own, replay_checks(checks, {category: threshold}, [category], tracker, release), clip_fps)
     return Counts(scored["events"], scored["alerted"], scored["alert_begins"], scored["false_alerts"])
 
 
@@ -139,8 +147,8 @@ def stream_scores(cameras: dict[str, dict], checks: list[dict], category: str, t
 def category_counts(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
                     clip_fps: float) -> dict[str, list[Counts]]:
     """Per category the node may check, its `Counts` at each of `THRESHOLDS`."""
-    return {category: [counts_at(cameras, checks, category, t, tracker, release, clip_fps) for t in THRESHOLDS]
-            for category in tasks.CATEGORY_NAMES}
+    return {category: [_own_counts(own, checks, category, t, tracker, release, clip_fps) for t in THRESHOLDS]
+            for category in tasks.CATEGORY_NAMES for own in [_own_events(cameras, category)]}
 
 
 def event_counts(cameras: dict[str, dict]) -> dict[str, int]:
