@@ -252,13 +252,15 @@ def test_evaluate_rejects_bad_arguments(tiny_engine):
         E.evaluate(tiny_engine, count=0)
     with pytest.raises(ValueError):
         E.evaluate(tiny_engine, count=1, family="space")
+    with pytest.raises(ValueError, match="clip_fps"):
+        E.evaluate(tiny_engine, count=1, clip_fps=0.0)
 
 
 def test_cli_end_to_end(tiny_ckpt, tmp_path):
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "vila_ros.cli", "eval", "--model", str(tiny_ckpt), "--split", "val", "--count", "3",
-         "--family", "road", "--threads", "1", "--json", "--out", str(out)],
+         "--family", "road", "--clip-fps", "5", "--threads", "1", "--json", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -266,6 +268,7 @@ def test_cli_end_to_end(tiny_ckpt, tmp_path):
     written = json.loads((out / "eval.json").read_text())
     assert printed["summary"] == written["summary"]
     assert printed["meta"]["split"] == "val" and printed["meta"]["family"] == "road"
+    assert printed["meta"]["clip_fps"] == 5.0
     assert all(c["family"] == "road" for c in printed["clips"])
     md = (out / "eval.md").read_text()
     for heading in ("## Overall", "## Alerts per category", "## Frames-to-alert", "## QA accuracy per kind",

@@ -57,14 +57,15 @@ __all__ = ["CLIP_CHUNK", "DEFAULT_BATCH", "DEFAULT_COUNT", "DEFAULT_STRETCH", "M
 
 DEFAULT_COUNT = 200
 DEFAULT_BATCH = 16
+DEFAULT_CLIP_FPS = 4.0  # the simulator's clip rate, that of every recipe's clip stages
 CLIP_CHUNK = 16  # scenarios rendered, encoded and generated together (fixed: results depend only on the seeds)
 MAX_NEW_TOKENS = {"caption": 96, "alert": 48, "qa": 12}
 
 
 def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family: str | None = None,
-             offset: int = 0, num_frames: int | None = None, clip_fps: float = 4.0, stretch: int = DEFAULT_STRETCH,
-             batch_size: int = DEFAULT_BATCH, precision: str = "fp32", device: str = "cpu",
-             max_new_tokens: dict[str, int] | None = None, include_clips: bool = True,
+             offset: int = 0, num_frames: int | None = None, clip_fps: float = DEFAULT_CLIP_FPS,
+             stretch: int = DEFAULT_STRETCH, batch_size: int = DEFAULT_BATCH, precision: str = "fp32",
+             device: str = "cpu", max_new_tokens: dict[str, int] | None = None, include_clips: bool = True,
              progress: Callable[[str], None] | None = None, resize: str | None = None) -> dict:
     """Evaluate ``model`` (a checkpoint directory or an engine) on ``count`` seeds of ``split``; returns the JSON-ready
     result (``meta``, ``summary``, ``targets``, ``clip``, ``single_frame``, ``temporal_recall``, ``clips``)."""
@@ -77,6 +78,8 @@ def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family
         raise ValueError("count must be >= 1")
     if family is not None and family not in tasks.FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(tasks.FAMILIES)}")
+    if not 0 < clip_fps <= 60:
+        raise ValueError(f"clip_fps must be a rate of frames per second in (0, 60]: {clip_fps!r}")
     tokens = dict(MAX_NEW_TOKENS, **(max_new_tokens or {}))
     timing = {"load_s": 0.0, "render_s": 0.0, "encode_s": 0.0, "generate_s": 0.0}
     t_all = time.perf_counter()
