@@ -17,9 +17,11 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
 
     split = {"split": "stream_val", "minutes": 2.0, "stream_minutes": 1.0}
     stored = json.loads((DEFAULT_MODEL_DIR / "alert_thresholds.json").read_text())
+    # Recorded at a clip rate other than the default: frames-to-alert counts the run's frames, not the default's.
+    rate = {"clip_fps": 5.0}
     # Recorded: every check's probabilities (in this mode the run's own alerts follow the generated answers).
-    evaluate(**split, out_dir=tmp_path / "recorded", probabilities=True, thresholds=stored)
-    node = evaluate(**split)  # the node deciding at the stored thresholds
+    evaluate(**split, overrides=rate, out_dir=tmp_path / "recorded", probabilities=True, thresholds=stored)
+    node = evaluate(**split, overrides=rate)  # the node deciding at the stored thresholds
     replayed = redecide(tmp_path / "recorded", **split)
 
     def published(alerts):
@@ -27,8 +29,8 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
 
     assert any(a["state"] == 0 for a in node["records"]["alerts"])
     assert published(replayed["records"]) == published(node["records"]["alerts"])
-    assert {k: replayed[k] for k in ("recall", "precision", "alert_begins", "false_alerts")} == {
-        k: node["alerts"][k] for k in ("recall", "precision", "alert_begins", "false_alerts")}
+    figures = ("recall", "precision", "alert_begins", "false_alerts", "frames_to_alert_median")
+    assert {k: replayed[k] for k in figures} == {k: node["alerts"][k] for k in figures}
 
     # Tracker settings change what is published: three more checks without a category before its END.
     later = redecide(tmp_path / "recorded", **split, overrides={"alert_clear": 5})

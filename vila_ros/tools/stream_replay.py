@@ -52,6 +52,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     categories = [c for c in values["alert_categories"] if c]
     alerts = replay_checks(checks, thresholds, categories, parameters.tracker_settings(None, values),
                            WorkerSettings().alert_release)
-    report = score_alerts(cameras, alerts, float(values["clip_fps"]))
+    # Frames-to-alert counts frames of the run's own clip rate (a rate is not replayable: it changes the checks).
+    report = score_alerts(cameras, alerts, float(recorded.get("meta", {}).get("clip_fps") or values["clip_fps"]))
     report["records"] = alerts
     return report
