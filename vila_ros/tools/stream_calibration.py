@@ -19,14 +19,13 @@ from vila_ros.tools.stream_thresholds import (
     FEW_EVENTS_THRESHOLD,
     THRESHOLDS,
     category_counts,
+    choose_stream_thresholds,
     choose_thresholds,
     cross_validate,
-    event_counts,
     f1_at,
     f1_of,
     labelled,
     stream_scores,
-    thresholds_from_counts,
 )
 
 BINS = 10
@@ -98,7 +97,8 @@ def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, f
     if not thresholds and tracker is not None:
         # The replays that choose the thresholds also give each category's figures at the one chosen.
         counts = category_counts(cameras, checks, tracker, release, clip_fps)
-        chosen = thresholds_from_counts(counts, chosen, objective, "middle", event_counts(cameras), FEW_EVENTS)
+        chosen = choose_stream_thresholds(cameras, checks, tracker, release, clip_fps, chosen, objective=objective,
+                                          counts=counts)
         chosen_for = objective
     per_category = {}
     for category in tasks.CATEGORY_NAMES:

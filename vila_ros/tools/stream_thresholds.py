@@ -162,7 +162,8 @@ def event_counts(cameras: dict[str, dict]) -> dict[str, int]:
 
 def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], tracker: Any, release: float,
                              clip_fps: float, fallback: dict[str, float], ties: str = "middle",
-                             few_events: int = FEW_EVENTS, objective: str = "pooled") -> dict[str, float]:
+                             few_events: int = FEW_EVENTS, objective: str = "pooled",
+                             counts: dict[str, list[Counts]] | None = None) -> dict[str, float]:
     """Per category with at least `few_events` events on the split, the threshold of the best event-level F1
     (recall of events, precision of BEGINs) through the node's tracker, of the category alone or of all categories
     pooled (`objective`, see the module); `FEW_EVENTS_THRESHOLD` for a category with fewer; `fallback` where no
@@ -171,9 +172,10 @@ def choose_stream_thresholds(cameras: dict[str, dict], checks: list[dict], track
     Where several thresholds tie (a split holds few events of a category, so the best F1 is often a plateau), the one
     in the middle of the longest run of them, in log-odds (`ties="middle"`): its edges are where the next event is
     lost or the next false alert let in, and an unseen stream's probabilities fall a little either side of the
-    split's. `ties="highest"`: the highest of them. `cross_validate` compares the rules."""
-    return thresholds_from_counts(category_counts(cameras, checks, tracker, release, clip_fps), fallback,
-                                  objective, ties, event_counts(cameras), few_events)
+    split's. `ties="highest"`: the highest of them. `cross_validate` compares the rules. `counts`: the
+    `category_counts` of these checks when the caller has them already."""
+    counts = counts if counts is not None else category_counts(cameras, checks, tracker, release, clip_fps)
+    return thresholds_from_counts(counts, fallback, objective, ties, event_counts(cameras), few_events)
 
 
 def thresholds_from_counts(counts: dict[str, list[Counts]], fallback: dict[str, float], objective: str, ties: str,
