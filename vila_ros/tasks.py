@@ -30,6 +30,8 @@ CRITICAL = 2
 SEVERITY_NAMES = {INFO: "info", WARNING: "warning", CRITICAL: "critical"}
 
 FAMILIES = ("road", "warehouse")
+# Frames a second of every simulator clip and stream window the recipes train on, and so the rate the node keeps.
+CLIP_FPS = 4.0
 
 
 @dataclass(frozen=True)

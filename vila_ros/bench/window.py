@@ -20,7 +20,7 @@ import statistics
 import time
 from typing import Any
 
-CLIP_FPS = 4.0
+from vila_ros import tasks
 
 
 def add_parser(bench_subparsers: Any) -> None:
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
     n = args.frames or engine.num_video_frames
     size = engine.model.config.image_size
     windows = max(args.windows, 1)
-    stream = make_stream("stream_test", 0, args.family, (n + windows + 1) / CLIP_FPS)
-    frames = [stream.render(i / CLIP_FPS, size, size) for i in range(n + windows)]
+    stream = make_stream("stream_test", 0, args.family, (n + windows + 1) / tasks.CLIP_FPS)
+    frames = [stream.render(i / tasks.CLIP_FPS, size, size) for i in range(n + windows)]
 
     warm = Window(engine, engine.encode_frames(frames[:1]), 2)
     warm_logits, warm_cache, _ = warm.prefill()

@@ -44,7 +44,8 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
                      "preprocessor_config.json names (PIL bicubic for public VILA checkpoints), pil, or opencv "
                      "(faster, close). Can be set only while unconfigured.", None, False),
     "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
-    "clip_fps": (4.0, "Rate at which frames are kept per camera (the model's training clip rate).", (0.1, 60.0), True),
+    "clip_fps": (tasks.CLIP_FPS, "Rate at which frames are kept per camera (the model's training clip rate).",
+                 (0.1, 60.0), True),
     "num_frames": (0, "Frames per description / alert check; 0 = the model's num_video_frames.", (0, 64), True),
     "buffer_seconds": (10.0, "Age bound of each camera's frame buffer.", (0.5, 3600.0), True),
     "buffer_max_frames": (64, "Frame-count bound of each camera's buffer.", (1, 10000), True),

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from vila_ros import tasks
+
 DESCRIPTION = """\
 Procedural camera scenes with ground truth, deterministic by seed.
 Families: road (front camera: lanes, cars, pedestrians, cyclists, animals, traffic lights, signs, day/night,
@@ -44,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--family", **fam)
     p.add_argument("--category", default="auto", help="event category, 'none' or 'auto' (by seed)")
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--fps", type=float, default=4.0, help="clip frame rate")
+    p.add_argument("--fps", type=float, default=tasks.CLIP_FPS, help="clip frame rate")
     p.add_argument("--size", type=_size, default=(112, 112), help="WIDTHxHEIGHT or N (default 112)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_clip)
@@ -56,7 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--offset", type=int, default=0, help="first seed index inside the split")
     p.add_argument("--family", **fam)
     p.add_argument("--frames", type=int, default=8, help="frames per video clip")
-    p.add_argument("--fps", type=float, default=4.0, help="clip frame rate")
+    p.add_argument("--fps", type=float, default=tasks.CLIP_FPS, help="clip frame rate")
     p.add_argument("--size", type=int, default=112, help="square image size")
     p.add_argument("--out", required=True, help="output folder ({kind}_{split}.json, images/, truth .jsonl)")
     p.set_defaults(func=_dataset)
@@ -135,7 +137,6 @@ def _bag(args) -> int:
 def _grammar(args) -> int:
     from pathlib import Path
 
-    from vila_ros import tasks
 
     if args.out:
         Path(args.out).write_text(tasks.caption_regex() + "\n")
@@ -149,7 +150,6 @@ def _preview(args) -> int:
     import cv2
     import numpy as np
 
-    from vila_ros import tasks
     from vila_ros.sim import make_clip
 
     rows = []

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vila_ros import tasks
 from vila_ros.sim.generate import make_scenario
 from vila_ros.sim.scenario import Scenario
 from vila_ros.sim.truth import Truth
@@ -24,7 +25,7 @@ class Clip:
     scenario: Scenario | None = None
 
 
-def clip_window(scenario: Scenario, seed: int, num_frames: int = 8, clip_fps: float = 4.0) -> list[float]:
+def clip_window(scenario: Scenario, seed: int, num_frames: int = 8, clip_fps: float = tasks.CLIP_FPS) -> list[float]:
     """Frame times of the training clip of a scenario: with an event, its start falls between frames k-1 and k for
     k drawn in 2..min(6, num_frames - 2) (so frame k is the first to show it and frame k+1 shows it clearly)."""
     rng = np.random.default_rng([int(seed), 4242])
@@ -41,7 +42,7 @@ def clip_window(scenario: Scenario, seed: int, num_frames: int = 8, clip_fps: fl
     return [t0 + i * dt for i in range(num_frames)]
 
 
-def make_clip(seed: int, family: str | None = None, num_frames: int = 8, clip_fps: float = 4.0,
+def make_clip(seed: int, family: str | None = None, num_frames: int = 8, clip_fps: float = tasks.CLIP_FPS,
               size: int | tuple[int, int] = 112, category: str | None = "auto") -> Clip:
     """A training/evaluation clip: ``num_frames`` frames at ``clip_fps`` of ``make_scenario(seed, family, category)``.
 

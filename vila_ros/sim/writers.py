@@ -132,8 +132,8 @@ def _record_text(seed, rng):
 
 
 def write_llava_dataset(out_dir: str | Path, kind: str = "mix", split: str = "train", count: int = 100,
-                        size: int = 112, num_frames: int = 8, clip_fps: float = 4.0, family: str | None = None,
-                        seed_offset: int = 0, with_truth: bool = True) -> Path:
+                        size: int = 112, num_frames: int = 8, clip_fps: float = tasks.CLIP_FPS,
+                        family: str | None = None, seed_offset: int = 0, with_truth: bool = True) -> Path:
     """Write ``count`` LLaVA records of ``kind`` (single, multi, video, text, mix) from ``split`` seeds.
 
     Returns the JSON path ``out_dir/{kind}_{split}.json``; images go to ``out_dir/images/``; with ``with_truth``

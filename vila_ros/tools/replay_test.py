@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from vila_ros import tasks
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
 from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node, use_dds_profile
@@ -64,7 +65,7 @@ def run_replay_test(bags: list[Path], out_dir: Path, model_dir: str = "", rate: 
     report = score(truths, listener.descriptions, listener.alerts, published)
     # The stream evaluation's figures of the same run, scored by the same code as `vila-ros eval-stream` in-process.
     records = records_from_messages(listener.descriptions, listener.alerts)
-    report["stream"] = score_records(cameras, records, float(parameters.get("clip_fps", 4.0)))
+    report["stream"] = score_records(cameras, records, float(parameters.get("clip_fps", tasks.CLIP_FPS)))
     report["stream"]["records"] = {"alerts": records.alerts, "descriptions": records.descriptions}
     report["answers"] = answers
     report.update({"bags": [str(b) for b in bags], "rate": rate, "node_exit_code": code, "node_log": str(log_path),

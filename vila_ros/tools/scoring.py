@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vila_ros import tasks
 from vila_ros.msg import CornerCaseAlert
 from vila_ros.ros.conversion import stamp_to_ns
 
@@ -33,7 +34,7 @@ def load_truth(bag: Path, truth_file: Path | None = None) -> dict:
 
 
 def score(truths: list[dict], descriptions: list[Received], alerts: list[Received],
-          published: dict[int, float], clip_fps: float = 4.0) -> dict:
+          published: dict[int, float], clip_fps: float = tasks.CLIP_FPS) -> dict:
     """Match each planted event with the first unused BEGIN of its camera and category in its time window (or one
     raised earlier and still active then); every other BEGIN is a false alert. `published` maps a frame's recorded
     stamp to the wall time it went out, for description latency."""

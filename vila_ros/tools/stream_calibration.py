@@ -85,7 +85,7 @@ def calibration(pairs: list[tuple[str, float, bool]]) -> dict:
 
 
 def report(cameras: dict[str, dict], checks: list[dict], thresholds: dict[str, float] | None = None,
-           tracker: Any = None, release: float = 0.5, clip_fps: float = 4.0, halvings: int = 0,
+           tracker: Any = None, release: float = 0.5, clip_fps: float = tasks.CLIP_FPS, halvings: int = 0,
            categories: Sequence[str] = tasks.CATEGORY_NAMES, objective: str = "pooled") -> dict:
     """Calibration and per-category figures; thresholds chosen here unless given: on the stream through the
     node's tracker for `objective` (`stream_thresholds`) when `tracker` (TrackerSettings) is given, else on

@@ -60,7 +60,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 def register_eval(subparsers: argparse._SubParsersAction) -> None:
     """``vila-ros eval`` (defaults from ``vila_ros.train.eval``, a light import: no torch)."""
-    from vila_ros.train.eval import DEFAULT_BATCH, DEFAULT_CLIP_FPS, DEFAULT_COUNT, DEFAULT_STRETCH
+    from vila_ros.train.eval import DEFAULT_BATCH, DEFAULT_COUNT, DEFAULT_STRETCH
 
     p = subparsers.add_parser(
         "eval", help="evaluate a checkpoint on held-out simulator seeds (captions, QA, alerts, frames-to-alert)",
@@ -74,8 +74,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--offset", type=int, default=0, help="first seed index within the split (default 0)")
     p.add_argument("--family", choices=tasks.FAMILIES, help="only this scene family (default: both)")
     p.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's num_video_frames)")
-    p.add_argument("--clip-fps", type=float, default=DEFAULT_CLIP_FPS,
-                   help=f"frames per second of a clip: the rate the model was trained on (default {DEFAULT_CLIP_FPS})")
+    p.add_argument("--clip-fps", type=float, default=tasks.CLIP_FPS,
+                   help=f"frames per second of a clip: the rate the model was trained on (default {tasks.CLIP_FPS})")
     p.add_argument("--stretch", type=int, default=DEFAULT_STRETCH,
                    help=f"frames of the frames-to-alert stretch (default {DEFAULT_STRETCH})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="prompts decoded together")

@@ -227,8 +227,8 @@ class SimDataset:
     """
 
     def __init__(self, tokenizer: Any, image_processor: Any, template: str, image_size: int, num_frames: int,
-                 mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, clip_fps: float = 4.0,
-                 qa_turns: int = 2, max_length: int | None = None, tokens_per_image: int = 1,
+                 mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, qa_turns: int = 2,
+                 clip_fps: float = tasks.CLIP_FPS, max_length: int | None = None, tokens_per_image: int = 1,
                  own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0,
                  full_windows: float = 0.0, focus_events: dict[str, float] | None = None):
         from vila_ros.sim.generate import event_of

@@ -57,13 +57,12 @@ __all__ = ["CLIP_CHUNK", "DEFAULT_BATCH", "DEFAULT_COUNT", "DEFAULT_STRETCH", "M
 
 DEFAULT_COUNT = 200
 DEFAULT_BATCH = 16
-DEFAULT_CLIP_FPS = 4.0  # the simulator's clip rate, that of every recipe's clip stages
 CLIP_CHUNK = 16  # scenarios rendered, encoded and generated together (fixed: results depend only on the seeds)
 MAX_NEW_TOKENS = {"caption": 96, "alert": 48, "qa": 12}
 
 
 def evaluate(model: Any, split: str = "test", count: int = DEFAULT_COUNT, family: str | None = None,
-             offset: int = 0, num_frames: int | None = None, clip_fps: float = DEFAULT_CLIP_FPS,
+             offset: int = 0, num_frames: int | None = None, clip_fps: float = tasks.CLIP_FPS,
              stretch: int = DEFAULT_STRETCH, batch_size: int = DEFAULT_BATCH, precision: str = "fp32",
              device: str = "cpu", max_new_tokens: dict[str, int] | None = None, include_clips: bool = True,
              progress: Callable[[str], None] | None = None, resize: str | None = None) -> dict:

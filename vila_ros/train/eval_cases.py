@@ -42,7 +42,7 @@ class Case:
         return self.clip_offset + self.num_frames - 1
 
 
-def build_case(seed: int, family: str | None = None, num_frames: int = 8, clip_fps: float = 4.0,
+def build_case(seed: int, family: str | None = None, num_frames: int = 8, clip_fps: float = tasks.CLIP_FPS,
                stretch: int = DEFAULT_STRETCH) -> Case:
     """The clip of ``make_clip(seed, family, num_frames, clip_fps)`` and, for an event, its stretch (no rendering)."""
     from vila_ros.sim import clip_window, make_scenario  # numpy + cv2: not at import (`vila-ros --help`)

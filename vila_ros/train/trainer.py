@@ -29,6 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from vila_ros import tasks
 from vila_ros.model.checkpoint import load_vila, parse_dtype
 from vila_ros.train import batching as B
 from vila_ros.train import data as D
@@ -138,7 +139,7 @@ class Trainer:
         if kind == "sim":
             params = dict(image_size=model.config.image_size,
                           num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
-                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", 4.0)),
+                          mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", tasks.CLIP_FPS)),
                           qa_turns=int(cfg.get("qa_turns", 2)), focus_events=cfg.get("focus_events"),
                           **{key: float(cfg.get(key, 0.0))
                              for key in ("own_event_qa", "onset_windows", "cut_windows", "full_windows")})
