@@ -137,7 +137,6 @@ def _bag(args) -> int:
 def _grammar(args) -> int:
     from pathlib import Path
 
-
     if args.out:
         Path(args.out).write_text(tasks.caption_regex() + "\n")
         print(f"wrote the caption grammar to {args.out}")
