@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     from vila_ros.model.presets import init_model
-    from vila_ros.train.data import sim_corpus
+    from vila_ros.train.corpus import sim_corpus
 
     return init_model("tiny", tmp_path_factory.mktemp("tiny") / "ckpt", seed=0, tokenizer_corpus=sim_corpus(200))
 

@@ -377,24 +377,3 @@ def _conv(pairs: Sequence[tuple[str, str]], num_images: int) -> list[dict]:
         out.append({"from": "human", "value": (prefix + q) if i == 0 else q})
         out.append({"from": "gpt", "value": a})
     return out
-
-
-def sim_corpus(count: int = 3000, seed: int = 0, num_frames: int = 8) -> list[str]:
-    """Text the default model reads and writes: captions, QA, prompts, alert answers, instructions, templates
-    (the tokenizer of the from-scratch default model is trained on it). Ground truth only: no rendering."""
-    from vila_ros.model.templates import TEMPLATES
-    from vila_ros.sim import clip_window, make_scenario, split_seeds
-    from vila_ros.sim.writers import text_instructions
-
-    lines: list[str] = []
-    for s in split_seeds("train", count, 5_000_000 + seed):
-        scenario = make_scenario(s)
-        stamps = clip_window(scenario, s, num_frames)
-        truth = scenario.truth(stamps)
-        lines += [truth.caption, truth.static_caption, truth.alert_answer]
-        lines += [f"{q['question']} {q['answer']}" for q in truth.qa]
-    lines += [f"{q} {a}" for q, a in text_instructions()]
-    lines += [tasks.DESCRIBE_PROMPT, tasks.ALERT_PROMPT]
-    for t in TEMPLATES.values():
-        lines.append(t.render([(IMAGE_PLACEHOLDER + "\n" + tasks.DESCRIBE_PROMPT, "yes")]))
-    return lines

@@ -108,10 +108,10 @@ class Trainer:
         path = self.out / "init"
         if self.dist.main and not (path / "config.json").is_file():
             from vila_ros.model.presets import init_model
+            from vila_ros.train.corpus import sim_corpus
 
-            corpus = None
-            if spec.get("tokenizer_corpus", "sim") == "sim":
-                corpus = D.sim_corpus(int(spec.get("corpus_clips", 3000)), int(spec.get("seed", 0)))
+            corpus = sim_corpus(int(spec.get("corpus_clips", 3000)), int(spec.get("seed", 0))) \
+                if spec.get("tokenizer_corpus", "sim") == "sim" else None
             self.log(f"init: preset {spec['preset']} -> {path}")
             init_model(spec["preset"], path, seed=int(spec.get("seed", 0)), tokenizer_corpus=corpus)
         self.dist.barrier()
