@@ -145,3 +145,18 @@ def test_focus_events_give_their_share_of_stream_scenes_the_event_asked_for(tiny
     for bad in ({"falling": 0.1}, {"warehouse/wrong_way_vehicle": 0.1}, {"red_light": 0.7, "animal_crossing": 0.5}):
         with pytest.raises(ValueError):
             _dataset(model, focus_events=bad)
+
+
+def test_render_size_gives_the_node_s_camera_frames_squashed_by_the_model_s_own_resize(tiny_ckpt):
+    import numpy as np
+
+    model = load_vila(tiny_ckpt)
+    camera = _dataset(model, render_size=[160, 120], cut_windows=0.5)  # a recipe's YAML gives a list
+    square = _dataset(model, cut_windows=0.5)
+    for i in range(12):
+        conv, frames, _ = camera.conversation(i)
+        assert all(frame.shape == (120, 160, 3) for frame in frames)  # the cut's frames before too
+        assert camera[i]["pixels"].shape[-2:] == (56, 56)  # the model's input, as the node feeds it
+        assert conv == square.conversation(i)[0]  # the same windows and answers, only rendered otherwise
+    ours, theirs = camera[0]["pixels"], square[0]["pixels"]
+    assert ours.shape == theirs.shape and not np.allclose(ours.numpy(), theirs.numpy())

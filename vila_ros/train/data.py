@@ -223,6 +223,8 @@ class SimDataset:
     its buffer has filled (every check but the first few of a feed); the rest are 1..num_frames, uniform.
     ``focus_events``: {"category" or "family/category": share} of stream windows whose scene has that event (the
     rest as the seed chooses): more onsets of the events a model misses, at the same number of steps.
+    ``render_size``: (width, height) stream windows are rendered at, then squashed to the model's input by its own
+    resize, as the node's camera frames are (default: the input's square, rendered directly).
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
@@ -230,7 +232,8 @@ class SimDataset:
                  mix: dict[str, float] | None = None, split: str = "train", seed: int = 0, qa_turns: int = 2,
                  clip_fps: float = tasks.CLIP_FPS, max_length: int | None = None, tokens_per_image: int = 1,
                  own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0,
-                 full_windows: float = 0.0, focus_events: dict[str, float] | None = None):
+                 full_windows: float = 0.0, focus_events: dict[str, float] | None = None,
+                 render_size: tuple[int, int] | None = None):
         from vila_ros.sim.generate import event_of
         from vila_ros.sim.writers import text_instructions
 
@@ -256,6 +259,7 @@ class SimDataset:
         self.onset_windows = onset_windows
         self.cut_windows = cut_windows
         self.full_windows = full_windows
+        self.render_size = tuple(render_size) if render_size else (image_size, image_size)
         self.focus = [(event_of(key), float(share)) for key, share in (focus_events or {}).items()]
         if any(share < 0 for _, share in self.focus) or sum(share for _, share in self.focus) > 1:
             raise ValueError(f"focus_events shares must be >= 0 and sum to at most 1: {focus_events}")
@@ -319,7 +323,7 @@ class SimDataset:
         alert = truth.alert_answer if n > 1 else tasks.alert_answer(
             [c for c in truth.categories if not tasks.CATEGORIES[c].temporal])
         pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
-        frames = before + [scenario.render(t, self.image_size, self.image_size) for t in stamps]
+        frames = before + [scenario.render(t, *self.render_size) for t in stamps]
         return _conv([pair], len(frames)), frames, "stream_window"
 
     def stream_scenario(self, scene_seed: int, rng: np.random.Generator) -> Any:
@@ -345,7 +349,7 @@ class SimDataset:
             scene_seed - CUT_SEED_OFFSET
         previous = make_scenario(seed, scenario.family, duration=float(rng.uniform(20.0, 60.0)))
         end = float(rng.uniform(previous.duration - dt, previous.duration))
-        before = [previous.render(end - k * dt, self.image_size, self.image_size) for k in range(n - after - 1, -1, -1)]
+        before = [previous.render(end - k * dt, *self.render_size) for k in range(n - after - 1, -1, -1)]
         return before, [k * dt for k in range(after)]
 
     def window_stamps(self, scenario: Any, rng: np.random.Generator) -> list[float]:

@@ -137,7 +137,7 @@ class Trainer:
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind == "sim":
-            params = dict(image_size=model.config.image_size,
+            params = dict(image_size=model.config.image_size, render_size=cfg.get("render_size"),
                           num_frames=int(cfg.get("num_frames") or model.config.num_video_frames),
                           mix=cfg.get("mix"), clip_fps=float(cfg.get("clip_fps", tasks.CLIP_FPS)),
                           qa_turns=int(cfg.get("qa_turns", 2)), focus_events=cfg.get("focus_events"),
