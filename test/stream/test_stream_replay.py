@@ -20,8 +20,17 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
     # Recorded at a clip rate other than the default: frames-to-alert counts the run's frames, not the default's.
     rate = {"clip_fps": 5.0}
     # Recorded: every check's probabilities (in this mode the run's own alerts follow the generated answers).
-    evaluate(**split, overrides=rate, out_dir=tmp_path / "recorded", probabilities=True, thresholds=stored)
+    recorded = evaluate(**split, overrides=rate, out_dir=tmp_path / "recorded", probabilities=True, thresholds=stored)
     node = evaluate(**split, overrides=rate)  # the node deciding at the stored thresholds
+    # Recorded while the node decides at thresholds (--probabilities --set alert_thresholds_file=...): the same
+    # checks, and the node's own alerts.
+    both = evaluate(**split, overrides={**rate, "alert_thresholds_file": "model"}, probabilities=True)
+
+    def checks(run):
+        return [(c["camera"], c["stamps_ns"], {k: round(p, 5) for k, p in c["probabilities"].items()})
+                for c in run["records"]["checks"]]
+
+    assert checks(both) and checks(both) == checks(recorded)
     replayed = redecide(tmp_path / "recorded", **split)
 
     def published(alerts):
@@ -29,6 +38,7 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
 
     assert any(a["state"] == 0 for a in node["records"]["alerts"])
     assert published(replayed["records"]) == published(node["records"]["alerts"])
+    assert published(both["records"]["alerts"]) == published(node["records"]["alerts"])
     figures = ("recall", "precision", "alert_begins", "false_alerts", "frames_to_alert_median")
     assert {k: replayed[k] for k in figures} == {k: node["alerts"][k] for k in figures}
 

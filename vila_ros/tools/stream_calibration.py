@@ -50,14 +50,24 @@ class ProbabilityProbe:
         return getattr(self.engine, name)
 
     def generate(self, question, image_features, config=None, on_token=None):
-        from vila_ros.engine.answer_scores import answer_probabilities
-
         result = self.engine.generate(question, image_features, config, on_token)
         if question == self.alert_prompt:
-            answers = (tasks.NO_ALERT_ANSWER, *self.categories)
-            values = answer_probabilities(self.engine, question, image_features, answers)
-            self.pending.append(([id(f) for f in image_features], dict(zip(answers, values))))
+            self._record(question, image_features)
         return result
+
+    def embed_prompt(self, question, image_features, config=None):
+        # A node deciding on thresholds scores the alert prompt itself, through this wrapper, instead of
+        # generating: its checks are recorded here (scored again on the engine beneath, which records nothing).
+        if question == self.alert_prompt:
+            self._record(question, image_features)
+        return self.engine.embed_prompt(question, image_features, config)
+
+    def _record(self, question: str, image_features: Sequence[Any]) -> None:
+        from vila_ros.engine.answer_scores import answer_probabilities
+
+        answers = (tasks.NO_ALERT_ANSWER, *self.categories)
+        values = answer_probabilities(self.engine, question, image_features, answers)
+        self.pending.append(([id(f) for f in image_features], dict(zip(answers, values))))
 
     def take(self, camera: str, frames: Sequence[Any]) -> list[dict]:
         """The pending probabilities as check records of `camera`, their windows found among `frames`."""

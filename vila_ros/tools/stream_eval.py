@@ -48,8 +48,8 @@ def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 def node_settings(engine, overrides: dict[str, Any] | None = None,
                   probabilities: bool = False) -> tuple[dict[str, Any], WorkerSettings, TrackerSettings]:
     """(parameter values, WorkerSettings, TrackerSettings) as the node's configure builds them from its
-    parameters. With `probabilities` no thresholds are read: every check asks the alert prompt, so the probe
-    records each category's probability."""
+    parameters. With `probabilities` no thresholds are read unless `overrides` name a file: every check asks the
+    alert prompt, and the probe records each category's probability (at thresholds it records what the node scores)."""
     from vila_ros.ros import parameters
 
     if probabilities:
