@@ -160,3 +160,36 @@ def test_agreement_of_an_int4_copy_with_its_float_model(tmp_path, capsys):
     shifted = [{**c, "stamps_ns": [s + 1 for s in c["stamps_ns"]]} for c in checks]
     with pytest.raises(ValueError, match="not one split"):
         decision_agreement(checks, shifted, stored)
+
+
+def test_eval_stream_renders_the_frame_size_it_is_given(tmp_path):
+    """`eval-stream --frame-size N`: the streams' frames rendered N x N instead of a camera's 320x240 that the
+    model's resize squashes; each recorded check is the model's probability on frames of that size."""
+    import json
+
+    from vila_ros import tasks
+    from vila_ros.cli import main
+    from vila_ros.engine import create_engine
+    from vila_ros.engine.answer_scores import answer_probabilities
+    from vila_ros.sim.streams import make_streams
+    from vila_ros.sim.writers import DEFAULT_START_NS
+    from vila_ros.tools.stream_eval import stream_camera
+
+    with pytest.raises(SystemExit):
+        main(["eval-stream", "--frame-size", "0x240"])
+    out = tmp_path / "square"
+    assert main(["eval-stream", "--split", "stream_val", "--minutes", "0.3", "--frame-size", "168",
+                 "--probabilities", "--out", str(out)]) == 0
+    run = json.loads((out / "stream_eval.json").read_text())
+    assert run["meta"]["frame_size"] == [168, 168]
+    engine = create_engine(DEFAULT_MODEL_DIR)
+    check = run["records"]["checks"][-1]
+    stream = {stream_camera(s)[0]: s for s in make_streams("stream_val", 0.3)}[check["camera"]]
+    category = max(check["probabilities"], key=check["probabilities"].get)
+
+    def probability(width, height):
+        frames = [stream.render((s - DEFAULT_START_NS) / 1e9, width, height) for s in check["stamps_ns"]]
+        return answer_probabilities(engine, tasks.ALERT_PROMPT, engine.encode_frames(frames), [category])[0]
+
+    assert abs(check["probabilities"][category] - probability(168, 168)) < 1e-3
+    assert abs(check["probabilities"][category] - probability(320, 240)) > 1e-3

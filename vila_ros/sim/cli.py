@@ -23,14 +23,16 @@ red_light, animal_crossing, person_in_aisle, forklift_approaching, camera_blocke
 """
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_argument(text: str) -> tuple[int, int]:
+    """An image size on the command line: WIDTHxHEIGHT or N (N x N), both positive."""
     try:
-        if "x" in text:
-            w, h = text.lower().split("x")
-            return int(w), int(h)
-        return int(text), int(text)
+        w, h = text.lower().split("x") if "x" in text else (text, text)
+        size = int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT or N, not {text!r}") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
+    return size
 
 
 def register(subparsers) -> None:
@@ -47,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--category", default="auto", help="event category, 'none' or 'auto' (by seed)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--fps", type=float, default=tasks.CLIP_FPS, help="clip frame rate")
-    p.add_argument("--size", type=_size, default=(112, 112), help="WIDTHxHEIGHT or N (default 112)")
+    p.add_argument("--size", type=size_argument, default=(112, 112), help="WIDTHxHEIGHT or N (default 112)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_clip)
 
@@ -68,7 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     p.add_argument("--cameras", default="front", help="comma-separated camera names (topic /cameras/NAME/...)")
     p.add_argument("--fps", type=float, default=10.0)
-    p.add_argument("--size", type=_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
+    p.add_argument("--size", type=size_argument, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--encoding", choices=["rgb8", "bgr8", "jpeg"], default="rgb8")
     p.add_argument("--duration", type=float, default=10.0, help="seconds")
     p.add_argument("--segment", type=float, default=10.0, help="seconds per scenario (a new scene after each)")
@@ -88,7 +90,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_grammar)
 
     p = sub.add_parser("bench", help="measure render speed")
-    p.add_argument("--size", type=_size, default=(112, 112))
+    p.add_argument("--size", type=size_argument, default=(112, 112))
     p.add_argument("--frames", type=int, default=400)
     p.set_defaults(func=_bench)
 

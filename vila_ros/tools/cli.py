@@ -9,6 +9,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from vila_ros.sim.cli import size_argument
     from vila_ros.tools.demo import add_arguments as add_demo_arguments
     from vila_ros.tools.replay import add_replay_arguments
     from vila_ros.tools.soak import add_arguments as add_soak_arguments
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stream.add_argument("--min-scene", type=float, default=20.0, help="shortest scene (s)")
     stream.add_argument("--max-scene", type=float, default=60.0, help="longest scene (s)")
     stream.add_argument("--frames", type=int, default=0, help="window in frames (node num_frames; 1 = single frame)")
+    stream.add_argument("--frame-size", type=size_argument, default=(320, 240), metavar="WIDTHxHEIGHT",
+                        help="the generated streams' camera frames (default 320x240, squashed to the model's square "
+                             "by its resize as a camera's are; N = a square render, e.g. the model's own size)")
     stream.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a node parameter (JSON value), e.g. --set alert_confirm=2")
     stream.add_argument("--probabilities", action="store_true",
@@ -179,7 +183,8 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
                           probabilities=(args.probabilities or bool(args.thresholds) or args.cross_validate > 0
                                          or reference is not None),
                           thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None,
-                          events_per_category=args.events_per_category, halvings=args.cross_validate)
+                          events_per_category=args.events_per_category, halvings=args.cross_validate,
+                          frame_size=args.frame_size)
         if reference is not None:
             agreement = decision_agreement(reference, report["records"]["checks"],
                                            report["probabilities"]["thresholds"])

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from vila_ros.ros.events import TrackerSettings
     from vila_ros.ros.worker_types import WorkerSettings
 
-RENDER_SIZE = (320, 240)  # a render at any size, squashed to the model's square, matches the square render
+# A camera's 4:3 frame, squashed to the model's square by the model's own resize as the node's frames are (a square
+# render at the model's size differs at edges and distant detail, and the model scores it differently).
+RENDER_SIZE = (320, 240)
 CAMERA_FPS = 10.0
 
 
@@ -212,10 +214,11 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
              progress: Callable[[str], None] | None = None, probabilities: bool = False,
              thresholds: dict[str, float] | None = None, events_per_category: int = 0,
-             halvings: int = 0) -> dict:
+             halvings: int = 0, frame_size: tuple[int, int] = RENDER_SIZE) -> dict:
     """Score the node on a stream split (or on `bags`); with `out_dir`, write stream_eval.json / .md / .png.
     `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``);
-    `halvings` > 0 (with `probabilities`): the rules of choosing thresholds cross-validated over that many halvings."""
+    `halvings` > 0 (with `probabilities`): the rules of choosing thresholds cross-validated over that many halvings;
+    `frame_size` (width, height): the generated streams' camera frames."""
     from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.sim.streams import make_streams
@@ -227,13 +230,14 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
         cameras, records, seconds = run_bags(engine, bags, node_overrides)
     else:
         streams = make_streams(split, minutes, min_scene, max_scene, stream_minutes, events_per_category)
-        cameras, records, seconds = run_streams(engine, streams, node_overrides, progress=progress,
-                                                probabilities=probabilities)
+        cameras, records, seconds = run_streams(engine, streams, node_overrides, size=frame_size,
+                                                progress=progress, probabilities=probabilities)
     values = node_values(overrides)
     report = score_records(cameras, records, float(values["clip_fps"]))
     report["meta"] = {"model_dir": str(resolve_model_dir(model_dir)), "precision": precision,
                       "source": [str(b) for b in bags] if bags else split,
                       "events_per_category": events_per_category, "overrides": dict(overrides or {}),
+                      "frame_size": None if bags else list(frame_size),
                       "num_frames": values["num_frames"] or engine.num_video_frames, "clip_fps": values["clip_fps"],
                       "wall_s": round(seconds, 1),
                       "real_time_factor": round(report["camera_seconds"] / seconds, 2) if seconds else None}
