@@ -71,9 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stream.add_argument("--min-scene", type=float, default=20.0, help="shortest scene (s)")
     stream.add_argument("--max-scene", type=float, default=60.0, help="longest scene (s)")
     stream.add_argument("--frames", type=int, default=0, help="window in frames (node num_frames; 1 = single frame)")
-    stream.add_argument("--frame-size", type=size_argument, default=(320, 240), metavar="WIDTHxHEIGHT",
-                        help="the generated streams' camera frames (default 320x240, squashed to the model's square "
-                             "by its resize as a camera's are; N = a square render, e.g. the model's own size)")
+    stream.add_argument("--frame-size", type=size_argument, metavar="WIDTHxHEIGHT",
+                        help="the generated streams' camera frames (default a camera's 320x240, squashed to the "
+                             "model's square by its resize; N = a square render, e.g. the model's own size)")
     stream.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a node parameter (JSON value), e.g. --set alert_confirm=2")
     stream.add_argument("--probabilities", action="store_true",
@@ -139,7 +139,7 @@ def _run_replay_test(args: argparse.Namespace) -> int:
 def _run_eval_stream(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vila_ros.tools.stream_eval import evaluate
+    from vila_ros.tools.stream_eval import RENDER_SIZE, evaluate
     from vila_ros.tools.stream_report import summary_rows
 
     overrides = {}
@@ -184,7 +184,7 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
                                          or reference is not None),
                           thresholds=json.loads(Path(args.thresholds).read_text()) if args.thresholds else None,
                           events_per_category=args.events_per_category, halvings=args.cross_validate,
-                          frame_size=args.frame_size)
+                          frame_size=args.frame_size or RENDER_SIZE)
         if reference is not None:
             agreement = decision_agreement(reference, report["records"]["checks"],
                                            report["probabilities"]["thresholds"])
