@@ -6,11 +6,12 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "default_model"
 LOCAL_LARGE_FRAMES_DDS_PROFILE = "fastdds_local_large_frames.xml"
-# What the node reads from a model directory beside the weights (alert_thresholds_file, describe_regex_file 'model'):
-# it belongs to the model, so a quantized copy carries it.
+# What the node reads from a model directory beside the weights (alert_thresholds_file, describe_regex_file and
+# world_gate_file 'model'): it belongs to the model, so a quantized copy carries it.
 ALERT_THRESHOLDS_FILE = "alert_thresholds.json"
 DESCRIPTION_REGEX_FILE = "description_regex.txt"
-MODEL_DECISION_FILES = (ALERT_THRESHOLDS_FILE, DESCRIPTION_REGEX_FILE)
+WORLD_GATE_FILE = "world_gate.safetensors"
+MODEL_DECISION_FILES = (ALERT_THRESHOLDS_FILE, DESCRIPTION_REGEX_FILE, WORLD_GATE_FILE)
 
 
 def shipped_config(name: str) -> Path:

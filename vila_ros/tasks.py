@@ -69,6 +69,8 @@ CATEGORIES: dict[str, CornerCase] = {
     )
 }
 CATEGORY_NAMES: tuple[str, ...] = tuple(CATEGORIES)
+# Faults of the camera itself: the scene behind them is unknown, so they belong to no scene (and to every family).
+LENS_FAULTS: tuple[str, ...] = ("camera_blocked", "camera_blurred")
 
 
 def categories_for(family: str) -> tuple[str, ...]:

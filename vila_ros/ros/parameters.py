@@ -72,6 +72,11 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
                               "probability of each category. 'model' = the alert_thresholds.json stored with the "
                               "checkpoint, when it has one and the engine gives logits (not engine openai); empty = "
                               "decide on the generated answer.", None, False),
+    "world_gate_file": ("model", "The model's world gate (safetensors; `vila-ros fit-world-gate` fits it): a window "
+                        "whose newest frame's image features lie beyond its threshold from the model's training "
+                        "renders is described as an unfamiliar scene and raises no scene alert (lens faults still). "
+                        "'model' = the world_gate.safetensors stored with the checkpoint, when it has one and the "
+                        "engine gives image features (not engine openai); empty = no gate.", None, False),
     "alert_confirm": (1, "Consecutive detections needed to BEGIN an alert.", (1, 100), False),
     "alert_clear": (2, "Consecutive checks without the category needed to END it.", (1, 100), False),
     "alert_ongoing_period_s": (2.0, "Seconds between ONGOING reports of an active alert.", (0.0, 3600.0), False),
@@ -230,6 +235,31 @@ def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[t
     return thresholds
 
 
+def world_gate(source: str, model_dir: str, engine: Any = None) -> Any:
+    """The `WorldGate` `world_gate_file` names, None for none."""
+    from pathlib import Path
+
+    if not source:
+        return None
+    from vila_ros.model.world_gate import WORLD_GATE_FILE, WorldGate
+
+    if source == "model":
+        # The gate reads the engine's per-frame image features: a remote server gives none.
+        if engine is None or not hasattr(engine, "encode_frames") or not hasattr(engine, "embed_prompt"):
+            return None
+        from vila_ros.resources import resolve_model_dir
+
+        path = resolve_model_dir(model_dir) / WORLD_GATE_FILE
+        if not path.is_file():
+            return None
+    else:
+        path = Path(source).expanduser()
+    try:
+        return WorldGate.load(path)
+    except ValueError as error:
+        raise ValueError(f"world_gate_file: {error}") from None
+
+
 def describe_regex(source: str, model_dir: str, engine: Any = None) -> str:
     """The expression `describe_regex_file` names, checked against the engine's vocabulary; "" = free text."""
     from pathlib import Path
@@ -290,6 +320,7 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
     num_frames = get("num_frames") or model_frames
     thresholds = alert_thresholds(get("alert_thresholds_file"), get("model_dir"), engine)
     regex = describe_regex(get("describe_regex_file"), get("model_dir"), engine)
+    gate = world_gate(get("world_gate_file"), get("model_dir"), engine)
     if get("retry_backoff_max_s") < get("retry_backoff_initial_s"):
         raise ValueError(f"retry_backoff_max_s ({get('retry_backoff_max_s')}) must be at least "
                          f"retry_backoff_initial_s ({get('retry_backoff_initial_s')})")
@@ -298,8 +329,8 @@ def worker_settings(node: Node, model_frames: int, overrides: dict | None = None
         describe_period_s=get("describe_period_s"), describe_prompt=get("describe_prompt"),
         describe_max_new_tokens=get("describe_max_new_tokens"), describe_regex=regex,
         alert_period_s=get("alert_period_s"), alert_prompt=get("alert_prompt"), alert_categories=categories,
-        alert_rules=rules, alert_thresholds=thresholds, query_max_new_tokens=get("query_max_new_tokens"),
-        query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
+        alert_rules=rules, alert_thresholds=thresholds, world_gate=gate,
+        query_max_new_tokens=get("query_max_new_tokens"), query_max_new_tokens_limit=get("query_max_new_tokens_limit"),
         backoff_initial_s=get("retry_backoff_initial_s"), backoff_max_s=get("retry_backoff_max_s"),
     )
 

@@ -215,8 +215,11 @@ class InferenceWorker:
     def describe(self, camera: str) -> Description:
         settings = self.settings
         frames = self._window(camera, settings.num_frames)
-        text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens,
-                                       output_regex=settings.describe_regex)
+        if self._unfamiliar(frames) and not any(self.tracker.is_active(camera, c) for c in tasks.LENS_FAULTS):
+            text, timings = tasks.UNFAMILIAR_SCENE, Timings(0.0, 0.0, 0.0, 0)
+        else:
+            text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens,
+                                           output_regex=settings.describe_regex)
         description = Description(camera, tuple(frames), text, "describe", timings)
         self.stats.descriptions += 1
         self._on_description(description)
@@ -238,6 +241,10 @@ class InferenceWorker:
             text, _ = self._generate(settings.alert_prompt, frames, settings.alert_max_new_tokens)
             detected += [c for c in tasks.parse_categories(text) if c in settings.alert_categories]
             answers.append(text)
+        if self._unfamiliar(frames):  # no scene to alert on; a covered or blurred lens is a fault of any view
+            detected = [c for c in detected if c in tasks.LENS_FAULTS]
+            answers.append(tasks.UNFAMILIAR_SCENE)
+            self.stats.unfamiliar_checks += 1
         for rule in settings.alert_rules:
             text, _ = self._generate(rule.question, frames, 8)
             if tasks.parse_yes_no(text):
@@ -340,6 +347,17 @@ class InferenceWorker:
         values = answer_probabilities(self.engine, self.settings.alert_prompt, [f.features for f in frames],
                                       categories)
         return dict(zip(categories, values))
+
+    def _unfamiliar(self, frames: Sequence[Frame]) -> bool:
+        """Whether the window's newest frame lies outside the world the model knows (`settings.world_gate`)."""
+        gate = self.settings.world_gate
+        if gate is None or not frames:
+            return False
+        self._encode_missing(frames[-1:])
+        features = frames[-1].features
+        if not hasattr(features, "dim") or features.dim() != 2:
+            return False  # an engine without per-frame features (a remote server) has nothing to gate on
+        return gate.is_unfamiliar(features)
 
     def _encode_missing(self, frames: Sequence[Frame]) -> float:
         missing = [frame for frame in frames if frame.features is None]

@@ -3,7 +3,7 @@ queries it takes and its counters. No rclpy, no engine: `worker.py` does the wor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from vila_ros import tasks
 from vila_ros.ros.frame_buffer import Frame
@@ -36,6 +36,9 @@ class WorkerSettings:
     # and an active alert stays detected down to `alert_release` times it (hysteresis against flicker).
     alert_thresholds: tuple[tuple[str, float], ...] = ()
     alert_release: float = 0.5
+    # The model's world gate (`model/world_gate.py`) or None: a window whose newest frame lies outside the world the
+    # model was trained on is described as an unfamiliar scene and raises no scene category (lens faults still).
+    world_gate: Any = None
     query_max_new_tokens: int = 64
     query_max_new_tokens_limit: int = 256
     temperature: float = 0.0
@@ -108,3 +111,4 @@ class WorkerStats:
     periods: int = 0  # batches of periodic work (all cameras due at once)
     period_rows: int = 0  # generations those batches held
     last_period_ms: float = 0.0
+    unfamiliar_checks: int = 0  # alert checks the world gate found outside the model's world

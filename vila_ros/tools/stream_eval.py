@@ -36,6 +36,7 @@ class NodeRecords:
     alerts: list[dict] = field(default_factory=list)
     descriptions: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)  # alert checks with the model's category probabilities
+    unfamiliar_checks: int = 0  # alert checks whose window the world gate found outside the model's world
 
 
 def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class InProcessNode:
         outcome = self.cameras[camera].ingest(message, time.time_ns, self._max_side).outcome
         if outcome == "kept":
             self.worker.run_due()
+            self.records.unfamiliar_checks = self.worker.stats.unfamiliar_checks
             if self.probe is not None and self.probe.pending:
                 self.records.checks += self.probe.take(camera, self.cameras[camera].buffer.window())
         return outcome
@@ -156,6 +158,7 @@ def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, 
         records.alerts += node.records.alerts
         records.descriptions += node.records.descriptions
         records.checks += node.records.checks
+        records.unfamiliar_checks += node.records.unfamiliar_checks
         if progress:
             progress(f"{camera}: {stream.duration:.0f} s, {time.perf_counter() - started:.0f} s so far")
     return truth, records, time.perf_counter() - started
@@ -206,6 +209,7 @@ def score_records(cameras: dict[str, dict], records: NodeRecords, clip_fps: floa
     report = {"alerts": score_alerts(cameras, records.alerts, clip_fps),
               "descriptions": score_descriptions(cameras, records.descriptions)}
     report["camera_seconds"] = report["alerts"]["camera_hours"] * 3600
+    report["unfamiliar_checks"] = records.unfamiliar_checks
     return report
 
 
@@ -286,6 +290,7 @@ def photo_runs(engine, paths: Iterable[Path], seconds: float = 20.0, fps: float 
         texts = [d["text"] for d in node.records.descriptions]
         runs.append({"photo": str(path), "alert_begins": len(begins),
                      "alert_categories": sorted({a["category"] for a in begins}),
+                     "unfamiliar_checks": node.records.unfamiliar_checks,
                      "descriptions": len(texts), "most_common_description": max(set(texts), key=texts.count,
                                                                                  default="")})
     return runs

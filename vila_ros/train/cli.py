@@ -29,6 +29,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_handle)
 
     register_eval(subparsers)
+    gate = subparsers.add_parser(
+        "fit-world-gate", help="fit and store the model's world gate (an unfamiliar scene is not described as a road)",
+        description="Fits the statistics of the model's image features on simulator scenes rendered as camera "
+                    "frames (train split), sets the threshold from the validation split's scenes, and "
+                    "stores world_gate.safetensors (+ world_gate.json, the distances) with the model. The node "
+                    "then describes a window whose newest frame lies beyond it as an unfamiliar scene and raises "
+                    "no alert on it (world_gate_file).")
+    gate.add_argument("--model", required=True, help="checkpoint directory (the gate is written into it)")
+    gate.add_argument("--scenes", type=int, default=3000,
+                      help="train-split scenes to fit on, a frame of each (default 3000)")
+    gate.add_argument("--out", help="write the gate here instead of into the model directory")
+    gate.set_defaults(func=_handle_world_gate)
+
+
+def _handle_world_gate(args: argparse.Namespace) -> int:
+    from vila_ros.model.checkpoint import CheckpointError
+    from vila_ros.train.world_gate_fit import fit_world_gate
+
+    try:
+        report = fit_world_gate(args.model, args.scenes, args.out)
+    except (ValueError, OSError, CheckpointError) as error:
+        print(f"vila-ros fit-world-gate: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1))
+    return 0
 
 
 def _handle(args: argparse.Namespace) -> int:
