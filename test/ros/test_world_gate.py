@@ -77,7 +77,7 @@ def _worker(engine, gate, frames):
 
 def test_a_window_outside_the_world_is_an_unfamiliar_scene_with_lens_faults_only(gate, tiny_engine):
     worker, alerts = _worker(tiny_engine, gate, _grey_frames(3, 3) + [_noise_frame()])
-    assert worker.describe("front").text == tasks.UNFAMILIAR_SCENE
+    assert worker.describe("front").text == tasks.UNFAMILIAR_SCENE and worker.stats.unfamiliar_descriptions == 1
     worker.check_alerts("front")
     assert [a.category for a in alerts] == ["camera_blocked"] and worker.stats.unfamiliar_checks == 1
     # Behind an active lens fault the view is the camera's fault, not another world: described by the model.

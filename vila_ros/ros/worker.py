@@ -217,6 +217,7 @@ class InferenceWorker:
         frames = self._window(camera, settings.num_frames)
         if self._unfamiliar(frames) and not any(self.tracker.is_active(camera, c) for c in tasks.LENS_FAULTS):
             text, timings = tasks.UNFAMILIAR_SCENE, Timings(0.0, 0.0, 0.0, 0)
+            self.stats.unfamiliar_descriptions += 1
         else:
             text, timings = self._generate(settings.describe_prompt, frames, settings.describe_max_new_tokens,
                                            output_regex=settings.describe_regex)

@@ -112,3 +112,4 @@ class WorkerStats:
     period_rows: int = 0  # generations those batches held
     last_period_ms: float = 0.0
     unfamiliar_checks: int = 0  # alert checks the world gate found outside the model's world
+    unfamiliar_descriptions: int = 0  # descriptions it answered "An unfamiliar scene." without the model

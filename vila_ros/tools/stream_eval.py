@@ -37,6 +37,7 @@ class NodeRecords:
     descriptions: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)  # alert checks with the model's category probabilities
     unfamiliar_checks: int = 0  # alert checks whose window the world gate found outside the model's world
+    unfamiliar_descriptions: int = 0  # and descriptions
 
 
 def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -102,6 +103,7 @@ class InProcessNode:
         if outcome == "kept":
             self.worker.run_due()
             self.records.unfamiliar_checks = self.worker.stats.unfamiliar_checks
+            self.records.unfamiliar_descriptions = self.worker.stats.unfamiliar_descriptions
             if self.probe is not None and self.probe.pending:
                 self.records.checks += self.probe.take(camera, self.cameras[camera].buffer.window())
         return outcome
@@ -159,6 +161,7 @@ def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, 
         records.descriptions += node.records.descriptions
         records.checks += node.records.checks
         records.unfamiliar_checks += node.records.unfamiliar_checks
+        records.unfamiliar_descriptions += node.records.unfamiliar_descriptions
         if progress:
             progress(f"{camera}: {stream.duration:.0f} s, {time.perf_counter() - started:.0f} s so far")
     return truth, records, time.perf_counter() - started
@@ -210,6 +213,7 @@ def score_records(cameras: dict[str, dict], records: NodeRecords, clip_fps: floa
               "descriptions": score_descriptions(cameras, records.descriptions)}
     report["camera_seconds"] = report["alerts"]["camera_hours"] * 3600
     report["unfamiliar_checks"] = records.unfamiliar_checks
+    report["unfamiliar_descriptions"] = records.unfamiliar_descriptions
     return report
 
 
@@ -291,6 +295,7 @@ def photo_runs(engine, paths: Iterable[Path], seconds: float = 20.0, fps: float 
         runs.append({"photo": str(path), "alert_begins": len(begins),
                      "alert_categories": sorted({a["category"] for a in begins}),
                      "unfamiliar_checks": node.records.unfamiliar_checks,
+                     "unfamiliar_descriptions": node.records.unfamiliar_descriptions,
                      "descriptions": len(texts), "most_common_description": max(set(texts), key=texts.count,
                                                                                  default="")})
     return runs

@@ -45,7 +45,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
             ("description attribute accuracy", _fmt(text["attribute_accuracy"])),
             ("event named before its onset", _fmt(text["named_before_onset_rate"])),
             ("malformed descriptions", _fmt(text["malformed_rate"])),
-            ("alert checks outside the model's world (world gate)", str(report.get("unfamiliar_checks", 0))),
+            ("alert checks / descriptions outside the model's world (world gate)",
+             f"{report.get('unfamiliar_checks', 0)} / {report.get('unfamiliar_descriptions', 0)}"),
             ("real-time factor", _fmt(report["meta"].get("real_time_factor")))]
 
 
