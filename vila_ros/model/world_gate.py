@@ -19,7 +19,7 @@ import torch
 from vila_ros.resources import WORLD_GATE_FILE  # noqa: F401 - where the gate is stored with a model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: tensors have no single truth value to compare
 class WorldGate:
     mean: torch.Tensor  # [hidden]
     precision: torch.Tensor  # [hidden, hidden]: the inverse of the (regularised) covariance

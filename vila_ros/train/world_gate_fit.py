@@ -82,8 +82,9 @@ def fit_world_gate(model_dir: str | Path, scenes: int = 3000, out: str | Path | 
         return {"frames": len(values), "min_median_p99_max": [round(float(q), 2) for q in quantiles],
                 "unfamiliar": int((values > gate.threshold).sum())}
 
-    report = {"threshold": gate.threshold, "margin": MARGIN, "file": str(path), "train": summary(gate.distances(train)),
-              "val_scenes": summary(scenes_only), "val_lens_faults": summary(distances[faults]),
+    report = {"threshold": gate.threshold, "margin": MARGIN, "file": path.name,
+              "train": summary(gate.distances(train)), "val_scenes": summary(scenes_only),
+              "val_lens_faults": summary(distances[faults]),
               "out_of_world": summary(out_of_world)}
     path.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     return report
