@@ -63,29 +63,6 @@ def test_out_of_world_frames_are_answered_unfamiliar_without_alert(tiny_ckpt):
     assert well_formed(tasks.UNFAMILIAR_SCENE) is not None
 
 
-def test_photograph_like_out_of_world_frames_have_a_natural_spectrum_and_shading():
-    import numpy as np
-
-    from vila_ros.sim.unfamiliar import unfamiliar_frame
-
-    def spectrum_slope(image: np.ndarray) -> float:
-        """Slope of log amplitude over log frequency (photographs: about -1; white noise: 0)."""
-        grey = image.astype(float).mean(-1)
-        amplitude = np.abs(np.fft.fft2(grey - grey.mean()))
-        frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(96), np.fft.fftfreq(96)))
-        edges = np.geomspace(0.02, 0.4, 8)
-        bands = [(np.log((lo * hi) ** 0.5), np.log(amplitude[(frequency >= lo) & (frequency < hi)].mean()))
-                 for lo, hi in zip(edges[:-1], edges[1:])]
-        return float(np.polyfit(*zip(*bands), 1)[0])
-
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        assert -1.8 < spectrum_slope(unfamiliar_frame(rng, 96, "natural")) < -0.9
-        still = unfamiliar_frame(rng, 96, "still_life")
-        assert len(np.unique(still.reshape(-1, 3), axis=0)) > 500  # shaded and grainy, not flat fills
-    assert spectrum_slope(rng.integers(0, 256, (96, 96, 3))) > -0.3
-
-
 def test_onset_windows_end_near_the_onset_and_hold_both_answers(tiny_ckpt):
     import numpy as np
 
