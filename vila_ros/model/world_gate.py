@@ -1,13 +1,14 @@
 """Whether a frame shows the world a model was trained on: the Mahalanobis distance of its image features (the
 projector's output, averaged over the frame's tokens) from the features of the model's own training renders.
 
-A small model trained on a simulator answers about a road or an aisle whatever it is shown: a photograph of a
-person came out as "A road at night. Two cars, a pedestrian ...". Its features tell otherwise: on the embedded
-model, rendered frames of the validation split lie at most about 26 from the training renders' mean, out-of-world
-frames (noise, textures, shapes) 34 and more, real photographs 39-71. The node describes a window whose newest
-frame lies beyond the stored threshold as an unfamiliar scene and checks no category on it (`ros/worker.py`). The
-statistics and threshold are fitted by `vila-ros fit-world-gate` (`train/world_gate_fit.py`) and stored with the
-model (WORLD_GATE_FILE, safetensors); a checkpoint without the file (any VILA checkpoint) has no gate.
+A small model trained on a simulator answers about a road or an aisle whatever it is shown: the embedded model
+describes a portrait photograph as "A road in the day. Three cars, a pedestrian, ...". Its features tell otherwise:
+rendered scenes of the validation split lie at most 24.6 from the training renders' mean, out-of-world frames
+(noise, textures, shapes) 32 and more, real photographs 40-66. The node describes a window whose newest frame lies
+beyond the stored threshold as an unfamiliar scene and raises no scene alert on it (`ros/worker.py`; a covered or
+blurred lens is checked on any view). The statistics and threshold are fitted by `vila-ros fit-world-gate`
+(`train/world_gate_fit.py`) and stored with the model (WORLD_GATE_FILE, safetensors); a checkpoint without the file
+(any VILA checkpoint) has no gate.
 """
 from __future__ import annotations
 
