@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -204,25 +205,33 @@ def tracker_settings(node: Node, overrides: dict | None = None) -> TrackerSettin
                            ongoing_period_s=get("alert_ongoing_period_s"), cooldown_s=get("alert_cooldown_s"))
 
 
+def _decision_file(source: str, model_dir: str, name: str, engine_uses_it: bool) -> Path | None:
+    """The file a `*_file` parameter names: None when it is empty, or when it is 'model' and the engine cannot use
+    the file or the checkpoint stores none (`name` beside its weights)."""
+    if not source:
+        return None
+    if source != "model":
+        return Path(source).expanduser()
+    if not engine_uses_it:
+        return None
+    from vila_ros.resources import resolve_model_dir
+
+    path = resolve_model_dir(model_dir) / name
+    return path if path.is_file() else None
+
+
 def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[tuple[str, float], ...]:
     """The thresholds `alert_thresholds_file` names; () = alerts decide on the generated answer."""
     import json
-    from pathlib import Path
 
-    if not source:
+    from vila_ros.resources import ALERT_THRESHOLDS_FILE
+
+    # Probabilities come from the answer tokens' logits: an engine without the torch engine's steps (a remote
+    # server) cannot give them, and a checkpoint without stored thresholds has none to use.
+    logits = engine is not None and all(hasattr(engine, step) for step in ("embed_prompt", "prefill", "decode_step"))
+    path = _decision_file(source, model_dir, ALERT_THRESHOLDS_FILE, logits)
+    if path is None:
         return ()
-    if source == "model":
-        # Probabilities come from the answer tokens' logits: an engine without the torch engine's steps (a remote
-        # server) cannot give them, and a checkpoint without stored thresholds has none to use.
-        if engine is None or not all(hasattr(engine, step) for step in ("embed_prompt", "prefill", "decode_step")):
-            return ()
-        from vila_ros.resources import ALERT_THRESHOLDS_FILE, resolve_model_dir
-
-        path = resolve_model_dir(model_dir) / ALERT_THRESHOLDS_FILE
-        if not path.is_file():
-            return ()
-    else:
-        path = Path(source).expanduser()
     try:
         loaded = json.loads(path.read_text())
         thresholds = tuple((str(c), float(t)) for c, t in loaded.items())
@@ -237,23 +246,15 @@ def alert_thresholds(source: str, model_dir: str, engine: Any = None) -> tuple[t
 
 def world_gate(source: str, model_dir: str, engine: Any = None) -> Any:
     """The `WorldGate` `world_gate_file` names, None for none."""
-    from pathlib import Path
+    from vila_ros.resources import WORLD_GATE_FILE
 
-    if not source:
+    # The gate reads the engine's per-frame image features: a remote server gives none.
+    features = engine is not None and hasattr(engine, "encode_frames") and hasattr(engine, "embed_prompt")
+    path = _decision_file(source, model_dir, WORLD_GATE_FILE, features)
+    if path is None:
         return None
-    from vila_ros.model.world_gate import WORLD_GATE_FILE, WorldGate
+    from vila_ros.model.world_gate import WorldGate
 
-    if source == "model":
-        # The gate reads the engine's per-frame image features: a remote server gives none.
-        if engine is None or not hasattr(engine, "encode_frames") or not hasattr(engine, "embed_prompt"):
-            return None
-        from vila_ros.resources import resolve_model_dir
-
-        path = resolve_model_dir(model_dir) / WORLD_GATE_FILE
-        if not path.is_file():
-            return None
-    else:
-        path = Path(source).expanduser()
     try:
         return WorldGate.load(path)
     except ValueError as error:
@@ -262,20 +263,13 @@ def world_gate(source: str, model_dir: str, engine: Any = None) -> Any:
 
 def describe_regex(source: str, model_dir: str, engine: Any = None) -> str:
     """The expression `describe_regex_file` names, checked against the engine's vocabulary; "" = free text."""
-    from pathlib import Path
+    from vila_ros.resources import DESCRIPTION_REGEX_FILE
 
-    if not source:
+    # A remote server or TensorRT-LLM engine cannot constrain decoding: its descriptions stay free text.
+    constrains = engine is not None and hasattr(engine, "check_output_regex")
+    path = _decision_file(source, model_dir, DESCRIPTION_REGEX_FILE, constrains)
+    if path is None:
         return ""
-    if source == "model":
-        if engine is None or not hasattr(engine, "check_output_regex"):
-            return ""  # a remote server or TensorRT-LLM engine: descriptions stay free text
-        from vila_ros.resources import DESCRIPTION_REGEX_FILE, resolve_model_dir
-
-        path = resolve_model_dir(model_dir) / DESCRIPTION_REGEX_FILE
-        if not path.is_file():
-            return ""
-    else:
-        path = Path(source).expanduser()
     from vila_ros.engine.json_schema import read_regex_file
 
     try:
