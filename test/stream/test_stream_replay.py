@@ -61,3 +61,25 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
     assert "give the run's own --split and --minutes" in capsys.readouterr().err
     assert main([*common, "--minutes", "1", "--set", "num_frames=4", "--out", str(tmp_path / "r")]) == 1
     assert "cannot change num_frames" in capsys.readouterr().err
+
+
+def test_a_run_checked_every_half_second_replayed_every_second_is_the_node_at_one_second(tmp_path):
+    from vila_ros.tools.stream_eval import evaluate
+    from vila_ros.tools.stream_replay import redecide
+
+    split = {"split": "stream_val", "minutes": 2.0, "stream_minutes": 1.0}
+    often = evaluate(**split, overrides={"alert_period_s": 0.5, "alert_thresholds_file": "model"},
+                     out_dir=tmp_path / "often", probabilities=True)
+    node = evaluate(**split)  # the default cadence, 1 s
+    stamps = sorted(c["stamps_ns"][-1] for c in often["records"]["checks"] if c["camera"] == "road0")
+    assert {b - a for a, b in zip(stamps, stamps[1:])} == {500_000_000}
+
+    def published(alerts):
+        return sorted((a["camera"], a["category"], a["state"], a["stamp_ns"]) for a in alerts)
+
+    replayed = redecide(tmp_path / "often", **split, overrides={"alert_period_s": 1.0})
+    assert any(a["state"] == 0 for a in node["records"]["alerts"])
+    assert published(replayed["records"]) == published(node["records"]["alerts"])
+    assert published(redecide(tmp_path / "often", **split)["records"]) == published(often["records"]["alerts"])
+    with pytest.raises(ValueError, match="can check less often, not every 0.25 s"):
+        redecide(tmp_path / "often", **split, overrides={"alert_period_s": 0.25})

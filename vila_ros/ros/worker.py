@@ -23,7 +23,7 @@ from vila_ros import tasks
 from vila_ros.engine.errors import PromptTooLongError, RequestError
 from vila_ros.ros import period
 from vila_ros.ros.events import AlertUpdate, EventTracker
-from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
+from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.retry import JobHealth, JobKey, RetryTracker
 from vila_ros.ros.worker_types import (
     AlertRule,
@@ -35,6 +35,7 @@ from vila_ros.ros.worker_types import (
     WorkerSettings,
     WorkerStats,
     detected_by_probability,
+    period_elapsed,
 )
 
 log = logging.getLogger("vila_ros.worker")
@@ -146,10 +147,7 @@ class InferenceWorker:
                 if not self.retries.may_run(key, now):
                     continue  # backing off after failures
                 if not self.retries.is_retry(key):  # a retry is due whatever the frames did meanwhile
-                    last = self._last_run_ns.get(key)
-                    if last is not None and newest > last and newest - last < period_s * NANOSECONDS * 0.95:
-                        continue
-                    if last == newest:
+                    if not period_elapsed(self._last_run_ns.get(key), newest, period_s):
                         continue
                 self._last_run_ns[key] = newest
                 due.append(key)

@@ -46,6 +46,20 @@ class WorkerSettings:
     backoff_max_s: float = 30.0
 
 
+# A periodic job is due once the newest frame is this share of its period past the frame it last ran on: kept frames
+# sit on a clip-rate grid that a camera's own rate only approximates (4 fps of a 10 fps camera keeps frames 0.2 and
+# 0.3 s apart), and a strict period would skip every other due run.
+PERIOD_SLACK = 0.95
+
+
+def period_elapsed(last_ns: int | None, newest_ns: int, period_s: float) -> bool:
+    """Whether a periodic job that last ran on the frame stamped `last_ns` (None: never) is due at `newest_ns`. A
+    newest frame older than the last run's (a clock jumping back) makes it due at once."""
+    if last_ns is None or newest_ns < last_ns:
+        return True
+    return newest_ns > last_ns and newest_ns - last_ns >= period_s * 1_000_000_000 * PERIOD_SLACK
+
+
 def detected_by_probability(probabilities: Mapping[str, float], thresholds: Mapping[str, float],
                             categories: Iterable[str], is_active: Callable[[str], bool],
                             release: float) -> list[str]:

@@ -2,7 +2,10 @@
 probability of each category) through the node's own decision rule and event tracker at other thresholds or tracker
 settings, scored as the stream eval scores. Seconds instead of a new run of the model, so thresholds, `alert_clear`
 or `alert_cooldown_s` can be compared on one split's probabilities; what the node would publish at the run's own
-settings comes out exactly as the node published it.
+settings comes out exactly as the node published it. A longer `alert_period_s` keeps the recorded checks the node's
+own cadence rule would have run: exact where the recorded checks fall on the longer period's grid (at 4 fps of a
+10 fps camera a run at 0.5 s answers for 1 s and 2 s; at 5 fps its checks are 0.6 s apart, and 1.2 s is what a
+replay at 1 s keeps); a shorter one would need checks that were never run, and is refused.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any
 
 # What a replay may change: how checks become alerts. Anything else (window, cadence, prompt) changes the checks.
 REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_confirm", "alert_clear",
-              "alert_ongoing_period_s", "alert_cooldown_s")
+              "alert_ongoing_period_s", "alert_cooldown_s", "alert_period_s")
 
 
 def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overrides: dict[str, Any] | None = None,
@@ -43,6 +46,9 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
         raise ValueError(f"{run} was not run on {split} at {minutes} camera-minutes (cameras or camera-seconds "
                          "differ): give the run's own --split and --minutes")
     values = node_values(overrides)
+    if "alert_period_s" in (overrides or {}):
+        checks = every_period(checks, float(overrides["alert_period_s"]),
+                              float(node_values(recorded.get("meta", {}).get("overrides"))["alert_period_s"]))
     source = values["alert_thresholds_file"]
     if source == "model":
         source = str(resolve_model_dir(values["model_dir"]) / ALERT_THRESHOLDS_FILE)
@@ -56,3 +62,22 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     report = score_alerts(cameras, alerts, float(recorded.get("meta", {}).get("clip_fps") or values["clip_fps"]))
     report["records"] = alerts
     return report
+
+
+def every_period(checks: list[dict], period_s: float, recorded_period_s: float) -> list[dict]:
+    """Of checks recorded every `recorded_period_s`, those the node would run every `period_s` (its cadence rule,
+    `period_elapsed`, on each camera's checks in time order)."""
+    from vila_ros.ros.worker_types import period_elapsed
+
+    if not period_s > 0:
+        raise ValueError(f"a replay decides recorded checks: alert_period_s must be above 0: {period_s!r}")
+    if period_s < recorded_period_s:
+        raise ValueError(f"the run checked every {recorded_period_s:g} s: a replay can check less often, not every "
+                         f"{period_s:g} s (run eval-stream again with --set alert_period_s={period_s:g})")
+    kept, last_ns = [], {}
+    for check in sorted(checks, key=lambda c: (c["camera"], c["stamps_ns"][-1])):
+        newest = check["stamps_ns"][-1]
+        if period_elapsed(last_ns.get(check["camera"]), newest, period_s):
+            last_ns[check["camera"]] = newest
+            kept.append(check)
+    return kept
