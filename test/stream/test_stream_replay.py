@@ -80,6 +80,9 @@ def test_a_run_checked_every_half_second_replayed_every_second_is_the_node_at_on
     replayed = redecide(tmp_path / "often", **split, overrides={"alert_period_s": 1.0})
     assert any(a["state"] == 0 for a in node["records"]["alerts"])
     assert published(replayed["records"]) == published(node["records"]["alerts"])
+    # Thresholds chosen on one camera, scored on the other, at the replayed cadence: every event scored once a fold.
+    folds = redecide(tmp_path / "often", **split, overrides={"alert_period_s": 1.0}, halvings=2)["cross_validation"]
+    assert set(folds["rules"]) >= {"pooled"} and folds["pooled"]["events"] == 2 * replayed["events"] > 0
     assert published(redecide(tmp_path / "often", **split)["records"]) == published(often["records"]["alerts"])
     with pytest.raises(ValueError, match="can check less often, not every 0.25 s"):
         redecide(tmp_path / "often", **split, overrides={"alert_period_s": 0.25})

@@ -97,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="instead of running the model: the alert checks an earlier --probabilities run recorded "
                              "(its stream_eval.json or --out directory) decided again through the node's tracker at "
                              "the thresholds and tracker settings --set gives (alert_thresholds_file, alert_clear, "
-                             "alert_cooldown_s, ...); --split and --minutes must be the run's (replay.json)")
+                             "alert_cooldown_s, ...) or a longer alert_period_s; with --cross-validate, the rules "
+                             "of choosing thresholds cross-validated on those checks; --split and --minutes must be "
+                             "the run's (replay.json)")
     stream.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                         help="instead of streams: hold this image file in front of a camera for 20 s and report "
                              "alerts and descriptions (real photographs: the model should alert nothing)")
@@ -214,7 +216,8 @@ def _replay_stream(args: argparse.Namespace, overrides: dict) -> int:
 
     try:
         report = redecide(Path(args.replay), args.split, args.minutes, {"model_dir": args.model, **overrides},
-                          args.min_scene, args.max_scene, events_per_category=args.events_per_category)
+                          args.min_scene, args.max_scene, events_per_category=args.events_per_category,
+                          halvings=args.cross_validate)
     except (FileNotFoundError, ValueError) as error:
         print(f"eval-stream: {error}", file=sys.stderr)
         return 1
@@ -225,6 +228,12 @@ def _replay_stream(args: argparse.Namespace, overrides: dict) -> int:
     else:
         for name, value in alert_rows(report):
             print(f"{name}: {value}")
+        folds = report.get("cross_validation", {})
+        for rule in folds.get("rules", {}):
+            recall, precision = (("-" if x is None else f"{x:.3f}") for x in (folds[rule]["recall"],
+                                                                            folds[rule]["precision"]))
+            print(f"cross-validated ({folds['halvings']} halvings), thresholds by rule {rule!r}: recall {recall}, "
+                  f"precision {precision}")
         print(f"report in {args.out}/replay.json")
     return 0
 

@@ -20,10 +20,12 @@ REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_c
 
 def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overrides: dict[str, Any] | None = None,
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
-             events_per_category: int = 0) -> dict:
+             events_per_category: int = 0, halvings: int = 0) -> dict:
     """The alert figures (`score_alerts`) of `run`'s checks decided at the thresholds and tracker settings of
     `overrides` (node parameters of `REPLAYABLE`; the model's stored thresholds unless `alert_thresholds_file` says
-    otherwise). The split arguments must be the run's: its streams' truth is generated again, not stored."""
+    otherwise). The split arguments must be the run's: its streams' truth is generated again, not stored.
+    `halvings` > 0: also the rules of choosing thresholds cross-validated on these checks at these tracker settings
+    and cadence (`stream_thresholds.cross_validate`, as `eval-stream --cross-validate` on a new run)."""
     from vila_ros.resources import ALERT_THRESHOLDS_FILE, resolve_model_dir
     from vila_ros.ros import parameters
     from vila_ros.ros.worker_types import WorkerSettings
@@ -31,7 +33,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     from vila_ros.tools.stream_agreement import read_checks
     from vila_ros.tools.stream_eval import camera_truths, node_values
     from vila_ros.tools.stream_scoring import score_alerts
-    from vila_ros.tools.stream_thresholds import replay_checks
+    from vila_ros.tools.stream_thresholds import cross_validate, replay_checks
 
     refused = sorted(set(overrides or {}) - set(REPLAYABLE))
     if refused:
@@ -56,10 +58,15 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     if not thresholds:
         raise ValueError("a replay decides on probabilities: it needs thresholds (alert_thresholds_file)")
     categories = [c for c in values["alert_categories"] if c]
-    alerts = replay_checks(checks, thresholds, categories, parameters.tracker_settings(None, values),
-                           WorkerSettings().alert_release)
+    tracker, release = parameters.tracker_settings(None, values), WorkerSettings().alert_release
+    alerts = replay_checks(checks, thresholds, categories, tracker, release)
     # Frames-to-alert counts frames of the run's own clip rate (a rate is not replayable: it changes the checks).
-    report = score_alerts(cameras, alerts, float(recorded.get("meta", {}).get("clip_fps") or values["clip_fps"]))
+    clip_fps = float(recorded.get("meta", {}).get("clip_fps") or values["clip_fps"])
+    report = score_alerts(cameras, alerts, clip_fps)
+    if halvings > 0:
+        report["cross_validation"] = (
+            cross_validate(cameras, checks, tracker, release, clip_fps, halvings, categories) if len(cameras) >= 2
+            else {"halvings": 0, "skipped": f"cross-validation needs two cameras or more, the run had {len(cameras)}"})
     report["records"] = alerts
     return report
 
