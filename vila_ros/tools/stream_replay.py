@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-# What a replay may change: how checks become alerts. Anything else (window, cadence, prompt) changes the checks.
+# What a replay may change: how checks become alerts, and how often they run (a longer period only drops some).
+# Anything else (window, clip rate, prompt) changes the checks.
 REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_confirm", "alert_clear",
               "alert_ongoing_period_s", "alert_cooldown_s", "alert_period_s")
 
