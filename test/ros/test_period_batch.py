@@ -24,11 +24,11 @@ def _buffers(cameras):
     return buffers
 
 
-def _run(engine, cameras, batched, describe_regex=""):
+def _run(engine, cameras, batched, describe_regex="", world_gate=None):
     descriptions, alerts = [], []
     settings = WorkerSettings(num_frames=4, min_frames=4, describe_period_s=1.0, alert_period_s=0.5,
                               alert_rules=(AlertRule("looks_covered", "Is the camera blocked?"),),
-                              describe_regex=describe_regex)
+                              describe_regex=describe_regex, world_gate=world_gate)
     worker = InferenceWorker(engine, _buffers(cameras), settings, descriptions.append, alerts.append)
     if not batched:
         worker._batch_period = lambda due: None  # every job generates on its own, as before batching
@@ -72,3 +72,19 @@ def test_descriptions_keep_to_the_expression_in_a_batch_and_alone():
     _, alone, _ = _run(engine, ["front", "left", "rear"], batched=False, describe_regex=regex)
     assert batched == alone and len(batched) == 3
     assert {text for _, text in batched} <= {"All clear.", "Something moves."}
+
+
+def test_a_description_the_world_gate_gives_is_not_asked_of_the_model_in_the_batch():
+    from vila_ros import tasks
+    from vila_ros.model.world_gate import WORLD_GATE_FILE, WorldGate
+
+    engine = create_engine(resolve_model_dir(""))
+    gate = WorldGate.load(resolve_model_dir("") / WORLD_GATE_FILE)
+    cameras = ["front", "left", "rear"]
+    worker, batched, _ = _run(engine, cameras, batched=True, world_gate=gate)
+    unfamiliar = {camera for camera, text in batched if text == tasks.UNFAMILIAR_SCENE}
+    assert {"left", "rear"} <= unfamiliar and worker.stats.periods == 1  # noise: outside the model's world
+    # Asked of the model: every camera's alert prompt and rule, and only the descriptions the gate did not give.
+    assert worker.stats.period_rows == 2 * len(cameras) + len(cameras) - len(unfamiliar)
+    _, alone, _ = _run(engine, cameras, batched=False, world_gate=gate)
+    assert batched == alone and len(batched) == 3

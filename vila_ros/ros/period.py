@@ -58,16 +58,20 @@ def run_batch(engine: Any, windows: dict[str, list[Frame]], requests: Sequence[R
 
 def answer_due(engine: Any, buffers: dict[str, CameraBuffer], settings: Any, due: Sequence[tuple[str, str]],
                span: Callable[[str, int], float], encode: Callable[[Sequence[Frame]], float],
-               stats: Any) -> tuple[dict[str, list[Frame]], dict[Request, tuple[Any, float]]]:
+               stats: Any, unasked: Callable[[str, str, list[Frame]], bool] | None = None,
+               ) -> tuple[dict[str, list[Frame]], dict[Request, tuple[Any, float]]]:
     """Each due camera's window (pinned: the jobs use exactly these frames) and the answers to every due job's
     questions from one engine batch; none below MIN_BATCH_ROWS generations or when the batch failed (each job
-    then runs, fails and backs off on its own). `stats` (the worker's) counts batches, rows and model time."""
+    then runs, fails and backs off on its own). `unasked(camera, kind, window)`: a job that will not ask the model
+    about this window (a description of a scene outside the model's world). `stats` (the worker's) counts batches,
+    rows and model time."""
     pinned: dict[str, list[Frame]] = {}
     for camera in dict.fromkeys(camera for camera, _ in due):
         frames = buffers[camera].window(span(camera, settings.num_frames), settings.num_frames)
         if frames:
             pinned[camera] = frames
-    requests = [(camera, question, limit) for camera, kind in due if camera in pinned
+    requests = [(camera, question, limit) for camera, kind in due
+                if camera in pinned and not (unasked and unasked(camera, kind, pinned[camera]))
                 for question, limit in questions(settings, kind)]
     if len(requests) < MIN_BATCH_ROWS or not hasattr(engine, "generate_batch"):
         return pinned, {}

@@ -163,8 +163,9 @@ class InferenceWorker:
         return True
 
     def _batch_period(self, due: list[JobKey]) -> None:
-        self._pinned, self._answers = period.answer_due(self.engine, self.buffers, self.settings, due, self._span,
-                                                        self._encode_missing, self.stats)
+        self._pinned, self._answers = period.answer_due(
+            self.engine, self.buffers, self.settings, due, self._span, self._encode_missing, self.stats,
+            unasked=lambda camera, kind, frames: kind == "describe" and self._describes_unfamiliar(camera, frames))
 
     def _idle_wait(self) -> float:
         """How long the loop may sleep without news: until the next retry is due, at most 0.2 s."""
@@ -213,7 +214,7 @@ class InferenceWorker:
     def describe(self, camera: str) -> Description:
         settings = self.settings
         frames = self._window(camera, settings.num_frames)
-        if self._unfamiliar(frames) and not any(self.tracker.is_active(camera, c) for c in tasks.LENS_FAULTS):
+        if self._describes_unfamiliar(camera, frames):
             text, timings = tasks.UNFAMILIAR_SCENE, Timings(0.0, 0.0, 0.0, 0)
             self.stats.unfamiliar_descriptions += 1
         else:
@@ -346,6 +347,11 @@ class InferenceWorker:
         values = answer_probabilities(self.engine, self.settings.alert_prompt, [f.features for f in frames],
                                       categories)
         return dict(zip(categories, values))
+
+    def _describes_unfamiliar(self, camera: str, frames: Sequence[Frame]) -> bool:
+        """Whether `describe` says "An unfamiliar scene." of this window without asking the model: its newest frame
+        lies outside the model's world and no lens fault explains the view."""
+        return self._unfamiliar(frames) and not any(self.tracker.is_active(camera, c) for c in tasks.LENS_FAULTS)
 
     def _unfamiliar(self, frames: Sequence[Frame]) -> bool:
         """Whether the window's newest frame lies outside the world the model knows (`settings.world_gate`)."""
