@@ -88,3 +88,17 @@ def test_a_description_the_world_gate_gives_is_not_asked_of_the_model_in_the_bat
     assert worker.stats.period_rows == 2 * len(cameras) + len(cameras) - len(unfamiliar)
     _, alone, _ = _run(engine, cameras, batched=False, world_gate=gate)
     assert batched == alone and len(batched) == 3
+
+
+def test_an_encoder_failing_under_the_world_gate_leaves_each_job_to_fail_alone():
+    from vila_ros.model.world_gate import WORLD_GATE_FILE, WorldGate
+
+    engine = create_engine(resolve_model_dir(""))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder broke")
+
+    engine.encode_frames = broken
+    gate = WorldGate.load(resolve_model_dir("") / WORLD_GATE_FILE)
+    worker, descriptions, _ = _run(engine, ["front", "left", "rear"], batched=True, world_gate=gate)
+    assert not descriptions and worker.stats.failures == 6  # each camera's description and alert check

@@ -70,8 +70,14 @@ def answer_due(engine: Any, buffers: dict[str, CameraBuffer], settings: Any, due
         frames = buffers[camera].window(span(camera, settings.num_frames), settings.num_frames)
         if frames:
             pinned[camera] = frames
-    requests = [(camera, question, limit) for camera, kind in due
-                if camera in pinned and not (unasked and unasked(camera, kind, pinned[camera]))
+
+    def asked(camera: str, kind: str) -> bool:
+        try:
+            return unasked is None or not unasked(camera, kind, pinned[camera])
+        except Exception:  # noqa: BLE001 - e.g. the encoder failing: the job meets it alone, with its own accounting
+            return True
+
+    requests = [(camera, question, limit) for camera, kind in due if camera in pinned and asked(camera, kind)
                 for question, limit in questions(settings, kind)]
     if len(requests) < MIN_BATCH_ROWS or not hasattr(engine, "generate_batch"):
         return pinned, {}
