@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from vila_ros import tasks
+from vila_ros.ros.frame_buffer import NANOSECONDS
 
-NANOSECONDS = 1_000_000_000
 BEGIN, ONGOING, END = 0, 1, 2  # as in msg/CornerCaseAlert.msg
 
 

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-NANOSECONDS = 1_000_000_000
+from vila_ros.ros.frame_buffer import NANOSECONDS
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from vila_ros import tasks
-from vila_ros.ros.frame_buffer import Frame
+from vila_ros.ros.frame_buffer import NANOSECONDS, Frame
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def period_elapsed(last_ns: int | None, newest_ns: int, period_s: float) -> bool
     newest frame older than the last run's (a clock jumping back) makes it due at once."""
     if last_ns is None or newest_ns < last_ns:
         return True
-    return newest_ns > last_ns and newest_ns - last_ns >= period_s * 1_000_000_000 * PERIOD_SLACK
+    return newest_ns - last_ns >= period_s * NANOSECONDS * PERIOD_SLACK
 
 
 def detected_by_probability(probabilities: Mapping[str, float], thresholds: Mapping[str, float],
