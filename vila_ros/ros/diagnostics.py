@@ -24,8 +24,9 @@ from vila_ros.ros.retry import JobHealth, JobKey
 from vila_ros.ros.worker import InferenceWorker
 
 JOB_KINDS = ("alerts", "describe")
-# Said at start (log) and on /diagnostics while the embedded default model runs: on real photographs it describes
-# a road and raises alerts with full confidence, and nothing else would tell the user why.
+# Said at start (log) and on /diagnostics while the embedded default model runs: a real camera's view is none it
+# knows (its world gate calls the photographs tried "An unfamiliar scene.", a view near enough to its renders would
+# be described as one), and nothing else would tell the user why.
 EMBEDDED_MODEL_NOTE = ("the embedded default model knows only the simulated road and warehouse worlds of this "
                        "package; real cameras need a real VILA checkpoint (set model_dir)")
 NODE_STATUS_NAME = "node"
