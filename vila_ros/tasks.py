@@ -3,6 +3,7 @@
 Only the standard library is imported here: the node, the trainer and the simulator all read these names.
 
 Contents
+- Stamps: integer nanoseconds (``NANOSECONDS`` per second).
 - Severities (``INFO``/``WARNING``/``CRITICAL`` = 0/1/2, as in ``msg/CornerCaseAlert.msg``).
 - Corner-case categories (``CATEGORIES``): name, default severity, description, scene families, and whether the
   category is *temporal* (it is a change that needs several frames to see) or a *state* that one frame can show
@@ -22,6 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Iterable
+
+# Stamps everywhere (frames, events, alerts, recordings) are integer nanoseconds, as ROS builtin_interfaces/Time.
+NANOSECONDS = 1_000_000_000  # per second
 
 # --------------------------------------------------------------------------------------------------- severities
 INFO = 0

@@ -15,7 +15,8 @@ from vila_ros.ros.conversion import (
     image_to_rgb,
     rgb_to_image,
 )
-from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
+from vila_ros.ros.frame_buffer import CameraBuffer, Frame
+from vila_ros.tasks import NANOSECONDS
 
 
 def gradient(height=48, width=64):

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-S = 1_000_000_000
+from vila_ros.tasks import NANOSECONDS
 
 
 def add_parser(bench_subparsers: Any) -> None:
@@ -104,7 +104,7 @@ def model_time_per_period(engine: Any, cameras: int, periods: int, width: int, h
     for index in range(total_frames):
         t = 100.0 + index * step_s
         for name in names:
-            buffers[name].add(Frame(name, int(t * S), name, scenes[name].render(t, width, height)))
+            buffers[name].add(Frame(name, int(t * NANOSECONDS), name, scenes[name].render(t, width, height)))
         started = time.perf_counter()
         while worker._step():
             pass

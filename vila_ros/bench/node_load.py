@@ -30,6 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vila_ros.ros.conversion import rgb_to_compressed, rgb_to_image
 from vila_ros.ros.node_stats import Histogram
+from vila_ros.tasks import NANOSECONDS
 
 ENCODINGS = ("rgb8", "bgr8", "jpeg")
 CAMERA_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.BEST_EFFORT,
@@ -158,8 +159,8 @@ def ingest_cost(width: int, height: int, frames: int, fps: float = 30.0, model_d
         samples: dict[str, dict[str, list[float]]] = {
             e: {k: [] for k in ("kept_wall", "kept_cpu", "skipped_wall", "skipped_cpu", "deserialize", "take")}
             for e in ENCODINGS}
-        period_ns = round(1e9 / fps)
-        base_ns = 1_000 * 1_000_000_000
+        period_ns = round(NANOSECONDS / fps)
+        base_ns = 1_000 * NANOSECONDS
         for index in range(frames):
             for encoding in ENCODINGS:  # interleaved, so background load touches every encoding alike
                 t0 = time.perf_counter()

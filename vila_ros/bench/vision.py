@@ -56,8 +56,9 @@ def sliding_window_check(engine: Any, window: int, slides: int, image_size: int)
     """Feed window + slides frames one by one into a CameraBuffer; describe after each once the window is full."""
     import numpy as np
 
-    from vila_ros.ros.frame_buffer import NANOSECONDS, CameraBuffer, Frame
+    from vila_ros.ros.frame_buffer import CameraBuffer, Frame
     from vila_ros.ros.worker import InferenceWorker, WorkerSettings
+    from vila_ros.tasks import NANOSECONDS
 
     calls: list[int] = []
 

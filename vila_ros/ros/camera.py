@@ -24,6 +24,7 @@ from vila_ros.ros.conversion import (
 )
 from vila_ros.ros.frame_buffer import CameraBuffer, Frame
 from vila_ros.ros.parameters import CameraSpec
+from vila_ros.tasks import NANOSECONDS
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class Camera:
             return now_ns, f"camera {self.name}: images have no header stamp; using receipt time", "stamp", None
         # now_ns 0: simulated time before the first /clock message, when every stamp would be "ahead".
         if max_future_ns > 0 and now_ns > 0 and stamp_ns - now_ns > max_future_ns:
-            text = (f"header.stamp is {(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node's clock "
-                    f"(stamp_max_future_s: {max_future_ns / 1e9:g} s)")
+            text = (f"header.stamp is {(stamp_ns - now_ns) / NANOSECONDS:.1f} s ahead of the node's clock "
+                    f"(stamp_max_future_s: {max_future_ns / NANOSECONDS:g} s)")
             return self._drop(text, "future_stamps", "future")
         return stamp_ns, "", "", None
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vila_ros.ros.conversion import NANOSECONDS, ImageDecodeError
+from vila_ros.ros.conversion import ImageDecodeError
+from vila_ros.tasks import NANOSECONDS
 
 # representation identifier -> byte order ("<" or ">"): CDR_BE, CDR_LE, PLAIN_CDR2_BE, PLAIN_CDR2_LE
 _REPRESENTATIONS = {b"\x00\x00": ">", b"\x00\x01": "<", b"\x00\x06": ">", b"\x00\x07": "<"}

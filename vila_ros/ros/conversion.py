@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - depends on the install
     simplejpeg = None
 import cv2
 
-from vila_ros.ros.frame_buffer import NANOSECONDS
+from vila_ros.tasks import NANOSECONDS
 
 # Compressed images declaring more pixels than this are refused before decoding (decompression bombs): a few bytes
 # of JPEG/PNG header can otherwise make the decoder allocate gigabytes. 2**26 is twice 8K UHD (7680x4320).

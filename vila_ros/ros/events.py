@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from vila_ros import tasks
-from vila_ros.ros.frame_buffer import NANOSECONDS
+from vila_ros.tasks import NANOSECONDS
 
 BEGIN, ONGOING, END = 0, 1, 2  # as in msg/CornerCaseAlert.msg
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-NANOSECONDS = 1_000_000_000
+from vila_ros.tasks import NANOSECONDS
 
 
 @dataclass

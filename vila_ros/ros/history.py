@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from vila_ros.ros.frame_buffer import NANOSECONDS
+from vila_ros.tasks import NANOSECONDS
 
 
 @dataclass(frozen=True)

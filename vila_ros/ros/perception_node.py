@@ -55,6 +55,7 @@ from vila_ros.ros.outputs import (
 from vila_ros.ros.query_service import EventQueryService, SceneQueryService, create_services
 from vila_ros.ros.stale import StaleMonitor
 from vila_ros.ros.worker import Description, InferenceWorker
+from vila_ros.tasks import NANOSECONDS
 
 GIL_SWITCH_INTERVAL_S = 0.001
 log = logging.getLogger("vila_ros.perception_node")
@@ -83,7 +84,7 @@ class PerceptionNode(LifecycleNode):
         # the event log), as when a signal has shut the ROS context down under another owner's spin.
         self.ending = False
         self._frame_max_side = parameters.value(self, "frame_max_side")  # read-only: read once, not per frame
-        self._max_future_ns = int(parameters.value(self, "stamp_max_future_s") * 1e9)
+        self._max_future_ns = int(parameters.value(self, "stamp_max_future_s") * NANOSECONDS)
         log_error = self.get_logger().error
         self._warn_throttled = Throttled(self.get_logger().warning)  # per-camera warnings, at most every 5 s
         # Diagnostics live as long as the node: an operator must see why a configure failed.

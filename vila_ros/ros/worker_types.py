@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from vila_ros import tasks
-from vila_ros.ros.frame_buffer import NANOSECONDS, Frame
+from vila_ros.ros.frame_buffer import Frame
+from vila_ros.tasks import NANOSECONDS
 
 
 @dataclass(frozen=True)

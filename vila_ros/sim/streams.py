@@ -21,11 +21,11 @@ from vila_ros import tasks
 from vila_ros.sim.generate import make_scenario
 from vila_ros.sim.scenario import Scenario
 from vila_ros.sim.splits import stream_segment_seed
+from vila_ros.tasks import NANOSECONDS
 
 MIN_SCENE_S = 20.0
 MAX_SCENE_S = 60.0
 NO_EVENT_SHARE = 0.3
-S = 1_000_000_000
 
 
 @dataclass
@@ -61,16 +61,16 @@ class Stream:
         """The stream's truth as one camera of a bag's truth sidecar (``writers.write_bag``'s format)."""
         segments = []
         for index, scene in enumerate(self.scenes):
-            seg_start = start_ns + int(round(scene.start * S))
-            seg_end = start_ns + int(round((scene.start + scene.length) * S))
+            seg_start = start_ns + int(round(scene.start * NANOSECONDS))
+            seg_end = start_ns + int(round((scene.start + scene.length) * NANOSECONDS))
             events = []
             event = scene.scenario.event
             if event is not None and event.start < scene.length:
                 last = index == len(self.scenes) - 1
                 end_ns = (seg_end if not last else None) if math.isinf(event.end) else \
-                    seg_start + int(round(min(event.end, scene.length) * S))
+                    seg_start + int(round(min(event.end, scene.length) * NANOSECONDS))
                 events.append({"category": event.category, "severity": event.severity,
-                               "start_ns": seg_start + int(round(event.start * S)), "end_ns": end_ns,
+                               "start_ns": seg_start + int(round(event.start * NANOSECONDS)), "end_ns": end_ns,
                                "start_s": scene.start + event.start})
             segments.append({"index": index, "seed": scene.scenario.seed, "family": scene.scenario.family,
                              "category": scene.category, "duration": scene.length, "start_ns": seg_start,
@@ -158,4 +158,4 @@ def scenario_of(segment: dict) -> Scenario | None:
 
 def frame_times(segment: dict, stamps_ns: Sequence[int]) -> list[float]:
     """Times within a segment's scene of frames stamped ``stamps_ns``."""
-    return [(stamp - segment["start_ns"]) / S for stamp in stamps_ns]
+    return [(stamp - segment["start_ns"]) / NANOSECONDS for stamp in stamps_ns]

@@ -19,6 +19,7 @@ from vila_ros.sim.clips import clip_window
 from vila_ros.sim.generate import make_scenario
 from vila_ros.sim.splits import split_seeds
 from vila_ros.sim.world import SCENARIO_DURATION
+from vila_ros.tasks import NANOSECONDS
 
 DATASET_KINDS = ("single", "multi", "video", "text")
 MIX_WEIGHTS = {"single": 0.2, "multi": 0.15, "video": 0.55, "text": 0.1}
@@ -237,21 +238,22 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
             category = categories[si % len(categories)] if categories else "auto"
             s = make_scenario(segment_seed(seed, ci, si), family, category=category, duration=segment)
             scenarios[(ci, si)] = s
-            seg_start = start_ns + int(round(si * segment * 1e9))
+            seg_start = start_ns + int(round(si * segment * NANOSECONDS))
             events = []
             if s.event is not None and s.event.start < seg_len:
                 e = s.event
                 # An open-ended event lasts to the end of the recording, or of its segment when another follows.
                 open_ended = math.isinf(e.end) and si == n_segments - 1
                 events.append({"category": e.category, "severity": e.severity,
-                               "start_ns": seg_start + int(round(e.start * 1e9)),
-                               "end_ns": None if open_ended else seg_start + int(round(min(e.end, seg_len) * 1e9)),
+                               "start_ns": seg_start + int(round(e.start * NANOSECONDS)),
+                               "end_ns": None if open_ended else
+                               seg_start + int(round(min(e.end, seg_len) * NANOSECONDS)),
                                "start_s": si * segment + e.start})
             times = [k / fps - si * segment for k in range(n_frames)
                      if si * segment <= k / fps < si * segment + seg_len]
             whole = s.truth(times) if times else None
             segs.append({"index": si, "seed": s.seed, "family": s.family, "start_ns": seg_start,
-                         "end_ns": seg_start + int(round(seg_len * 1e9)), "events": events,
+                         "end_ns": seg_start + int(round(seg_len * NANOSECONDS)), "events": events,
                          "truth": whole.to_dict() if whole else None})
         truth_cams[cam] = {"topic": camera_topic(cam, encoding), "frame_id": f"{cam}_camera", "segments": segs,
                            "events": [e for sg in segs for e in sg["events"]]}
@@ -262,7 +264,7 @@ def write_bag(out: str | Path, cameras: Sequence[str] = ("front",), fps: float =
         for k in range(n_frames):
             t = k / fps
             si = min(int(t // segment), n_segments - 1)
-            stamp = start_ns + int(round(t * 1e9))
+            stamp = start_ns + int(round(t * NANOSECONDS))
             for ci, cam in enumerate(cameras):
                 rgb = scenarios[(ci, si)].render(t - si * segment, width, height)
                 msg = _bag_image(ts, rgb, stamp, f"{cam}_camera", encoding, jpeg_quality)
@@ -307,7 +309,7 @@ def write_stream_bag(out: str | Path, stream, camera: str = "front", fps: float 
     with Writer(out, version=9, storage_plugin=plugin) as writer:
         connection = writer.add_connection(camera_topic(camera, encoding), msgtype, typestore=ts)
         for k in range(n_frames):
-            stamp = start_ns + int(round(k * 1e9 / fps))
+            stamp = start_ns + int(round(k * NANOSECONDS / fps))
             msg = _bag_image(ts, stream.render(k / fps, *size), stamp, f"{camera}_camera", encoding, jpeg_quality)
             writer.write(connection, stamp, ts.serialize_cdr(msg, msgtype))
     sidecar = {"bag": out.name, "storage": storage, "fps": fps, "width": size[0], "height": size[1],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-S = 1_000_000_000
+from vila_ros.tasks import NANOSECONDS
 
 
 def add_arguments(parser) -> None:
@@ -51,7 +51,7 @@ def run(args) -> int:
         nonlocal start_ns
         stamp = stamp_to_ns(message.header.stamp)
         start_ns = stamp if start_ns is None else min(start_ns, stamp)
-        t = (stamp - start_ns) / S
+        t = (stamp - start_ns) / NANOSECONDS
         if isinstance(message, CornerCaseAlert):
             state = STATE_NAMES[message.state]
             print(f"  t={t:5.1f}s  ALERT {state:7s} [{message.camera}] {message.category} ({message.alert_id})",

@@ -20,10 +20,9 @@ from sensor_msgs.msg import Image
 
 from vila_ros.ros.conversion import rgb_to_image
 from vila_ros.srv import QueryScene
+from vila_ros.tasks import NANOSECONDS
 from vila_ros.tools.client import SERVICE_QOS, call_service
 from vila_ros.tools.harness import NODE_NAME, isolated_node
-
-S = 1_000_000_000
 
 
 class Operator:
@@ -72,7 +71,7 @@ class CameraFeed:
     """Publishes rgb8 frames with steadily advancing stamps from a thread of its own, until closed."""
 
     def __init__(self, topic: str = "/cameras/front/image_raw", fps: float = 10.0, size: tuple[int, int] = (160, 120),
-                 start_ns: int = 1_700_000_000 * S) -> None:
+                 start_ns: int = 1_700_000_000 * NANOSECONDS) -> None:
         self._cm = isolated_node("vila_ros_test_camera")
         node = self._cm.__enter__()
         self._publisher = node.create_publisher(Image, topic, QoSProfile(depth=10,
@@ -80,7 +79,7 @@ class CameraFeed:
         width, height = size
         rng = np.random.default_rng(0)
         self._frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(8)]
-        self._period_ns = int(S / fps)
+        self._period_ns = int(NANOSECONDS / fps)
         self._start_ns = start_ns
         self.published = 0
         self._stop = threading.Event()
@@ -93,7 +92,7 @@ class CameraFeed:
             self._publisher.publish(rgb_to_image(self._frames[k % len(self._frames)],
                                                  self._start_ns + k * self._period_ns, "front_camera"))
             self.published += 1
-            self._stop.wait(self._period_ns / S)
+            self._stop.wait(self._period_ns / NANOSECONDS)
 
     def close(self) -> None:
         self._stop.set()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from vila_ros.tasks import NANOSECONDS
+
 # rclpy and rosbags are imported where a replay starts: `vila-ros --help` reads this module's arguments.
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -79,7 +81,7 @@ def replay_bag(node: Node, bag: str | Path, rate: float = 1.0, topics: list[str]
                     break
                 first_ns = timestamp if first_ns is None else first_ns
                 if rate > 0:
-                    delay = (timestamp - first_ns) / 1e9 / rate - (time.monotonic() - pass_start)
+                    delay = (timestamp - first_ns) / NANOSECONDS / rate - (time.monotonic() - pass_start)
                     if delay > 0 and stop.wait(delay):
                         break
                 if clock_publisher is not None:

@@ -16,8 +16,9 @@ from typing import Any, Callable
 from vila_ros import tasks
 from vila_ros.ros.conversion import stamp_to_ns
 from vila_ros.ros.outputs import STATE_NAMES
+from vila_ros.tasks import NANOSECONDS
 from vila_ros.tools.harness import NODE_NAME, Listener, isolated_node, start_node, stop_node, use_dds_profile
-from vila_ros.tools.scoring import Received, S, load_truth, score
+from vila_ros.tools.scoring import Received, load_truth, score
 from vila_ros.tools.stream_eval import records_from_messages, score_records
 
 
@@ -137,7 +138,7 @@ def timeline_markdown(truths: list[dict], descriptions: list[Received], alerts: 
              f"(model time median {_fmt(report['model_ms_median'])} ms).", "",
              "| t (s) | camera | what | text |", "|---:|---|---|---|"]
     for stamp, camera, what, text in rows:
-        lines.append(f"| {(stamp - start_ns) / S:.2f} | {camera} | {what} | {text.replace('|', '/')} |")
+        lines.append(f"| {(stamp - start_ns) / NANOSECONDS:.2f} | {camera} | {what} | {text.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,8 +11,7 @@ from typing import Any
 from vila_ros import tasks
 from vila_ros.msg import CornerCaseAlert
 from vila_ros.ros.conversion import stamp_to_ns
-
-S = 1_000_000_000
+from vila_ros.tasks import NANOSECONDS
 
 
 @dataclass
@@ -49,12 +48,12 @@ def score(truths: list[dict], descriptions: list[Received], alerts: list[Receive
     used: set[int] = set()
     per_event = []
     for camera, event in events:
-        end_ns = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + 10 * S
+        end_ns = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + 10 * NANOSECONDS
         match = None
         for index, alert in enumerate(begins):
             stamp = stamp_to_ns(alert.header.stamp)
             if (index not in used and alert.camera == camera and alert.category == event["category"]
-                    and event["start_ns"] - S // 2 <= stamp <= end_ns + 2 * S):
+                    and event["start_ns"] - NANOSECONDS // 2 <= stamp <= end_ns + 2 * NANOSECONDS):
                 match = index
                 break
         if match is None:  # an alert of the category raised earlier and still active when the event began
@@ -65,7 +64,7 @@ def score(truths: list[dict], descriptions: list[Received], alerts: list[Receive
         seconds = None
         if match is not None:
             used.add(match)
-            seconds = max(0.0, (stamp_to_ns(begins[match].header.stamp) - event["start_ns"]) / S)
+            seconds = max(0.0, (stamp_to_ns(begins[match].header.stamp) - event["start_ns"]) / NANOSECONDS)
         per_event.append({"camera": camera, "category": event["category"], "start_ns": event["start_ns"],
                           "alerted": match is not None, "seconds_to_alert": seconds,
                           "frames_to_alert": None if seconds is None else round(seconds * clip_fps, 2)})

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from vila_ros.tasks import NANOSECONDS
+
 # The node harness (rclpy), psutil and the simulator are imported where a soak runs: `vila-ros --help` reads this
 # module's arguments.
 if TYPE_CHECKING:
     from vila_ros.tools.harness import Listener
 
-S = 1_000_000_000
 MB = 1024 * 1024
 CAMERA = "front"
 SEGMENT_CATEGORIES = ("camera_blocked", None, "camera_blurred", None)
@@ -268,7 +269,8 @@ def _report(config: SoakConfig, truth: dict, listener: Listener, stops: list[int
                     if r.message.category == STALE and r.message.state == CornerCaseAlert.BEGIN]
     # The stale alert is stamped with the newest frame kept before the silence: within a few frames of the stop.
     stale_events = [{"camera": CAMERA, "category": STALE, "start_ns": stop,
-                     "alerted": any(stop - 2 * S <= stamp <= stop + S for stamp in stale_begins)} for stop in stops]
+                     "alerted": any(stop - 2 * NANOSECONDS <= stamp <= stop + NANOSECONDS for stamp in stale_begins)}
+                    for stop in stops]
     per_event = [{k: e[k] for k in ("camera", "category", "start_ns", "alerted", "seconds_to_alert")}
                  for e in scored["per_event"]] + stale_events
     logged = [json.loads(line) for line in (out_dir / "alerts.jsonl").read_text().splitlines()] \

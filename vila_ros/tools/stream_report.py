@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vila_ros.tasks import NANOSECONDS
 from vila_ros.tools.stream_scoring import wilson_interval
-
-S = 1_000_000_000
 
 
 def _fmt(value) -> str:
@@ -90,14 +89,14 @@ def plot(path: Path, report: dict, cameras: dict[str, dict], timeline_cameras: i
         spec = cameras[camera]
         origin = spec["segments"][0]["start_ns"]
         for segment in spec["segments"][1:]:
-            timeline.vlines((segment["start_ns"] - origin) / S, row - 0.4, row + 0.4, color="0.6", lw=0.8)
+            timeline.vlines((segment["start_ns"] - origin) / NANOSECONDS, row - 0.4, row + 0.4, color="0.6", lw=0.8)
         for event in spec["events"]:
             end = event["end_ns"] if event["end_ns"] is not None else spec["segments"][-1]["end_ns"]
-            timeline.barh(row, max(0.5, (end - event["start_ns"]) / S), left=(event["start_ns"] - origin) / S,
-                          height=0.5, color="tab:green", alpha=0.6)
-            timeline.text((event["start_ns"] - origin) / S, row + 0.3, event["category"], fontsize=6)
+            timeline.barh(row, max(0.5, (end - event["start_ns"]) / NANOSECONDS),
+                          left=(event["start_ns"] - origin) / NANOSECONDS, height=0.5, color="tab:green", alpha=0.6)
+            timeline.text((event["start_ns"] - origin) / NANOSECONDS, row + 0.3, event["category"], fontsize=6)
         begins = [a for a in alerts if a["camera"] == camera and a["state"] == 0]
-        timeline.scatter([(a["stamp_ns"] - origin) / S for a in begins], [row] * len(begins), marker="v",
+        timeline.scatter([(a["stamp_ns"] - origin) / NANOSECONDS for a in begins], [row] * len(begins), marker="v",
                          color="tab:red", s=14, zorder=3)
     timeline.set_yticks(range(len(shown)), shown)
     timeline.set_xlabel("stream time (s); green: events (truth), red: alert BEGINs, grey: scene cuts")

@@ -21,8 +21,8 @@ from typing import Callable
 from vila_ros import tasks
 from vila_ros.sim.streams import frame_times, scenario_of
 from vila_ros.sim.truth import MIN_VISIBLE
+from vila_ros.tasks import NANOSECONDS
 
-S = 1_000_000_000
 BEGIN, ONGOING, END = 0, 1, 2
 OPEN_EVENT_S = 10  # how long an event without an end counts as matchable
 WILSON_Z = 1.959964  # two-sided 95%
@@ -56,10 +56,10 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
     covering: set[int] = set()  # BEGINs raised before an event and still active when it began
     per_event = []
     for camera, event in events:
-        end = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + OPEN_EVENT_S * S
+        end = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + OPEN_EVENT_S * NANOSECONDS
         match = next((i for i, a in enumerate(begins) if i not in used and a["camera"] == camera
                       and a["category"] == event["category"]
-                      and event["start_ns"] - S // 2 <= a["stamp_ns"] <= end + 2 * S), None)
+                      and event["start_ns"] - NANOSECONDS // 2 <= a["stamp_ns"] <= end + 2 * NANOSECONDS), None)
         earlier = None
         if match is None:
             earlier = next((i for i, a in enumerate(begins) if i not in used and i not in covering
@@ -74,15 +74,16 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
         if match is not None:
             used.add(match)
             alert = begins[match]
-            seconds = max(0.0, (alert["stamp_ns"] - event["start_ns"]) / S)
+            seconds = max(0.0, (alert["stamp_ns"] - event["start_ns"]) / NANOSECONDS)
             record.update(seconds_to_alert=round(seconds, 3), frames_to_alert=round(seconds * clip_fps, 2))
             ended = end_ns_of.get(alert["alert_id"])
             if event["end_ns"] is not None and ended is not None:
-                record["end_delay_s"] = round((ended - event["end_ns"]) / S, 3)
+                record["end_delay_s"] = round((ended - event["end_ns"]) / NANOSECONDS, 3)
         per_event.append(record)
     false = [{"camera": a["camera"], "category": a["category"], "stamp_ns": a["stamp_ns"]}
              for i, a in enumerate(begins) if i not in used]
-    hours = sum((seg["end_ns"] - seg["start_ns"]) / S for spec in cameras.values() for seg in spec["segments"]) / 3600
+    hours = sum((seg["end_ns"] - seg["start_ns"]) / NANOSECONDS
+                for spec in cameras.values() for seg in spec["segments"]) / 3600
     categories = sorted({e["category"] for _, e in events} | {a["category"] for a in begins})
     per_category = {}
     for category in categories:
