@@ -3,8 +3,8 @@ projector's output, averaged over the frame's tokens) from the features of the m
 
 A small model trained on a simulator answers about a road or an aisle whatever it is shown: the embedded model
 describes a portrait photograph as "A road in the day. Three cars, a pedestrian, ...". Its features tell otherwise:
-rendered scenes of the validation split lie at most 23.0 from the training renders' mean, out-of-world frames
-(noise, textures, shapes) 32 and more, real photographs 39-65. The node describes a window whose newest frame lies
+rendered scenes of the validation split lie at most 23.8 from the training renders' mean, out-of-world frames
+(noise, textures, shapes) 32 and more, real photographs 39-64. The node describes a window whose newest frame lies
 beyond the stored threshold as an unfamiliar scene and raises no scene alert on it (`ros/worker.py`; a covered or
 blurred lens is checked on any view). The statistics and threshold are fitted by `vila-ros fit-world-gate`
 (`train/world_gate_fit.py`) and stored with the model (WORLD_GATE_FILE, safetensors); a checkpoint without the file

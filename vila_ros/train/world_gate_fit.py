@@ -5,7 +5,7 @@ One frame at a random moment of each of many train-split scenes (both families, 
 lenses) gives the mean and covariance; the threshold is the largest distance among validation-split scene frames
 times MARGIN, so that no rendered scene of a split the statistics never saw is taken for an unfamiliar one. Frames
 behind a lens fault are left out of that maximum: a lens being covered or heavily blurred lies far from everything
-else (on the embedded model up to 45 where scenes stay under 23), and the node never gates a lens fault (it checks
+else (on the embedded model up to 45 where scenes stay under 24), and the node never gates a lens fault (it checks
 those on any view). The out-of-world frames the model was trained to call unfamiliar are scored too, as a check,
 never used to fit.
 """
