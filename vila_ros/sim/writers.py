@@ -185,7 +185,13 @@ def write_clip(out_dir: str | Path, clip, prefix: str = "frame") -> list[Path]:
 # ------------------------------------------------------------------------------------------------------ rosbag2
 BAG_ENCODINGS = ("rgb8", "bgr8", "jpeg")
 JPEG_FORMAT = "rgb8; jpeg compressed bgr8"  # image_transport's format string for a JPEG of an rgb8 image
-DEFAULT_START_NS = 1_700_000_000 * 10**9  # fixed so that a bag and its sidecar are reproducible
+DEFAULT_START_NS = 1_700_000_000 * NANOSECONDS  # fixed so that a bag and its sidecar are reproducible
+
+
+def frame_stamp_ns(start_ns: int, index: int, fps: float) -> int:
+    """The stamp of frame `index` of a camera at `fps` whose first frame is stamped `start_ns`: the stream bags'
+    and the in-process stream eval's alike, so that a replayed bag and the eval see the same stamps."""
+    return start_ns + int(round(index * NANOSECONDS / fps))
 
 
 def camera_topic(camera: str, encoding: str) -> str:
@@ -309,7 +315,7 @@ def write_stream_bag(out: str | Path, stream, camera: str = "front", fps: float 
     with Writer(out, version=9, storage_plugin=plugin) as writer:
         connection = writer.add_connection(camera_topic(camera, encoding), msgtype, typestore=ts)
         for k in range(n_frames):
-            stamp = start_ns + int(round(k * NANOSECONDS / fps))
+            stamp = frame_stamp_ns(start_ns, k, fps)
             msg = _bag_image(ts, stream.render(k / fps, *size), stamp, f"{camera}_camera", encoding, jpeg_quality)
             writer.write(connection, stamp, ts.serialize_cdr(msg, msgtype))
     sidecar = {"bag": out.name, "storage": storage, "fps": fps, "width": size[0], "height": size[1],

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from vila_ros.ros.conversion import ns_to_stamp, stamp_to_ns
-from vila_ros.sim.writers import DEFAULT_START_NS
-from vila_ros.tasks import NANOSECONDS
+from vila_ros.sim.writers import DEFAULT_START_NS, frame_stamp_ns
 from vila_ros.tools.stream_scoring import score_alerts, score_descriptions
 
 if TYPE_CHECKING:
@@ -155,7 +154,7 @@ def run_streams(engine, streams: list, overrides: dict[str, Any] | None = None, 
         truth.update(camera_truths([stream], start_ns))
         node = InProcessNode(engine, {camera: topic}, overrides, probabilities)
         for k in range(int(stream.duration * fps)):
-            stamp_ns = start_ns + int(round(k * NANOSECONDS / fps))
+            stamp_ns = frame_stamp_ns(start_ns, k, fps)
             if node.wants(camera, stamp_ns):  # render only what the buffer keeps: ingest decides again, the same
                 node.feed(camera, image_message(stream.render(k / fps, *size), stamp_ns, f"{camera}_camera"))
         records.alerts += node.records.alerts
@@ -288,7 +287,7 @@ def photo_runs(engine, paths: Iterable[Path], seconds: float = 20.0, fps: float 
         rgb = cv2.resize(bgr, RENDER_SIZE, interpolation=cv2.INTER_AREA)[:, :, ::-1].copy()
         node = InProcessNode(engine, {"photo": "/cameras/photo/image_raw"}, overrides)
         for k in range(int(seconds * fps)):
-            stamp_ns = DEFAULT_START_NS + int(round(k * NANOSECONDS / fps))
+            stamp_ns = frame_stamp_ns(DEFAULT_START_NS, k, fps)
             if node.wants("photo", stamp_ns):
                 node.feed("photo", image_message(rgb, stamp_ns, "photo_camera"))
         begins = [a for a in node.records.alerts if a["state"] == 0]

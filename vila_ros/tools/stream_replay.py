@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vila_ros.tasks import NANOSECONDS
-
 # What a replay may change: how checks become alerts, and how often they run (a longer period only drops some).
 # Anything else (window, clip rate, prompt) changes the checks.
 REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_confirm", "alert_clear",
@@ -35,7 +33,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     from vila_ros.sim.streams import make_streams
     from vila_ros.tools.stream_agreement import read_checks
     from vila_ros.tools.stream_eval import camera_truths, node_values
-    from vila_ros.tools.stream_scoring import score_alerts
+    from vila_ros.tools.stream_scoring import camera_seconds, score_alerts
     from vila_ros.tools.stream_thresholds import cross_validate, replay_checks
 
     refused = sorted(set(overrides or {}) - set(REPLAYABLE))
@@ -45,7 +43,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     checks = read_checks(run)
     cameras = camera_truths(make_streams(split, minutes, min_scene, max_scene, stream_minutes, events_per_category))
     recorded = json.loads((Path(run) / "stream_eval.json" if Path(run).is_dir() else Path(run)).read_text())
-    seconds = sum((s["end_ns"] - s["start_ns"]) / NANOSECONDS for spec in cameras.values() for s in spec["segments"])
+    seconds = camera_seconds(cameras)
     unknown = sorted({c["camera"] for c in checks} - set(cameras))
     if unknown or abs(seconds - recorded.get("camera_seconds", seconds)) > 1.0:
         raise ValueError(f"{run} was not run on {split} at {minutes} camera-minutes (cameras or camera-seconds "

@@ -43,6 +43,11 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[f
     return (0.0 if successes == 0 else centre - half), (1.0 if successes == trials else centre + half)
 
 
+def camera_seconds(cameras: dict[str, dict]) -> float:
+    """Seconds of recording over all cameras of a truth sidecar's `cameras`."""
+    return sum((seg["end_ns"] - seg["start_ns"]) / NANOSECONDS for spec in cameras.values() for seg in spec["segments"])
+
+
 def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) -> dict:
     events = [(camera, event) for camera, spec in cameras.items() for event in spec["events"]]
     begins = [a for a in alerts if a["state"] == BEGIN and a["category"] != "sensor_stale"]
@@ -82,8 +87,7 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
         per_event.append(record)
     false = [{"camera": a["camera"], "category": a["category"], "stamp_ns": a["stamp_ns"]}
              for i, a in enumerate(begins) if i not in used]
-    hours = sum((seg["end_ns"] - seg["start_ns"]) / NANOSECONDS
-                for spec in cameras.values() for seg in spec["segments"]) / 3600
+    hours = camera_seconds(cameras) / 3600
     categories = sorted({e["category"] for _, e in events} | {a["category"] for a in begins})
     per_category = {}
     for category in categories:
