@@ -5,8 +5,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from vila_ros.engine.decoder import LlamaDecoder
 from vila_ros.engine.layer_steps import Bf16KernelStep
-from vila_ros.model.int4 import quantize_weight
-from vila_ros.model.int4_checkpoint import linear_names, replace_linears
+from vila_ros.model.int4_checkpoint import quantize_rtn
 
 
 def random_bf16_llama(**config) -> LlamaForCausalLM:
@@ -14,22 +13,8 @@ def random_bf16_llama(**config) -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(**config)).to(torch.bfloat16).eval()
 
 
-def quantize_projections(llm: LlamaForCausalLM, group: int = 128) -> LlamaForCausalLM:
-    """Every attention and MLP projection rounded to int4 (RTN) and swapped for a prepared Int4Linear."""
-    names = linear_names(llm)
-    replace_linears(llm, {n: rtn(llm.get_submodule(n).weight, group) for n in names}, group)
-    for name in names:
-        llm.get_submodule(name).prepare()
-    return llm
-
-
-def rtn(weight: torch.Tensor, group: int):
-    q, scales, zeros = quantize_weight(weight.float(), group)
-    return q, scales.to(torch.bfloat16), zeros
-
-
 def test_int4_layer_step_equals_the_per_op_path(our_kernels):
-    llm = quantize_projections(random_bf16_llama(
+    llm = quantize_rtn(random_bf16_llama(
         hidden_size=256, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=300, max_position_embeddings=128))
     dec = LlamaDecoder(llm)

@@ -17,8 +17,7 @@ from vila_ros.engine.layer_steps import (
     decoder_ops,
 )
 from vila_ros.model import llama_math
-from vila_ros.model.int4 import quantize_weight
-from vila_ros.model.int4_checkpoint import linear_names, replace_linears
+from vila_ros.model.int4_checkpoint import quantize_rtn
 
 HEADS, KV_HEADS, HEAD_DIM, CAPACITY = 4, 2, 64, 40
 
@@ -32,20 +31,6 @@ def random_llama(dtype: torch.dtype, layers: int = 2, seed: int = 0) -> LlamaFor
     for norm in [m for m in llm.modules() if hasattr(m, "variance_epsilon")]:
         norm.weight.data.uniform_(0.5, 1.5)  # not all ones: a norm weight applied twice or not at all shows
     return llm.to(dtype).eval()
-
-
-def quantize(llm: LlamaForCausalLM, group: int = 128) -> LlamaForCausalLM:
-    """Every attention and MLP projection rounded to int4 (RTN) and swapped for a prepared Int4Linear."""
-    names = linear_names(llm)
-    replace_linears(llm, {n: rtn(llm.get_submodule(n).weight, group) for n in names}, group)
-    for name in names:
-        llm.get_submodule(name).prepare()
-    return llm
-
-
-def rtn(weight: torch.Tensor, group: int):
-    q, scales, zeros = quantize_weight(weight.float(), group)
-    return q, scales.to(torch.bfloat16), zeros
 
 
 def rope(llm: LlamaForCausalLM) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +135,7 @@ def test_bf16_kernel_step_equals_the_reference(our_kernels):
 
 
 def test_int4_kernel_step_equals_the_reference(our_kernels):
-    llm = quantize(random_llama(torch.bfloat16))
+    llm = quantize_rtn(random_llama(torch.bfloat16))
     steps = choose_steps(list(llm.model.layers), llm.model.norm, "silu", torch.bfloat16, HEADS, KV_HEADS, HEAD_DIM,
                          our_kernels)
     check_step(llm, steps, Int4KernelStep, tolerance=0.02, cache_tolerance=0.02)

@@ -35,29 +35,13 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def rtn_in_memory(model: Any, group: int) -> None:
-    """Quantize the LLM linears of a loaded model (RTN) and swap in prepared Int4Linear modules."""
-    import torch
-
-    from vila_ros.model.int4 import Int4Linear, quantize_weight
-    from vila_ros.model.int4_checkpoint import linear_names
-
-    for name in linear_names(model.llm):
-        parent_name, child = name.rsplit(".", 1)
-        parent = model.llm.get_submodule(parent_name)
-        lin = getattr(parent, child)
-        q, scales, zeros = quantize_weight(lin.weight.detach().float(), group)
-        setattr(parent, child, Int4Linear.from_quantized(q, scales.to(torch.bfloat16), zeros, group).prepare())
-        del lin
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from vila_ros.bench.common import cpu_kernels_status, decode_session, synthetic_prompt, write_report
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
-    from vila_ros.model.int4_checkpoint import load_quantized_vila, weight_bytes
+    from vila_ros.model.int4_checkpoint import load_quantized_vila, quantize_rtn, weight_bytes
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"checkpoint {args.int4}"
     else:
         int4_model = load_vila(args.model, dtype=torch.bfloat16)
-        rtn_in_memory(int4_model, args.group)
+        quantize_rtn(int4_model.llm, args.group)
         source = f"RTN group {args.group} in memory"
     load_int4_s = time.perf_counter() - t0
     rss2 = _rss()

@@ -98,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vila_ros.bench.common import cpu_kernels_status, decode_session, synthetic_prompt, write_report
-    from vila_ros.bench.quant import rtn_in_memory
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
-    from vila_ros.model.int4_checkpoint import load_quantized_vila
+    from vila_ros.model.int4_checkpoint import load_quantized_vila, quantize_rtn
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         int4_model, source = load_quantized_vila(args.int4), f"checkpoint {args.int4}"
     else:
         int4_model = load_vila(args.model, dtype=torch.bfloat16)
-        rtn_in_memory(int4_model, args.group)
+        quantize_rtn(int4_model.llm, args.group)
         source = f"RTN group {args.group} in memory"
     engines["int4"] = TorchEngine(int4_model, "int4")
     ids, features = synthetic_prompt(engines["int4"])

@@ -43,15 +43,15 @@ def add_parser(bench_subparsers: Any) -> None:
 def _engine(args: argparse.Namespace) -> Any:
     import torch
 
-    from vila_ros.bench.quant import rtn_in_memory
     from vila_ros.engine.torch_engine import TorchEngine
     from vila_ros.model.checkpoint import load_vila
+    from vila_ros.model.int4_checkpoint import quantize_rtn
 
     if args.int4:
         return TorchEngine.from_dir(args.int4, precision="int4")
     if args.precision == "int4":
         model = load_vila(args.model, dtype=torch.bfloat16)
-        rtn_in_memory(model, 128)
+        quantize_rtn(model.llm, 128)
         return TorchEngine(model, "int4-rtn")
     return TorchEngine.from_dir(args.model, precision=args.precision)
 

@@ -42,7 +42,7 @@ from vila_ros.model.checkpoint import (
     weight_files,
 )
 from vila_ros.model.config import PART_NAMES
-from vila_ros.model.int4 import Int4Linear
+from vila_ros.model.int4 import Int4Linear, quantize_weight
 from vila_ros.model.preprocess import ImageProcessor
 from vila_ros.model.vila import VilaModel
 
@@ -77,6 +77,16 @@ def replace_linears(llm: nn.Module, qtensors: QTensors, group: int) -> None:
         if old.bias is not None:
             raise ValueError(f"{name} has a bias: int4 linears are bias-free (Llama attention_bias/mlp_bias false)")
         setattr(parent, child, Int4Linear.from_quantized(q, scales, zeros, group))
+
+
+def quantize_rtn(llm: nn.Module, group: int = 128) -> nn.Module:
+    """Every decoder linear rounded to nearest (no AWQ search) and swapped for a prepared Int4Linear, in place: the
+    int4 model of benches and tests, with no checkpoint on disk."""
+    for name in linear_names(llm):
+        q, scales, zeros = quantize_weight(llm.get_submodule(name).weight.detach().float(), group)
+        replace_linears(llm, {name: (q, scales.to(torch.bfloat16), zeros)}, group)
+        llm.get_submodule(name).prepare()
+    return llm
 
 
 def quant_config_of(path: str | Path) -> dict[str, Any] | None:
