@@ -95,7 +95,7 @@ def test_cut_windows_hold_another_scene_then_the_first_frames_of_this_one(tiny_c
     for seed in (11, 9_999_990):  # near the end of the train range the scene before comes from below
         scenario = make_scenario(seed, category="camera_blocked", duration=30.0)
         for n in (2, 5, 8):
-            before, stamps = ds._across_cut(scenario, n, seed, rng)
+            before, stamps = ds._across_cut(scenario, n, seed, rng, (56, 56))
             assert before and stamps and len(before) + len(stamps) == n
             assert stamps == [k / ds.clip_fps for k in range(len(stamps))]  # this scene from its first frame
             assert not scenario.truth(stamps).events  # a cut is no event: the answer is of the frames after it
@@ -160,3 +160,21 @@ def test_render_size_gives_the_node_s_camera_frames_squashed_by_the_model_s_own_
         assert conv == square.conversation(i)[0]  # the same windows and answers, only rendered otherwise
     ours, theirs = camera[0]["pixels"], square[0]["pixels"]
     assert ours.shape == theirs.shape and not np.allclose(ours.numpy(), theirs.numpy())
+
+
+def test_several_render_sizes_are_drawn_per_window_and_bad_sizes_are_refused(tiny_ckpt):
+    import pytest
+
+    model = load_vila(tiny_ckpt)
+    mixed = _dataset(model, render_size=[[160, 120], [96, 72], [56, 56]], cut_windows=0.5)
+    shapes = []
+    for i in range(30):
+        _, frames, _ = mixed.conversation(i)
+        assert len({frame.shape for frame in frames}) == 1  # one camera per window, the cut's frames too
+        shapes.append(frames[0].shape)
+        assert mixed[i]["pixels"].shape[-2:] == (56, 56)
+    assert set(shapes) == {(120, 160, 3), (72, 96, 3), (56, 56, 3)}
+    assert mixed.conversation(5)[1][0].shape == mixed.conversation(5)[1][0].shape  # deterministic in the index
+    for bad in ([160], [[160, 120], [96]], [160, -120], [[160, 120.5]], "320x240"):
+        with pytest.raises(ValueError, match="render_size"):
+            _dataset(model, render_size=bad)

@@ -204,6 +204,19 @@ class LlavaDataset(torch.utils.data.Dataset):
         return make_sample(ids, labels, pixels)
 
 
+def render_sizes_of(render_size: Sequence[int] | Sequence[Sequence[int]] | None,
+                    image_size: int) -> list[tuple[int, int]]:
+    """The (width, height) sizes a ``render_size`` option names: none (the model's square input), one [w, h], or a
+    list of them."""
+    if not render_size:
+        return [(image_size, image_size)]
+    sizes = [render_size] if all(isinstance(v, (int, np.integer)) for v in render_size) else list(render_size)
+    if not all(isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, (int, np.integer)) and v > 0
+                                                                      for v in size) for size in sizes):
+        raise ValueError(f"render_size must be [width, height] or a list of them, positive integers: {render_size}")
+    return [(int(w), int(h)) for w, h in sizes]
+
+
 class SimDataset:
     """Samples rendered on the fly by ``vila_ros.sim`` (no files), deterministic in (seed, index).
 
@@ -224,7 +237,8 @@ class SimDataset:
     ``focus_events``: {"category" or "family/category": share} of stream windows whose scene has that event (the
     rest as the seed chooses): more onsets of the events a model misses, at the same number of steps.
     ``render_size``: (width, height) stream windows are rendered at, then squashed to the model's input by its own
-    resize, as the node's camera frames are (default: the input's square, rendered directly).
+    resize, as the node's camera frames are (default: the input's square, rendered directly); or a list of such
+    sizes, one drawn per window: cameras differ, and a model trained on one frame size loses attributes on another.
     Scenario seeds come from ``split`` (train / val / test never overlap).
     """
 
@@ -233,7 +247,7 @@ class SimDataset:
                  clip_fps: float = tasks.CLIP_FPS, max_length: int | None = None, tokens_per_image: int = 1,
                  own_event_qa: float = 0.0, onset_windows: float = 0.0, cut_windows: float = 0.0,
                  full_windows: float = 0.0, focus_events: dict[str, float] | None = None,
-                 render_size: tuple[int, int] | None = None):
+                 render_size: Sequence[int] | Sequence[Sequence[int]] | None = None):
         from vila_ros.sim.generate import event_of
         from vila_ros.sim.writers import text_instructions
 
@@ -259,7 +273,7 @@ class SimDataset:
         self.onset_windows = onset_windows
         self.cut_windows = cut_windows
         self.full_windows = full_windows
-        self.render_size = tuple(render_size) if render_size else (image_size, image_size)
+        self.render_sizes = render_sizes_of(render_size, image_size)
         self.focus = [(event_of(key), float(share)) for key, share in (focus_events or {}).items()]
         if any(share < 0 for _, share in self.focus) or sum(share for _, share in self.focus) > 1:
             raise ValueError(f"focus_events shares must be >= 0 and sum to at most 1: {focus_events}")
@@ -314,8 +328,11 @@ class SimDataset:
         scenario = self.stream_scenario(scene_seed, rng)
         stamps = self.window_stamps(scenario, rng)
         before: list[np.ndarray] = []
+        # Drawn only when there is a choice, so recipes with one size keep their windows.
+        size = self.render_sizes[int(rng.integers(len(self.render_sizes)))] if len(self.render_sizes) > 1 else \
+            self.render_sizes[0]
         if self.cut_windows and len(stamps) > 1 and rng.random() < self.cut_windows:
-            before, stamps = self._across_cut(scenario, len(stamps), scene_seed, rng)
+            before, stamps = self._across_cut(scenario, len(stamps), scene_seed, rng, size)
         n = len(stamps)
         truth = scenario.truth(stamps)
         # One frame shows no change: its caption has no event sentence and its alerts are the states alone.
@@ -323,7 +340,7 @@ class SimDataset:
         alert = truth.alert_answer if n > 1 else tasks.alert_answer(
             [c for c in truth.categories if not tasks.CATEGORIES[c].temporal])
         pair = (tasks.DESCRIBE_PROMPT, caption) if rng.random() < 0.5 else (tasks.ALERT_PROMPT, alert)
-        frames = before + [scenario.render(t, *self.render_size) for t in stamps]
+        frames = before + [scenario.render(t, *size) for t in stamps]
         return _conv([pair], len(frames)), frames, "stream_window"
 
     def stream_scenario(self, scene_seed: int, rng: np.random.Generator) -> Any:
@@ -337,8 +354,8 @@ class SimDataset:
             family, category = self.focus[chosen][0] if chosen < len(self.focus) else (None, "auto")
         return make_scenario(scene_seed, family, category, duration=duration)
 
-    def _across_cut(self, scenario: Any, n: int, scene_seed: int,
-                    rng: np.random.Generator) -> tuple[list[np.ndarray], list[float]]:
+    def _across_cut(self, scenario: Any, n: int, scene_seed: int, rng: np.random.Generator,
+                    size: tuple[int, int]) -> tuple[list[np.ndarray], list[float]]:
         """Frames of the end of another scene and the stamps of this scene's first frames: ``n`` in all, at least
         one of each."""
         from vila_ros.sim import make_scenario, split_of
@@ -349,7 +366,7 @@ class SimDataset:
             scene_seed - CUT_SEED_OFFSET
         previous = make_scenario(seed, scenario.family, duration=float(rng.uniform(20.0, 60.0)))
         end = float(rng.uniform(previous.duration - dt, previous.duration))
-        before = [previous.render(end - k * dt, *self.render_size) for k in range(n - after - 1, -1, -1)]
+        before = [previous.render(end - k * dt, *size) for k in range(n - after - 1, -1, -1)]
         return before, [k * dt for k in range(after)]
 
     def window_stamps(self, scenario: Any, rng: np.random.Generator) -> list[float]:
