@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from vila_ros.ros.conversion import rgb_to_image
+from vila_ros.sim.writers import DEFAULT_START_NS
 from vila_ros.srv import QueryScene
 from vila_ros.tasks import NANOSECONDS
 from vila_ros.tools.client import SERVICE_QOS, call_service
@@ -71,7 +72,7 @@ class CameraFeed:
     """Publishes rgb8 frames with steadily advancing stamps from a thread of its own, until closed."""
 
     def __init__(self, topic: str = "/cameras/front/image_raw", fps: float = 10.0, size: tuple[int, int] = (160, 120),
-                 start_ns: int = 1_700_000_000 * NANOSECONDS) -> None:
+                 start_ns: int = DEFAULT_START_NS) -> None:
         self._cm = isolated_node("vila_ros_test_camera")
         node = self._cm.__enter__()
         self._publisher = node.create_publisher(Image, topic, QoSProfile(depth=10,
