@@ -160,13 +160,12 @@ def _run_eval_stream(args: argparse.Namespace) -> int:
     if args.replay:
         return _replay_stream(args, overrides)
     if args.photo:
-        from vila_ros.engine import create_engine
         from vila_ros.resources import resolve_model_dir
-        from vila_ros.tools.stream_eval import photo_runs
+        from vila_ros.tools.stream_eval import engine_for, photo_runs
 
         model_dir = resolve_model_dir(args.model)
         try:
-            runs = photo_runs(create_engine(model_dir, precision=args.precision), [Path(p) for p in args.photo],
+            runs = photo_runs(engine_for(args.model, args.precision, overrides), [Path(p) for p in args.photo],
                               overrides={"model_dir": str(model_dir), **overrides})
         except (FileNotFoundError, ValueError) as error:
             print(f"eval-stream: {error}", file=sys.stderr)

@@ -49,6 +49,22 @@ def node_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
+def engine_for(model_dir: str, precision: str, overrides: dict[str, Any] | None = None):
+    """The torch engine the in-process node runs: the checkpoint at `model_dir` at `precision`, with the image
+    resize the `image_resize` override names (as the node's configure reads it). The node's other configure-time
+    parameters pick what the eval's own options pick, so they are refused rather than silently ignored."""
+    from vila_ros.engine import create_engine
+    from vila_ros.resources import resolve_model_dir
+    from vila_ros.ros.parameters import CONFIGURE_TIME
+
+    fixed = sorted((CONFIGURE_TIME - {"image_resize", "model_dir"}) & (overrides or {}).keys())
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)}: not node parameters of the in-process eval, which runs the torch "
+                         "engine on the CPU (the model's precision: --precision)")
+    return create_engine(resolve_model_dir(model_dir), precision=precision,
+                         resize=(overrides or {}).get("image_resize") or None)
+
+
 def node_settings(engine, overrides: dict[str, Any] | None = None,
                   probabilities: bool = False) -> tuple[dict[str, Any], WorkerSettings, TrackerSettings]:
     """(parameter values, WorkerSettings, TrackerSettings) as the node's configure builds them from its
@@ -227,11 +243,10 @@ def evaluate(model_dir: str = "", precision: str = "fp32", split: str = "stream_
     `events_per_category` > 0: the split built per category instead of by `minutes` (``make_streams``);
     `halvings` > 0 (with `probabilities`): the rules of choosing thresholds cross-validated over that many halvings;
     `frame_size` (width, height): the generated streams' camera frames."""
-    from vila_ros.engine import create_engine
     from vila_ros.resources import resolve_model_dir
     from vila_ros.sim.streams import make_streams
 
-    engine = create_engine(resolve_model_dir(model_dir), precision=precision)
+    engine = engine_for(model_dir, precision, overrides)
     # The node reads the thresholds stored with the model it runs (alert_thresholds_file: model).
     node_overrides = {"model_dir": str(resolve_model_dir(model_dir)), **(overrides or {})}
     if bags:
