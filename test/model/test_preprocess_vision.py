@@ -97,6 +97,20 @@ def test_pad_then_pil_resize_is_vilas_expand2square():
     assert float(np.abs(ours - want).max()) < 1e-6
 
 
+def test_nearest_resize_takes_the_pixel_under_each_centre_and_enlarges_with_the_filter():
+    from PIL import Image
+
+    # A point-sampled render at the tower's size takes each output pixel's centre; so does PIL's NEAREST.
+    for shape in ((240, 320, 3), (480, 640, 3), (200, 168, 3)):
+        img = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+        want = np.asarray(Image.fromarray(img).resize((168, 168), resample=Image.NEAREST))
+        np.testing.assert_array_equal(ImageProcessor(size=168, resize="nearest").prepare(img), want)
+        assert not np.array_equal(ImageProcessor(size=168, resize="opencv").prepare(img), want)
+    small = np.random.default_rng(4).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(ImageProcessor(size=168, resize="nearest").prepare(small),
+                                  ImageProcessor(size=168, resize="opencv").prepare(small))
+
+
 def test_the_checkpoint_names_its_resize(tmp_path):
     from vila_ros.resources import DEFAULT_MODEL_DIR
 

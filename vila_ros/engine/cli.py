@@ -24,8 +24,9 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"))
     desc.add_argument("--engine", default="torch")
     desc.add_argument("--device", default="cpu")
-    desc.add_argument("--resize", choices=("pil", "opencv"),
-                      help="image resize: pil (the checkpoint processor's own, exact) or opencv (faster, close); "
+    desc.add_argument("--resize", choices=("pil", "opencv", "nearest"),
+                      help="image resize: pil (the checkpoint processor's own, exact), opencv (faster, close) or "
+                           "nearest (point samples, for models trained on point-sampled renders); "
                            "default: what the checkpoint's preprocessor_config.json names")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     desc.add_argument("--json-schema", metavar="FILE_OR_TEXT",

@@ -10,7 +10,10 @@ rescale, mean/std normalisation. Two resizes:
 - ``opencv``: cv2 INTER_AREA when shrinking (cv2's INTER_CUBIC does not antialias and would alias 1080p frames),
   the config's filter when enlarging. About 3x faster on 1080p frames, but not the same pixels: docs/checkpoints.md
   has its largest deviation and its effect on answers. A checkpoint trained on it names it in its
-  preprocessor_config.json (``"vila_ros_resize": "opencv"``), as the embedded default model does.
+  preprocessor_config.json (``"vila_ros_resize": "opencv"``).
+- ``nearest``: when shrinking, the frame's pixel under each output pixel's centre, no filter: what a renderer that
+  point-samples its shapes (the simulator's cv2 drawing) gives when it draws at the tower's size. For models trained
+  on such renders; it aliases a real camera's fine detail. Enlarging uses the config's filter, as ``opencv`` does.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import cv2
 import numpy as np
 
 RESIZE_KEY = "vila_ros_resize"  # preprocessor_config.json key naming the resize a checkpoint was trained with
-RESIZES = ("pil", "opencv")
+RESIZES = ("pil", "opencv", "nearest")
 _CV2_INTERP = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LANCZOS4, 2: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
 
 
@@ -126,7 +129,9 @@ class ImageProcessor:
                 img = np.asarray(Image.fromarray(img).resize((self.size, self.size), resample=self.resample))
             else:
                 shrinking = img.shape[0] > self.size or img.shape[1] > self.size
-                interp = cv2.INTER_AREA if shrinking else _CV2_INTERP.get(self.resample, cv2.INTER_CUBIC)
+                interp = _CV2_INTERP.get(self.resample, cv2.INTER_CUBIC)
+                if shrinking:  # INTER_NEAREST_EXACT: the pixel under each centre, as PIL's NEAREST picks it
+                    interp = cv2.INTER_NEAREST_EXACT if self.resize == "nearest" else cv2.INTER_AREA
                 img = cv2.resize(img, (self.size, self.size), interpolation=interp)
         return img
 

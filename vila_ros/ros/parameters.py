@@ -42,8 +42,8 @@ PARAMETERS: dict[str, tuple[object, str, tuple | None, bool]] = {
     "precision": ("fp32", "fp32, bf16 or int4 (AWQ) for the LLM. Can be set only while unconfigured.", None, False),
     "device": ("cpu", "cpu, cuda or cuda:N. Can be set only while unconfigured.", None, False),
     "image_resize": ("", "Image resize of the model's preprocessing: empty = what the checkpoint's "
-                     "preprocessor_config.json names (PIL bicubic for public VILA checkpoints), pil, or opencv "
-                     "(faster, close). Can be set only while unconfigured.", None, False),
+                     "preprocessor_config.json names (PIL bicubic for public VILA checkpoints), pil, opencv "
+                     "(faster, close) or nearest (point samples). Can be set only while unconfigured.", None, False),
     "num_threads": (0, "torch CPU threads; 0 = torch's default.", (0, 256), True),
     "clip_fps": (tasks.CLIP_FPS, "Rate at which frames are kept per camera (the model's training clip rate).",
                  (0.1, 60.0), True),
