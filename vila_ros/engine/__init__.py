@@ -27,7 +27,7 @@ def create_engine(model_dir: str | Path, engine: str = "torch", precision: str =
                   remote: dict | None = None, resize: str | None = None) -> Engine:
     """Load the VILA1.5 checkpoint at ``model_dir`` into an engine. ``engine="openai"`` ignores the checkpoint and
     talks to the server ``remote`` names (OpenAIEngine's keyword arguments: base_url, model, api_key_env, ...).
-    ``resize``: "pil" or "opencv" overrides the image resize the checkpoint's preprocessor_config.json names
+    ``resize``: "pil", "opencv" or "nearest" overrides the image resize the checkpoint's preprocessor_config.json names
     (vila_ros/model/preprocess.py)."""
     if engine == "openai":
         from vila_ros.engine.openai_engine import OpenAIEngine

@@ -2,7 +2,7 @@
 
 Steps, as HF's SiglipImageProcessor and VILA's ``process_image`` do them: optional pad-to-square with the mean colour
 (VILA's ``image_aspect_ratio: pad``), resize to the tower's square size without keeping the aspect ratio, 1/255
-rescale, mean/std normalisation. Two resizes:
+rescale, mean/std normalisation. Three resizes:
 
 - ``pil`` (the default for every checkpoint whose preprocessor_config.json does not name another): PIL's resize with
   the config's ``resample`` filter (3 = bicubic for SigLIP), on the uint8 RGB image, exactly what the checkpoint's
@@ -10,7 +10,7 @@ rescale, mean/std normalisation. Two resizes:
 - ``opencv``: cv2 INTER_AREA when shrinking (cv2's INTER_CUBIC does not antialias and would alias 1080p frames),
   the config's filter when enlarging. About 3x faster on 1080p frames, but not the same pixels: docs/checkpoints.md
   has its largest deviation and its effect on answers. A checkpoint trained on it names it in its
-  preprocessor_config.json (``"vila_ros_resize": "opencv"``).
+  preprocessor_config.json (``"vila_ros_resize": "opencv"``), as the embedded default model does.
 - ``nearest``: when shrinking, the frame's pixel under each output pixel's centre, no filter: what a renderer that
   point-samples its shapes (the simulator's cv2 drawing) gives when it draws at the tower's size. For models trained
   on such renders; it aliases a real camera's fine detail. Enlarging uses the config's filter, as ``opencv`` does.

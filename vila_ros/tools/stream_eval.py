@@ -57,10 +57,10 @@ def engine_for(model_dir: str, precision: str, overrides: dict[str, Any] | None 
     from vila_ros.resources import resolve_model_dir
     from vila_ros.ros.parameters import CONFIGURE_TIME
 
-    fixed = sorted((CONFIGURE_TIME - {"image_resize", "model_dir"}) & (overrides or {}).keys())
+    fixed = sorted((CONFIGURE_TIME - {"image_resize"}) & (overrides or {}).keys())
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: not node parameters of the in-process eval, which runs the torch "
-                         "engine on the CPU (the model's precision: --precision)")
+                         "engine on the CPU (the model: --model, its precision: --precision)")
     return create_engine(resolve_model_dir(model_dir), precision=precision,
                          resize=(overrides or {}).get("image_resize") or None)
 
