@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from vila_ros.model.config import RESIZES
+
 
 def register(subparsers: Any) -> None:
     desc = subparsers.add_parser("describe", help="answer a prompt about images or a video")
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"))
     desc.add_argument("--engine", default="torch")
     desc.add_argument("--device", default="cpu")
-    desc.add_argument("--resize", choices=("pil", "opencv", "nearest"),
+    desc.add_argument("--resize", choices=RESIZES,
                       help="image resize: pil (the checkpoint processor's own, exact), opencv (faster, close) or "
                            "nearest (point samples, for models trained on point-sampled renders); "
                            "default: what the checkpoint's preprocessor_config.json names")

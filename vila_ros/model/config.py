@@ -26,6 +26,7 @@ from typing import Any
 
 TOKEN_ORDERS = ("vila1.5", "nvila")
 ASPECT_RATIOS = ("resize", "pad", "dynamic")
+RESIZES = ("pil", "opencv", "nearest")  # image resizes of model/preprocess.py (its docstring)
 # Projectors that merge k x k patches: type -> k. The "_fix" ones zero-pad the grid to a multiple of k first and
 # emit merged tokens row-major whatever mm_projector_token_order says (that is how NVILA's code defines them).
 DOWNSAMPLE_FACTORS = {"mlp_downsample": 2, "mlp_downsample_2x2_fix": 2, "mlp_downsample_3x3_fix": 3}

@@ -25,8 +25,9 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from vila_ros.model.config import RESIZES
+
 RESIZE_KEY = "vila_ros_resize"  # preprocessor_config.json key naming the resize a checkpoint was trained with
-RESIZES = ("pil", "opencv", "nearest")
 _CV2_INTERP = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LANCZOS4, 2: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
 
 

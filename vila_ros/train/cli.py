@@ -8,6 +8,7 @@ import os
 import sys
 
 from vila_ros import tasks
+from vila_ros.model.config import RESIZES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +108,7 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int4"),
                    help="int4 needs a checkpoint written by `vila-ros quantize`")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--resize", choices=("pil", "opencv", "nearest"),
+    p.add_argument("--resize", choices=RESIZES,
                    help="image resize (default: what the checkpoint's preprocessor_config.json names)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
