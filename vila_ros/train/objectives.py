@@ -72,5 +72,30 @@ class VisionLabelObjective:
         self.module.load_heads_state(state)
 
 
-def objective_for(stage: dict[str, Any], model: Any) -> LanguageObjective | VisionLabelObjective:
-    return VisionLabelObjective(model) if stage["data"].get("type") == "sim_frames" else LanguageObjective(model)
+FRAME_DATA = ("sim_frames", "sim_frame_pairs")
+
+
+def frame_datasets(kind: str, data: dict[str, Any], model: Any, seed: int) -> tuple[Any, Any]:
+    """(train, val) datasets of a stage on single frames (``FRAME_DATA``); val is a fixed seed of the val split."""
+    if kind == "sim_frames":
+        from vila_ros.train.vision_labels import SimFrameDataset, patch_grid_of
+
+        frames = dict(image_processor=model.image_processor, image_size=model.config.image_size,
+                      patch_grid=patch_grid_of(model))
+        return SimFrameDataset(split="train", seed=seed, **frames), SimFrameDataset(split="val", seed=12345, **frames)
+    from vila_ros.train.camera_alignment import FramePairDataset
+
+    pairs = dict(image_processor=model.image_processor, image_size=model.config.image_size,
+                 render_size=data.get("render_size"), unfamiliar=float(data.get("unfamiliar", 0.1)))
+    return FramePairDataset(split="train", seed=seed, **pairs), FramePairDataset(split="val", seed=12345, **pairs)
+
+
+def objective_for(stage: dict[str, Any], model: Any) -> Any:
+    kind = stage["data"].get("type")
+    if kind == "sim_frames":
+        return VisionLabelObjective(model)
+    if kind == "sim_frame_pairs":
+        from vila_ros.train.camera_alignment import CameraAlignmentObjective
+
+        return CameraAlignmentObjective(model)
+    return LanguageObjective(model)

@@ -122,7 +122,7 @@ def resolve_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
         unknown = set(s) - set(STAGE_DEFAULTS) - {"name"}
         if unknown:
             raise RecipeError(f"stage {s['name']}: unknown keys {sorted(unknown)}")
-        if s["max_steps"] is None and s["data"].get("type") in ("sim", "sim_frames"):
+        if s["max_steps"] is None and s["data"].get("type") in ("sim", "sim_frames", "sim_frame_pairs"):
             raise RecipeError(f"stage {s['name']}: simulator data needs max_steps")
         stages.append(s)
     return stages

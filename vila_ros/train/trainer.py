@@ -35,7 +35,7 @@ from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.distributed import Dist
 from vila_ros.train.lora import apply_lora, lora_state, merge_lora, unmerge_into
-from vila_ros.train.objectives import objective_for
+from vila_ros.train.objectives import FRAME_DATA, frame_datasets, objective_for
 from vila_ros.train.recipe import resolve_stages
 from vila_ros.train.trainer_state import (
     STATE_DIR,
@@ -127,13 +127,8 @@ class Trainer:
         common = dict(tokenizer=model.tokenizer, image_processor=model.image_processor, template=template,
                       max_length=stage["max_length"], tokens_per_image=model.tokens_per_image)
         kind = cfg.get("type", "llava")
-        if kind == "sim_frames":
-            from vila_ros.train.vision_labels import SimFrameDataset, patch_grid_of
-
-            frames = dict(image_processor=model.image_processor, image_size=model.config.image_size,
-                          patch_grid=patch_grid_of(model))
-            train = SimFrameDataset(split="train", seed=self.seed, **frames)
-            val = SimFrameDataset(split="val", seed=12345, **frames)
+        if kind in FRAME_DATA:  # single frames for the tower and projector, no conversation
+            train, val = frame_datasets(kind, cfg, model, self.seed)
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind == "sim":
@@ -148,7 +143,7 @@ class Trainer:
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
         if kind != "llava":
-            raise ValueError(f"unknown data type {kind!r} (llava | sim | sim_frames)")
+            raise ValueError(f"unknown data type {kind!r} (llava | sim | sim_frames | sim_frame_pairs)")
         path = cfg.get("path") or self.data_path
         if not path:
             raise ValueError(f"stage {stage['name']}: LLaVA data needs --data (or data.path in the recipe)")
