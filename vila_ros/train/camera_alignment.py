@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from vila_ros.train.data import render_sizes_of
-from vila_ros.train.vision_labels import collate_frames
 
 
 class FramePairDataset:
@@ -66,7 +65,8 @@ class FramePairDataset:
 class AlignedTower(nn.Module):
     """The model's tower and projector (trained) beside a frozen copy of both as they were at the start (the
     teacher); ``forward(batch)`` -> (loss, metrics): the mean squared difference of the projector's tokens in units
-    of the teacher tokens' variance, so 1.0 is as far as guessing the mean token."""
+    of the teacher tokens' variance, so 1.0 is as far as guessing the mean token. The teacher is the training
+    state saved with a checkpoint, so a resumed stage aligns to the weights it started from."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -90,36 +90,12 @@ class AlignedTower(nn.Module):
             cosine = torch.nn.functional.cosine_similarity(student, target, dim=-1).mean()
         return loss, {"token_cosine": float(cosine)}
 
-    def teacher_state(self) -> dict[str, torch.Tensor]:
+    def training_state(self) -> dict[str, torch.Tensor]:
         state = {f"teacher_tower.{k}": v for k, v in self.teacher_tower.state_dict().items()}
         state.update({f"teacher_projector.{k}": v for k, v in self.teacher_projector.state_dict().items()})
         return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
-    def load_teacher_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
         unexpected = self.load_state_dict(state, strict=False).unexpected_keys
         if unexpected:
             raise ValueError(f"unexpected teacher tensors: {unexpected[:3]}")
-
-
-class CameraAlignmentObjective:
-    """The ``sim_frame_pairs`` stage behind the trainer's objective interface; the teacher is saved with a
-    checkpoint, so a resumed stage aligns to the weights the stage started from, not to its own checkpoint."""
-
-    def __init__(self, model: Any) -> None:
-        self.module = AlignedTower(model)
-
-    def collate(self, samples: list[dict]) -> dict[str, Any]:
-        return collate_frames(samples)
-
-    def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
-        loss, metrics = net(batch)
-        return loss, int(batch["pixels"].shape[0]), metrics
-
-    def weight(self, batch: dict[str, Any]) -> int:
-        return int(batch["pixels"].shape[0])
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return self.module.teacher_state()
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_teacher_state(state)

@@ -45,13 +45,14 @@ class LanguageObjective:
         pass
 
 
-class VisionLabelObjective:
-    """The ``vision`` stage: the tower and projector learn from simulator frame labels (``vision_labels``)."""
+class FrameObjective:
+    """A stage on single frames (``FRAME_DATA``) for the tower and projector, the LLM untouched: ``module(batch)``
+    gives (loss, metrics), and its training-only tensors (heads, a frozen teacher) go with the trainer state for
+    resume: the ``vision`` stage's label heads (``vision_labels``), the camera alignment's teacher
+    (``camera_alignment``)."""
 
-    def __init__(self, model: Any) -> None:
-        from vila_ros.train.vision_labels import VisionLabelHeads
-
-        self.module = VisionLabelHeads(model)
+    def __init__(self, module: Any) -> None:
+        self.module = module
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         from vila_ros.train.vision_labels import collate_frames
@@ -59,17 +60,17 @@ class VisionLabelObjective:
         return collate_frames(samples)
 
     def loss(self, net: Any, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int, dict]:
-        loss, accuracy = net(batch)
-        return loss, int(batch["pixels"].shape[0]), accuracy
+        loss, metrics = net(batch)
+        return loss, int(batch["pixels"].shape[0]), metrics
 
     def weight(self, batch: dict[str, Any]) -> int:
         return int(batch["pixels"].shape[0])
 
     def state(self) -> dict[str, torch.Tensor]:
-        return self.module.heads_state()
+        return self.module.training_state()
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_heads_state(state)
+        self.module.load_training_state(state)
 
 
 FRAME_DATA = ("sim_frames", "sim_frame_pairs")
@@ -90,12 +91,14 @@ def frame_datasets(kind: str, data: dict[str, Any], model: Any, seed: int) -> tu
     return FramePairDataset(split="train", seed=seed, **pairs), FramePairDataset(split="val", seed=12345, **pairs)
 
 
-def objective_for(stage: dict[str, Any], model: Any) -> Any:
+def objective_for(stage: dict[str, Any], model: Any) -> LanguageObjective | FrameObjective:
     kind = stage["data"].get("type")
     if kind == "sim_frames":
-        return VisionLabelObjective(model)
-    if kind == "sim_frame_pairs":
-        from vila_ros.train.camera_alignment import CameraAlignmentObjective
+        from vila_ros.train.vision_labels import VisionLabelHeads
 
-        return CameraAlignmentObjective(model)
+        return FrameObjective(VisionLabelHeads(model))
+    if kind == "sim_frame_pairs":
+        from vila_ros.train.camera_alignment import AlignedTower
+
+        return FrameObjective(AlignedTower(model))
     return LanguageObjective(model)

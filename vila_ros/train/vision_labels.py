@@ -104,10 +104,10 @@ class VisionLabelHeads(nn.Module):
         self.register_buffer("pos_weight", torch.tensor(OCCUPANCY_POS_WEIGHT), persistent=False)
         self.to(model.device)
 
-    def heads_state(self) -> dict[str, torch.Tensor]:
+    def training_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("model.")}
 
-    def load_heads_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
         missing = self.load_state_dict(state, strict=False).unexpected_keys
         if missing:
             raise ValueError(f"unexpected head tensors: {missing[:3]}")
