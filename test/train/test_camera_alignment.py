@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vila_ros.model.checkpoint import load_vila
-from vila_ros.train.camera_alignment import FramePairDataset
+from vila_ros.train.camera_alignment import AlignedTower, FramePairDataset
 from vila_ros.train.trainer import train
 
 ALIGN = {"vision_tower": True, "mm_projector": True, "llm": False}
@@ -67,6 +67,14 @@ def test_alignment_trains_tower_and_projector_only_and_learns(tiny_ckpt, tmp_pat
     assert "val_token_cosine" in [r for r in lines if "val_loss" in r][-1]
     # the final checkpoint is a plain VILA1.5 directory: the teacher does not leak into it
     assert not any("teacher" in k for k in final.state_dict())
+
+
+def test_teacher_stays_frozen_in_training_mode(tiny_ckpt):
+    aligned = AlignedTower(load_vila(tiny_ckpt)).train()
+    assert aligned.model.vision_tower.training and not aligned.teacher_tower.training
+    assert not aligned.teacher_projector.training
+    assert not any(p.requires_grad for p in [*aligned.teacher_tower.parameters(),
+                                             *aligned.teacher_projector.parameters()])
 
 
 def test_alignment_resume_keeps_the_starting_teacher(tiny_ckpt, tmp_path):

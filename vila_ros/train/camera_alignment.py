@@ -74,6 +74,13 @@ class AlignedTower(nn.Module):
         self.teacher_tower = copy.deepcopy(model.vision_tower).requires_grad_(False).eval()
         self.teacher_projector = copy.deepcopy(model.mm_projector).requires_grad_(False).eval()
 
+    def train(self, mode: bool = True) -> "AlignedTower":
+        # The trainer puts its module in training mode; the teacher stays as it was frozen.
+        super().train(mode)
+        self.teacher_tower.eval()
+        self.teacher_projector.eval()
+        return self
+
     def tokens(self, tower: nn.Module, projector: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         model = self.model
         dtype = tower.model.embeddings.patch_embedding.weight.dtype
