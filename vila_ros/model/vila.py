@@ -46,6 +46,14 @@ def vision_config_from(cfg: dict[str, Any]) -> SiglipVisionConfig:
     return SiglipVisionConfig(**{k: v for k, v in cfg.items() if k not in _HF_CONFIG_NOISE})
 
 
+def project_frames(tower: nn.Module, projector: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Tensor[N, 3, S, S] -> the projector's tokens Tensor[N, T, hidden] (no image-end tokens), each module run on
+    its own device and dtype: a model's tower and projector, or frozen copies of them (a training teacher)."""
+    weight = tower.model.embeddings.patch_embedding.weight
+    patches = tower(pixels.to(device=weight.device, dtype=weight.dtype))
+    return projector(patches.to(next(projector.parameters()).dtype))
+
+
 class VilaModel(nn.Module):
     def __init__(self, config: VilaConfig, tokenizer: Any = None, image_processor: ImageProcessor | None = None):
         """Builds the modules from ``config`` (random weights unless the caller loads some; see checkpoint.py)."""
@@ -100,9 +108,7 @@ class VilaModel(nn.Module):
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Tensor[N, 3, S, S] -> Tensor[N, T, hidden]; each image is encoded independently of the others."""
-        tower_dtype = self.vision_tower.model.embeddings.patch_embedding.weight.dtype
-        features = self.vision_tower(pixels.to(device=self.device, dtype=tower_dtype))
-        projected = self.mm_projector(features.to(self.mm_projector_dtype))
+        projected = project_frames(self.vision_tower, self.mm_projector, pixels)
         end_ids = self.image_end_ids
         if not end_ids:
             return projected

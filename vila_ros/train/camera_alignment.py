@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vila_ros.model.vila import project_frames
 from vila_ros.train.data import render_sizes_of
+from vila_ros.train.vision_labels import moment_near_event
 
 
 class FramePairDataset:
@@ -48,11 +50,7 @@ class FramePairDataset:
             return frame, frame
         scene_seed = split_seeds(self.split, 1, int(rng.integers(0, 9_000_000)))[0]
         scenario = make_scenario(scene_seed, duration=float(rng.uniform(20.0, 60.0)))
-        if scenario.event is not None and rng.random() < 0.5:
-            t = scenario.event.start + float(rng.uniform(-0.5, 2.0))
-        else:
-            t = float(rng.uniform(0.0, scenario.duration))
-        t = min(max(t, 0.0), scenario.duration)
+        t = moment_near_event(scenario, rng)
         width, height = self.render_sizes[int(rng.integers(len(self.render_sizes)))]
         return scenario.render(t, width, height), scenario.render(t, self.image_size, self.image_size)
 
@@ -81,16 +79,10 @@ class AlignedTower(nn.Module):
         self.teacher_projector.eval()
         return self
 
-    def tokens(self, tower: nn.Module, projector: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        dtype = tower.model.embeddings.patch_embedding.weight.dtype
-        patches = tower(pixels.to(device=model.device, dtype=dtype))
-        return projector(patches.to(model.mm_projector_dtype)).float()
-
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
-            target = self.tokens(self.teacher_tower, self.teacher_projector, batch["target_pixels"])
-        student = self.tokens(self.model.vision_tower, self.model.mm_projector, batch["pixels"])
+            target = project_frames(self.teacher_tower, self.teacher_projector, batch["target_pixels"]).float()
+        student = project_frames(self.model.vision_tower, self.model.mm_projector, batch["pixels"]).float()
         scale = target.var(dim=(0, 1)).mean().clamp_min(1e-6)
         loss = (student - target).pow(2).mean() / scale
         with torch.no_grad():

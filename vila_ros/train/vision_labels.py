@@ -54,10 +54,20 @@ def encode_labels(labels: dict, patch_grid: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def moment_near_event(scenario: Any, rng: np.random.Generator) -> float:
+    """A moment of ``scenario``: half the time (when it has an event) within 2 s of the event's start, where the
+    event actor moves and the states that tell events apart (a pedestrian on the road, a box in the air, a yellow
+    light) show; else anywhere."""
+    if scenario.event is not None and rng.random() < 0.5:
+        t = scenario.event.start + float(rng.uniform(-0.5, 2.0))
+    else:
+        t = float(rng.uniform(0.0, scenario.duration))
+    return min(max(t, 0.0), scenario.duration)
+
+
 class SimFrameDataset:
-    """Single frames of simulator scenarios at random times, with their labels; deterministic in (seed, index).
-    Half the frames fall within 2 s of the scenario's event start, where the event actor moves and the states that
-    tell events apart (a pedestrian on the road, a box in the air, a yellow light) show."""
+    """Single frames of simulator scenarios at random times (``moment_near_event``), with their labels;
+    deterministic in (seed, index)."""
 
     def __init__(self, image_processor: Any, image_size: int, patch_grid: int, split: str = "train",
                  seed: int = 0) -> None:
@@ -72,11 +82,7 @@ class SimFrameDataset:
 
         rng = np.random.default_rng([self.seed, int(index), 3071])
         scenario = make_scenario(split_seeds(self.split, 1, int(rng.integers(0, 9_000_000)))[0])
-        if scenario.event is not None and rng.random() < 0.5:
-            t = scenario.event.start + float(rng.uniform(-0.5, 2.0))
-        else:
-            t = float(rng.uniform(0.0, scenario.duration))
-        t = min(max(t, 0.0), scenario.duration)
+        t = moment_near_event(scenario, rng)
         size = self.image_size
         return scenario.render(t, size, size), scenario.frame_labels(t, size, size, self.patch_grid)
 
