@@ -56,7 +56,9 @@ def test_a_replay_of_recorded_checks_publishes_what_the_node_published(tmp_path,
     capsys.readouterr()
     assert main([*common, "--minutes", "1", "--set", "alert_clear=3", "--out", str(tmp_path / "r")]) == 0
     assert "event recall (95% interval)" in capsys.readouterr().out
-    assert isinstance(json.loads((tmp_path / "r" / "replay.json").read_text())["false_alert_list"], list)
+    replay = json.loads((tmp_path / "r" / "replay.json").read_text())
+    assert isinstance(replay["false_alert_list"], list)
+    assert len(replay["missed"]) == replay["events"] - replay["alerted"]
     assert main([*common, "--minutes", "2", "--out", str(tmp_path / "r")]) == 1
     assert "give the run's own --split and --minutes" in capsys.readouterr().err
     assert main([*common, "--minutes", "1", "--set", "num_frames=4", "--out", str(tmp_path / "r")]) == 1

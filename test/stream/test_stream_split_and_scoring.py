@@ -5,7 +5,13 @@ import pytest
 from vila_ros import tasks
 from vila_ros.sim.splits import split_of, split_seeds
 from vila_ros.sim.streams import make_stream, make_streams, scenario_of
-from vila_ros.tools.stream_scoring import score_alerts, score_descriptions, well_formed, wilson_interval
+from vila_ros.tools.stream_scoring import (
+    missed_event_evidence,
+    score_alerts,
+    score_descriptions,
+    well_formed,
+    wilson_interval,
+)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -68,6 +74,34 @@ def test_alerts_are_scored_per_event_with_false_alerts_per_camera_hour(stream):
     # Without the BEGIN after the start, replay-test's rule counts the earlier alert as finding the event.
     early_only = score_alerts(truth, alerts[:2], clip_fps=4.0)
     assert early_only["recall"] == 0.0 and early_only["recall_with_earlier_alerts"] == 1.0
+
+
+def test_a_missed_event_says_how_close_its_category_came_and_what_the_model_answered(stream):
+    truth = {"front": stream.camera_truth("/t", "front_camera", T0)}
+    truth["front"]["events"] = truth["front"]["segments"][1]["events"]
+    scene = stream.scenes[1]
+    start = scene.start + scene.scenario.event.start
+    end = scene.start + min(scene.scenario.event.end, scene.length)
+    category = scene.category
+
+    def check(t, own, other="none"):
+        rest = 1.0 - own
+        return {"camera": "front", "stamps_ns": [T0 + int((t - 1) * S), T0 + int(t * S)],
+                "probabilities": {category: own, other: rest}}
+
+    checks = [check(start - 5.0, 0.99),                      # before the span: not evidence about the event
+              check(start + 0.5, 0.30), check(end + 1.0, 0.45, "red_light"), check(end + 3.0, 0.2)]
+    per_event = score_alerts(truth, [], clip_fps=4.0)["per_event"]
+    [missed] = missed_event_evidence(truth, per_event, checks, {category: 0.8})
+    assert missed["category"] == category and missed["checks"] == 2 and missed["threshold"] == 0.8
+    assert missed["peak"] == 0.45 and missed["peak_stamp_ns"] == T0 + int((end + 1.0) * S)
+    assert (missed["preferred"], missed["preferred_probability"]) == ("red_light", 0.55)
+    assert missed["at_s"] == pytest.approx(start, abs=0.01)
+    # Found events are not listed; no check within the span says so.
+    found = score_alerts(truth, [alert(category, start + 0.5)], clip_fps=4.0)["per_event"]
+    assert missed_event_evidence(truth, found, checks, {category: 0.8}) == []
+    [unchecked] = missed_event_evidence(truth, per_event, checks[:1], {category: 0.8})
+    assert unchecked["checks"] == 0 and unchecked["peak"] is None
 
 
 def test_recall_and_precision_carry_their_wilson_interval():

@@ -211,7 +211,7 @@ def _replay_stream(args: argparse.Namespace, overrides: dict) -> int:
     from pathlib import Path
 
     from vila_ros.tools.stream_replay import redecide
-    from vila_ros.tools.stream_report import alert_rows
+    from vila_ros.tools.stream_report import alert_rows, missed_line
 
     try:
         report = redecide(Path(args.replay), args.split, args.minutes, {"model_dir": args.model, **overrides},
@@ -227,6 +227,8 @@ def _replay_stream(args: argparse.Namespace, overrides: dict) -> int:
     else:
         for name, value in alert_rows(report):
             print(f"{name}: {value}")
+        for event in report["missed"]:
+            print(missed_line(event))
         folds = report.get("cross_validation", {})
         for rule in folds.get("rules", {}):
             recall, precision = (("-" if x is None else f"{x:.3f}") for x in (folds[rule]["recall"],

@@ -22,9 +22,10 @@ REPLAYABLE = ("model_dir", "alert_thresholds_file", "alert_categories", "alert_c
 def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overrides: dict[str, Any] | None = None,
              min_scene: float = 20.0, max_scene: float = 60.0, stream_minutes: float = 4.0,
              events_per_category: int = 0, halvings: int = 0) -> dict:
-    """The alert figures (`score_alerts`) of `run`'s checks decided at the thresholds and tracker settings of
-    `overrides` (node parameters of `REPLAYABLE`; the model's stored thresholds unless `alert_thresholds_file` says
-    otherwise). The split arguments must be the run's: its streams' truth is generated again, not stored.
+    """The alert figures (`score_alerts`), and why each missed event was missed (`missed`:
+    `missed_event_evidence`), of `run`'s checks decided at the thresholds and tracker settings of `overrides`
+    (node parameters of `REPLAYABLE`; the model's stored thresholds unless `alert_thresholds_file` says otherwise).
+    The split arguments must be the run's: its streams' truth is generated again, not stored.
     `halvings` > 0: also the rules of choosing thresholds cross-validated on these checks at these tracker settings
     and cadence (`stream_thresholds.cross_validate`, as `eval-stream --cross-validate` on a new run)."""
     from vila_ros.resources import ALERT_THRESHOLDS_FILE, resolve_model_dir
@@ -33,7 +34,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     from vila_ros.sim.streams import make_streams
     from vila_ros.tools.stream_agreement import read_checks
     from vila_ros.tools.stream_eval import camera_truths, node_values
-    from vila_ros.tools.stream_scoring import camera_seconds, score_alerts
+    from vila_ros.tools.stream_scoring import camera_seconds, missed_event_evidence, score_alerts
     from vila_ros.tools.stream_thresholds import cross_validate, replay_checks
 
     refused = sorted(set(overrides or {}) - set(REPLAYABLE))
@@ -64,6 +65,7 @@ def redecide(run: Path, split: str = "stream_test", minutes: float = 32.0, overr
     # Frames-to-alert counts frames of the run's own clip rate (a rate is not replayable: it changes the checks).
     clip_fps = float(recorded.get("meta", {}).get("clip_fps") or values["clip_fps"])
     report = score_alerts(cameras, alerts, clip_fps)
+    report["missed"] = missed_event_evidence(cameras, report["per_event"], checks, thresholds)
     if halvings > 0:
         report["cross_validation"] = (
             cross_validate(cameras, checks, tracker, release, clip_fps, halvings, categories) if len(cameras) >= 2

@@ -35,6 +35,16 @@ def alert_rows(alerts: dict) -> list[tuple[str, str]]:
             ("END delay median (s)", _fmt(alerts["end_delay_s_median"]))]
 
 
+def missed_line(event: dict) -> str:
+    """One `missed_event_evidence` record as a line: "missed: road2 vehicle_cut_in at 93.2 s: at most 0.892
+    (threshold 0.9); the model's answer there none 0.94"."""
+    head = f"missed: {event['camera']} {event['category']} at {event['at_s']:.1f} s"
+    if not event["checks"]:
+        return f"{head}: no alert check while it could be found"
+    return (f"{head}: at most {event['peak']:.3f} in {event['checks']} checks (threshold {_fmt(event['threshold'])});"
+            f" the model's answer there {event['preferred']} {event['preferred_probability']:.2f}")
+
+
 def summary_rows(report: dict) -> list[tuple[str, str]]:
     alerts, text = report["alerts"], report["descriptions"]
     return [("camera-minutes", f"{report['camera_seconds'] / 60:.1f}"), *alert_rows(alerts),

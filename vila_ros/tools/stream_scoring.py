@@ -48,6 +48,13 @@ def camera_seconds(cameras: dict[str, dict]) -> float:
     return sum((seg["end_ns"] - seg["start_ns"]) / NANOSECONDS for spec in cameras.values() for seg in spec["segments"])
 
 
+def match_span_ns(event: dict) -> tuple[int, int]:
+    """Where a BEGIN of an event's camera and category finds it: from 0.5 s before its start to 2 s after its end
+    (`OPEN_EVENT_S` after its start for one without an end)."""
+    end = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + OPEN_EVENT_S * NANOSECONDS
+    return event["start_ns"] - NANOSECONDS // 2, end + 2 * NANOSECONDS
+
+
 def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) -> dict:
     events = [(camera, event) for camera, spec in cameras.items() for event in spec["events"]]
     begins = [a for a in alerts if a["state"] == BEGIN and a["category"] != "sensor_stale"]
@@ -61,10 +68,9 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
     covering: set[int] = set()  # BEGINs raised before an event and still active when it began
     per_event = []
     for camera, event in events:
-        end = event["end_ns"] if event["end_ns"] is not None else event["start_ns"] + OPEN_EVENT_S * NANOSECONDS
+        first, last = match_span_ns(event)
         match = next((i for i, a in enumerate(begins) if i not in used and a["camera"] == camera
-                      and a["category"] == event["category"]
-                      and event["start_ns"] - NANOSECONDS // 2 <= a["stamp_ns"] <= end + 2 * NANOSECONDS), None)
+                      and a["category"] == event["category"] and first <= a["stamp_ns"] <= last), None)
         earlier = None
         if match is None:
             earlier = next((i for i, a in enumerate(begins) if i not in used and i not in covering
@@ -117,6 +123,32 @@ def score_alerts(cameras: dict[str, dict], alerts: list[dict], clip_fps: float) 
             "end_delay_s_median": statistics.median(delays) if delays else None,
             "ended_events_without_end": sum(1 for e in found if e["end_ns"] is not None and e["end_delay_s"] is None),
             "per_category": per_category, "per_event": per_event, "false_alert_list": false}
+
+
+def missed_event_evidence(cameras: dict[str, dict], per_event: list[dict], checks: list[dict],
+                          thresholds: dict[str, float]) -> list[dict]:
+    """Why each event `score_alerts` found no BEGIN for was missed, from the alert checks' recorded probabilities
+    (`eval-stream --probabilities`): of its camera's checks within its match span, the one where its category came
+    closest, with that probability, the category's threshold, and the answer the model preferred there ("none":
+    nothing unusual; another category: it saw something and took it for that). `at_s`: the event's start, seconds
+    into its camera's recording; `checks` 0: the node never checked while the event could be found."""
+    missed = []
+    for event in (e for e in per_event if not e["alerted"]):
+        first, last = match_span_ns(event)
+        within = [c for c in checks if c["camera"] == event["camera"] and first <= c["stamps_ns"][-1] <= last]
+        origin = cameras[event["camera"]]["segments"][0]["start_ns"]
+        record = {"camera": event["camera"], "category": event["category"], "start_ns": event["start_ns"],
+                  "at_s": round((event["start_ns"] - origin) / NANOSECONDS, 2),
+                  "checks": len(within), "threshold": thresholds.get(event["category"]), "peak": None,
+                  "peak_stamp_ns": None, "preferred": None, "preferred_probability": None}
+        if within:
+            best = max(within, key=lambda c: c["probabilities"].get(event["category"], 0.0))
+            preferred = max(best["probabilities"], key=best["probabilities"].get)
+            record.update(peak=round(best["probabilities"].get(event["category"], 0.0), 4),
+                          peak_stamp_ns=best["stamps_ns"][-1], preferred=preferred,
+                          preferred_probability=round(best["probabilities"][preferred], 4))
+        missed.append(record)
+    return missed
 
 
 def well_formed(text: str) -> dict | None:
