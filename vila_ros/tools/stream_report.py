@@ -36,8 +36,8 @@ def alert_rows(alerts: dict) -> list[tuple[str, str]]:
 
 
 def missed_line(event: dict) -> str:
-    """One `missed_event_evidence` record as a line: "missed: road2 vehicle_cut_in at 93.2 s: at most 0.892
-    (threshold 0.9); the model's answer there none 0.94"."""
+    """One `missed_event_evidence` record as a line: "missed: road2 vehicle_cut_in at 91.8 s: at most 0.892 in 4
+    checks (threshold 0.900); the model's answer there vehicle_cut_in 0.89"."""
     head = f"missed: {event['camera']} {event['category']} at {event['at_s']:.1f} s"
     if not event["checks"]:
         return f"{head}: no alert check while it could be found"
