@@ -114,9 +114,9 @@ class VisionLabelHeads(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("model.")}
 
     def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = self.load_state_dict(state, strict=False).unexpected_keys
-        if missing:
-            raise ValueError(f"unexpected head tensors: {missing[:3]}")
+        unexpected = self.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"unexpected head tensors: {unexpected[:3]}")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         model = self.model
