@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vila_ros.model.checkpoint import load_vila
+from vila_ros.model.checkpoint import load_vila, read_config
+from vila_ros.model.resize import resized_position_embedding
 from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.lora import apply_lora, lora_modules
@@ -76,6 +77,30 @@ def test_resume_matches_uninterrupted(tiny_ckpt, llava_json, tmp_path):
     train(stopped, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json))
     assert (tmp_path / "split" / "1_t" / "checkpoint-2" / "trainer_state" / "optimizer.safetensors").is_file()
     assert not (tmp_path / "split" / "final").exists()
+    resumed = load_vila(train(recipe, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json), resume=True))
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_at_another_image_size_trains_the_resized_tower_and_resumes(tiny_ckpt, llava_json, tmp_path):
+    first = _recipe(max_steps=2)["stages"][0]
+    size = load_vila(tiny_ckpt).config.image_size
+    patch = int(read_config(tiny_ckpt).vision_tower_cfg["patch_size"])
+    larger = dict(first, name="larger", image_size=size + 2 * patch, max_steps=3)
+    recipe = {"name": "test", "seed": 0, "stages": [first, larger]}
+    full = load_vila(train(recipe, tmp_path / "full", init=tiny_ckpt, data_path=str(llava_json)))
+    assert full.config.image_size == size + 2 * patch and full.image_processor.size == size + 2 * patch
+    trained_first = load_vila(tmp_path / "full" / "1_t" / "final")
+    resized = load_vila(tmp_path / "full" / "2_larger" / "resized")
+    key = "vision_tower.model.embeddings.position_embedding.weight"
+    grid = (size + 2 * patch) // patch
+    torch.testing.assert_close(resized.state_dict()[key],
+                               resized_position_embedding(trained_first.state_dict()[key], grid))
+    assert not torch.equal(resized.state_dict()[key], full.state_dict()[key])  # and the stage trained it
+
+    stopped = {"name": "test", "seed": 0, "stages": [first, dict(larger, stop_at=1)]}
+    train(stopped, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json))
+    assert (tmp_path / "split" / "2_larger" / "checkpoint-1").is_dir()
     resumed = load_vila(train(recipe, tmp_path / "split", init=tiny_ckpt, data_path=str(llava_json), resume=True))
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -183,3 +208,32 @@ def test_recipes_parse():
     r = load_recipe(REPO / "config/train/sft.yaml", ["defaults.lora.rank=16", "stages.sft.lr=1e-5"])
     (s,) = resolve_stages(r)
     assert s["lora"]["rank"] == 16 and s["lr"] == 1e-5
+
+
+def test_camera_model_recipe_draws_fresh_camera_frame_windows_in_each_stream_stage():
+    from vila_ros.train.recipe import resolve_stages
+
+    stages = resolve_stages(load_recipe(REPO / "config/train/camera_model.yaml"))
+    stream = [s for s in stages if s["data"]["type"] == "sim" and s["data"]["mix"]["stream_window"] > 0]
+    assert [s["name"] for s in stream] == ["stream", "stream2", "stream168", "stream168b", "cuts", "crossing",
+                                           "camera", "camera2", "camera3"]
+    assert all(s["data"]["render_size"] == [[320, 240], [640, 480]] for s in stream)
+    seeds = [s["data"].get("seed", 0) for s in stream]
+    assert len(set(seeds)) == len(seeds)  # no stage replays another's windows
+    assert [s["image_size"] for s in stages].count(168) == 1 and stages[6]["image_size"] == 168
+    assert all(s["train"]["vision_tower"] for s in stages[6:]) and not any(s["train"]["vision_tower"]
+                                                                           for s in stages[1:6])
+    assert sum(s["max_minutes"] for s in stages) <= 400
+
+
+def test_a_stage_data_seed_draws_other_simulator_samples(tiny_ckpt, tmp_path):
+    from vila_ros.train.trainer import Trainer
+
+    model = load_vila(tiny_ckpt)
+    stage = {**_recipe()["stages"][0], "data": {"type": "sim", "mix": {"video_caption": 1.0}}, "eval_every": 0}
+    trainer = Trainer({"name": "test", "seed": 0, "stages": [stage]}, tmp_path / "run")
+    stage = trainer.stages[0]
+    first = trainer.datasets(stage, model)[0][0]["input_ids"]
+    same = trainer.datasets(stage, model)[0][0]["input_ids"]
+    other = trainer.datasets({**stage, "data": {**stage["data"], "seed": 2}}, model)[0][0]["input_ids"]
+    assert torch.equal(first, same) and not torch.equal(first, other)

@@ -27,6 +27,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "data": {"type": "llava"},
     "train": {"vision_tower": True, "mm_projector": True, "llm": True},
     "lora": None,  # {rank, alpha, targets}
+    "image_size": None,  # the tower's input in pixels: a stage at another size starts from a resized copy
     "lr": 1.0e-4,
     "min_lr_ratio": 0.0,
     "warmup_ratio": 0.03,

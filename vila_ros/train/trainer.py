@@ -16,10 +16,10 @@ state as a uint8 tensor, and {step, elapsed, stage} in ``state.json``. The data 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +30,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from vila_ros import tasks
-from vila_ros.model.checkpoint import load_vila, parse_dtype
+from vila_ros.model.checkpoint import load_vila, parse_dtype, read_config
+from vila_ros.model.resize import image_size_of, resize_vision_input
 from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.distributed import Dist
@@ -41,6 +42,7 @@ from vila_ros.train.trainer_state import (
     STATE_DIR,
     latest_checkpoint,
     load_optimizer,
+    prune_checkpoints,
     save_checkpoint_dir,
     save_optimizer,
 )
@@ -117,6 +119,14 @@ class Trainer:
         self.dist.barrier()
         return path
 
+    def resized(self, path: Path, image_size: int, out: Path) -> Path:
+        """A stage that sets ``image_size`` starts from its input checkpoint with the tower resized to it."""
+        if self.dist.main:
+            self.log(f"vision tower input {image_size_of(path)} -> {image_size} px: {out}")
+            resize_vision_input(path, out, image_size)
+        self.dist.barrier()
+        return out
+
     def load(self, path: Path) -> Any:
         return load_vila(path, dtype=torch.float32, device=self.device)
 
@@ -138,7 +148,7 @@ class Trainer:
                           qa_turns=int(cfg.get("qa_turns", 2)), focus_events=cfg.get("focus_events"),
                           **{key: float(cfg.get(key, 0.0))
                              for key in ("own_event_qa", "onset_windows", "cut_windows", "full_windows")})
-            train = D.SimDataset(split="train", seed=self.seed, **params, **common)
+            train = D.SimDataset(split="train", seed=int(cfg.get("seed", self.seed)), **params, **common)
             val = D.SimDataset(split="val", seed=12345, **params, **common)
             val_samples = B.fixed_samples(val, range(int(stage["val_samples"]))) if stage["eval_every"] else None
             return train, None, val_samples
@@ -175,6 +185,8 @@ class Trainer:
                 model, start_from = None, done_dir
                 continue
             ckpt = latest_checkpoint(stage_dir) if self.resume else None
+            if ckpt is None and stage["image_size"] and image_size_of(start_from) != int(stage["image_size"]):
+                model, start_from = None, self.resized(start_from, int(stage["image_size"]), stage_dir / "resized")
             if ckpt is not None:
                 model = self.load(ckpt)
             elif model is None:
@@ -183,6 +195,7 @@ class Trainer:
             if not finished:
                 self.log(f"stopped in stage {stage['name']} (resume with --resume)")
                 return stage_dir
+            start_from = done_dir
         return final
 
     def train_stage(self, model: Any, stage: dict[str, Any], index: int, stage_dir: Path, done_dir: Path,
@@ -299,7 +312,8 @@ class Trainer:
             if stage["save_every"] and step % int(stage["save_every"]) == 0 and step < max_steps:
                 self.save(model, opt, stage_dir / f"checkpoint-{step}", step, elapsed_before + time.time() - t0, name,
                           objective=objective)
-                self.prune(stage_dir, int(stage["keep_checkpoints"]))
+                if self.dist.main:
+                    prune_checkpoints(stage_dir, int(stage["keep_checkpoints"]))
         if bar is not None:
             bar.close()
         elapsed = elapsed_before + time.time() - t0
@@ -316,13 +330,9 @@ class Trainer:
         self.log(f"stage {name}: done in {elapsed / 60:.1f} min, {step} steps -> {done_dir}")
         return True
 
-    @property
+    @functools.cached_property
     def _init_dtype(self) -> str:
-        from vila_ros.model.checkpoint import read_config
-
-        if not hasattr(self, "_init_dtype_cache"):
-            self._init_dtype_cache = read_config(self.init_checkpoint()).model_dtype
-        return self._init_dtype_cache
+        return read_config(self.init_checkpoint()).model_dtype
 
     @torch.no_grad()
     def validate(self, objective: Any, samples: list[dict], bsz: int, bf16: bool, stage: str, step: int,
@@ -374,13 +384,6 @@ class Trainer:
                  "finished": opt is None}, indent=1))
         self.dist.barrier()
 
-    def prune(self, stage_dir: Path, keep: int) -> None:
-        if not self.dist.main or keep <= 0:
-            return
-        found = sorted((int(p.name.split("-")[-1]), p) for p in stage_dir.glob("checkpoint-*")
-                       if p.name.split("-")[-1].isdigit())
-        for _, p in found[:-keep]:
-            shutil.rmtree(p, ignore_errors=True)
 
 
 D_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -62,3 +62,13 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
         if (p / STATE_DIR / "state.json").is_file() and p.name.split("-")[-1].isdigit():
             found.append((int(p.name.split("-")[-1]), p))
     return max(found)[1] if found else None
+
+
+def prune_checkpoints(stage_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` latest ``checkpoint-<step>`` directories (keep <= 0: keep all)."""
+    if keep <= 0:
+        return
+    found = sorted((int(p.name.split("-")[-1]), p) for p in stage_dir.glob("checkpoint-*")
+                   if p.name.split("-")[-1].isdigit())
+    for _, p in found[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
