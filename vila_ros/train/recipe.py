@@ -9,7 +9,9 @@
       - name: sft
         train: {vision_tower: true, mm_projector: true, llm: true}
         lr: 1.0e-4
-        data: {type: llava}    # or {type: sim, mix: {video_caption: 1, ...}}
+        data: {type: llava}    # or {type: sim, mix: {video_caption: 1, ...}, seed: 2}: the simulator's samples
+                               # are a function of (seed, index), so stages draw fresh ones only with seeds of
+                               # their own (default: the recipe's seed)
 
 ``--set key=value`` overrides any key by its dotted path (``defaults.batch_size=4``, ``stages.2.lr=3e-4``,
 ``stages.sft.max_steps=10``: a stage may be named instead of numbered); values are parsed as YAML.
