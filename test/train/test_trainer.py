@@ -240,3 +240,20 @@ def test_a_stage_data_seed_draws_other_simulator_samples(tiny_ckpt, tmp_path):
     same = trainer.datasets(stage, model)[0][0]["input_ids"]
     other = trainer.datasets({**stage, "data": {**stage["data"], "seed": 2}}, model)[0][0]["input_ids"]
     assert torch.equal(first, same) and not torch.equal(first, other)
+
+
+def test_checkpoints_by_step_latest_complete_one_and_pruning(tmp_path):
+    from vila_ros.train.trainer_state import STATE_DIR, latest_checkpoint, prune_checkpoints
+
+    for step, complete in ((250, True), (1000, True), (750, True), (1250, False)):
+        state = tmp_path / f"checkpoint-{step}" / STATE_DIR
+        state.mkdir(parents=True)
+        if complete:  # a save cut short has no state.json
+            (state / "state.json").write_text("{}")
+    (tmp_path / "checkpoint-final").mkdir()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-1000"  # by step, not by name; the torn one skipped
+    prune_checkpoints(tmp_path, 0)
+    assert len(list(tmp_path.glob("checkpoint-*"))) == 5
+    prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1000", "checkpoint-1250",
+                                                                     "checkpoint-final"]

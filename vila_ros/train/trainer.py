@@ -385,7 +385,6 @@ class Trainer:
         self.dist.barrier()
 
 
-
 D_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

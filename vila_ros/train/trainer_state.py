@@ -56,19 +56,19 @@ def save_checkpoint_dir(model: torch.nn.Module, path: Path, dtype: torch.dtype |
     return path
 
 
+def numbered_checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """A stage's ``checkpoint-<step>`` directories, by step."""
+    return sorted((int(p.name.split("-")[-1]), p) for p in stage_dir.glob("checkpoint-*")
+                  if p.name.split("-")[-1].isdigit())
+
+
 def latest_checkpoint(stage_dir: Path) -> Path | None:
-    found = []
-    for p in stage_dir.glob("checkpoint-*"):
-        if (p / STATE_DIR / "state.json").is_file() and p.name.split("-")[-1].isdigit():
-            found.append((int(p.name.split("-")[-1]), p))
-    return max(found)[1] if found else None
+    found = [p for _, p in numbered_checkpoints(stage_dir) if (p / STATE_DIR / "state.json").is_file()]
+    return found[-1] if found else None
 
 
 def prune_checkpoints(stage_dir: Path, keep: int) -> None:
-    """Delete all but the ``keep`` latest ``checkpoint-<step>`` directories (keep <= 0: keep all)."""
-    if keep <= 0:
-        return
-    found = sorted((int(p.name.split("-")[-1]), p) for p in stage_dir.glob("checkpoint-*")
-                   if p.name.split("-")[-1].isdigit())
-    for _, p in found[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
+    """Delete all but the ``keep`` latest checkpoints (keep <= 0: keep all)."""
+    if keep > 0:
+        for _, p in numbered_checkpoints(stage_dir)[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
