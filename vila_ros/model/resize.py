@@ -27,11 +27,6 @@ def resized_position_embedding(weight: torch.Tensor, grid: int) -> torch.Tensor:
     return square.permute(0, 2, 3, 1).reshape(grid * grid, dim).to(weight.dtype)
 
 
-def image_size_of(model_dir: str | Path) -> int:
-    """The input size (pixels) of the checkpoint's vision tower."""
-    return int(read_config(model_dir).vision_tower_cfg["image_size"])
-
-
 def resize_vision_input(model_dir: str | Path, out_dir: str | Path, image_size: int) -> Path:
     """Write the checkpoint at ``model_dir`` to ``out_dir`` with its tower's input at ``image_size`` pixels."""
     patch = int(read_config(model_dir).vision_tower_cfg["patch_size"])

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from vila_ros import tasks
 from vila_ros.model.checkpoint import load_vila, parse_dtype, read_config
-from vila_ros.model.resize import image_size_of, resize_vision_input
+from vila_ros.model.resize import resize_vision_input
 from vila_ros.train import batching as B
 from vila_ros.train import data as D
 from vila_ros.train.distributed import Dist
@@ -122,7 +122,7 @@ class Trainer:
     def resized(self, path: Path, image_size: int, out: Path) -> Path:
         """A stage that sets ``image_size`` starts from its input checkpoint with the tower resized to it."""
         if self.dist.main:
-            self.log(f"vision tower input {image_size_of(path)} -> {image_size} px: {out}")
+            self.log(f"vision tower input {read_config(path).image_size} -> {image_size} px: {out}")
             resize_vision_input(path, out, image_size)
         self.dist.barrier()
         return out
@@ -185,7 +185,7 @@ class Trainer:
                 model, start_from = None, done_dir
                 continue
             ckpt = latest_checkpoint(stage_dir) if self.resume else None
-            if ckpt is None and stage["image_size"] and image_size_of(start_from) != int(stage["image_size"]):
+            if ckpt is None and stage["image_size"] and read_config(start_from).image_size != int(stage["image_size"]):
                 model, start_from = None, self.resized(start_from, int(stage["image_size"]), stage_dir / "resized")
             if ckpt is not None:
                 model = self.load(ckpt)
